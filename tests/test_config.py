@@ -1,0 +1,111 @@
+"""Parameters: every MLproject parameter reaches the code, and bad input fails fast, in one line."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import REPO, run_train_cli
+from train import config as config_module
+from train.cli import flag_name, main
+
+CLI_ONLY = {"experiment"}
+
+
+def error_line(stderr: str) -> str:
+    """The one error line (MLflow may log INFO lines first when it creates a store)."""
+    lines = [line for line in stderr.strip().splitlines() if " INFO " not in line]
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("error: ")
+    return lines[0]  # under mlflow run the experiment comes from --experiment-name
+
+
+def mlproject():
+    return yaml.safe_load((REPO / "MLproject").read_text())
+
+
+def test_every_mlproject_parameter_reaches_the_code():
+    entry = mlproject()["entry_points"]["main"]
+    declared = entry["parameters"]
+    fields = {f.name: f for f in config_module.fields()}
+    assert set(declared) == set(fields) - CLI_ONLY
+    for name, spec in declared.items():
+        assert f"{flag_name(name)} {{{name}}}" in entry["command"], f"{name} is declared but never passed"
+        default = fields[name].default
+        expected = {"float": float, "int": int, "string": str}[spec["type"]]
+        if isinstance(default, bool):
+            assert str(spec["default"]).lower() == str(default).lower(), name
+        else:
+            assert expected(spec["default"]) == default, f"{name}: MLproject default {spec['default']} != {default}"
+
+
+def test_pins_agree_between_pyproject_and_conda_yaml():
+    pyproject = (REPO / "pyproject.toml").read_text()
+    conda = yaml.safe_load((REPO / "conda.yaml").read_text())
+    pip_list = next(d["pip"] for d in conda["dependencies"] if isinstance(d, dict))
+    assert "mlflow==3.17.2" in pip_list and '"mlflow==3.17.2"' in pyproject
+    assert any(p.startswith("tensorflow==2.21") for p in pip_list) and "tensorflow-cpu==2.21" in pyproject
+
+
+BAD_INPUTS = [
+    (["--lr", "0"], "lr"),
+    (["--lr", "-1e-3"], "lr"),
+    (["--lr", "abc"], "--lr"),
+    (["--lr", "nan"], "lr"),
+    (["--epochs", "0"], "epochs"),
+    (["--batch-size", "0"], "batch_size"),
+    (["--stage", "warmup"], "stage"),
+    (["--model", "resnet50"], "model"),
+    (["--schedule", "linear"], "schedule"),
+    (["--optimizer", "lamb"], "optimizer"),
+    (["--stage", "finetune"], "init_model"),
+    (["--val-split", "0"], "val_split"),
+    (["--val-split", "1.5"], "val_split"),
+    (["--weights", "/no/such/weights.h5"], "weights"),
+    (["--image-size", "16"], "image_size"),
+    (["--data", "/no/such/folder"], "data"),
+    (["--milestones", "40,x"], "milestones"),
+    (["--bn-momentum", "1.5"], "bn_momentum"),
+    (["--warmup-epochs", "10", "--epochs", "10"], "warmup_epochs"),
+]
+
+
+@pytest.mark.parametrize(("args", "named"), BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
+def test_bad_parameter_is_one_line_naming_it(args, named, tracking_uri, capsys):
+    assert main(args) == 2
+    assert named in error_line(capsys.readouterr().err)
+
+
+def test_init_model_that_does_not_resolve(tracking_uri, capsys):
+    assert main(["--stage", "finetune", "--init-model", "runs:/0123456789abcdef/model"]) == 2
+    assert "init_model 'runs:/0123456789abcdef/model' does not resolve" in error_line(capsys.readouterr().err)
+    assert MlflowClient().search_runs(experiment_ids=[e.experiment_id for e in MlflowClient().search_experiments()]) == []
+
+
+@pytest.mark.parametrize("layout", ["empty", "one_class", "empty_class", "no_images", "no_validation"])
+def test_unusable_data_folder(layout, tmp_path, tracking_uri, capsys):
+    folder = tmp_path / "data"
+    from tests.test_scan import make_folder
+
+    make_folder(folder, layout)
+    assert main(["--data", str(folder), "--stage", "scratch", "--weights", "none"]) == 2
+    assert str(folder) in error_line(capsys.readouterr().err)
+
+
+def test_bad_input_exits_within_seconds_without_loading_tensorflow(tmp_path):
+    started = time.monotonic()
+    done = run_train_cli(["--data", str(tmp_path / "missing"), "--stage", "scratch"], f"sqlite:///{tmp_path}/mlflow.db")
+    elapsed = time.monotonic() - started
+    assert done.returncode == 2
+    assert re.fullmatch(r"error: data folder '.*missing' does not exist; .*\n", done.stderr), done.stderr
+    assert elapsed < 15, elapsed
+
+
+def test_unreachable_tracking_server_is_one_line(tmp_path):
+    done = run_train_cli(["--stage", "scratch", "--weights", "none"], "http://127.0.0.1:9")
+    assert done.returncode == 2
+    assert error_line(done.stderr).startswith("error: tracking server http://127.0.0.1:9 is unreachable")

@@ -1,0 +1,1 @@
+"""Training for learning-rate and stage experiments on Keras image classifiers."""

@@ -1,0 +1,68 @@
+"""Keras callbacks: the per-epoch MLflow metrics and the NaN guard.
+
+The metric names come from `contract`; this is the only code that logs per-epoch metrics.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import keras
+import mlflow
+
+from train import contract
+
+
+class EpochMetricsLogger(keras.callbacks.Callback):
+    """Logs the contract's per-epoch metrics to the active MLflow run with step = epoch.
+
+    Training throughput counts only the training part of the epoch (until validation
+    starts), so `images_per_second` compares across validation-set sizes.
+    """
+
+    def __init__(self, train_images: int):
+        super().__init__()
+        self.train_images = train_images
+        self.rows: list[dict[str, float]] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = time.perf_counter()
+        self._train_end = None
+
+    def on_test_begin(self, logs=None):
+        if self._train_end is None:
+            self._train_end = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        end = time.perf_counter()
+        train_seconds = (self._train_end or end) - self._epoch_start
+        metrics = {name: float(logs[name]) for name in (contract.LOSS, contract.ACCURACY, contract.VAL_LOSS, contract.VAL_ACCURACY) if name in logs}
+        metrics[contract.LEARNING_RATE] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        metrics[contract.EPOCH_SECONDS] = end - self._epoch_start
+        metrics[contract.IMAGES_PER_SECOND] = self.train_images / max(train_seconds, 1e-9)
+        self.rows.append({"epoch": epoch, **metrics})
+        mlflow.log_metrics(metrics, step=epoch)
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stops training at the first NaN or infinite batch loss and remembers where.
+
+    Keras' TerminateOnNaN ends fit() as if training had finished; the trainer turns the
+    position recorded here into a failed run instead.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.epoch = 0
+        self.where: tuple[int, int] | None = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.where = (self.epoch, batch)
+            self.model.stop_training = True

@@ -1,0 +1,66 @@
+"""`python -m train`: one click option per TrainConfig field, generated from the dataclass.
+
+The MLproject entry point `main` calls this with every parameter, so the dataclass is
+the one place defaults and help live. Errors print as one line naming the parameter.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from train import config as config_module
+from train.config import ConfigError, TrainConfig, TrainingError
+from train.preflight import preflight
+
+_CLICK_TYPES = {"float": float, "int": int, "str": str, "bool": click.BOOL}
+
+
+def flag_name(field_name: str) -> str:
+    return "--" + field_name.replace("_", "-")
+
+
+def _options(command):
+    for spec in reversed(config_module.fields()):
+        command = click.option(
+            flag_name(spec.name),
+            spec.name,
+            type=_CLICK_TYPES[spec.type],
+            default=spec.default,
+            show_default=True,
+            help=spec.metadata["help"],
+        )(command)
+    return command
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@_options
+def command(**values) -> None:
+    """Train an image classifier and track it in MLflow (MLFLOW_TRACKING_URI, default sqlite:///mlflow.db)."""
+    config = TrainConfig(**values)
+    checked = preflight(config)
+    from train.trainer import train  # TensorFlow loads only once the input is known good
+
+    train(config, checked)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command; print any user error as one line and return a non-zero status."""
+    try:
+        command.main(args=argv, prog_name="python -m train", standalone_mode=False)
+    except click.exceptions.Exit as done:
+        return done.exit_code
+    except click.exceptions.Abort:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except click.UsageError as error:
+        print(f"error: {error.format_message()}", file=sys.stderr)
+        return 2
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except TrainingError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0

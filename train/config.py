@@ -1,0 +1,154 @@
+"""Every training option, its default and its check: the one place they are written.
+
+`TrainConfig` is what `python -m train`, the MLproject entry point and the sweeps all
+build. Each field's `help` is the command-line help and the README's parameter table.
+`validate()` runs before anything expensive (TensorFlow, data, MLflow) so bad input costs
+seconds, not a crashed epoch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from train import contract
+
+
+class ConfigError(ValueError):
+    """A parameter the user gave is wrong; the message names it and says what to do."""
+
+
+class TrainingError(RuntimeError):
+    """Training ran but gave no usable model (the loss became NaN, say); the run is FAILED."""
+
+
+def option(default, help_text: str):
+    return field(default=default, metadata={"help": help_text})
+
+
+@dataclass
+class TrainConfig:
+    lr: float = option(1e-4, "Peak learning rate (after warm-up). Try 1e-3 from scratch, 1e-4..1e-5 for transfer, 1e-6 and below to fine-tune.")
+    epochs: int = option(10, "Number of epochs to train.")
+    batch_size: int = option(32, "Images per batch (split across devices under a distribution strategy).")
+    data: str = option("demo", "Image folder (one sub-folder per class, or train/ and val/ each with class sub-folders), or 'demo' for the built-in generated data set.")
+    val_split: float = option(0.2, "Fraction of each class held out for validation, when the folder has no train/ and val/ sub-folders.")
+    image_size: int = option(224, "Images are resized to image_size x image_size. At least 32.")
+    model: str = option("mobilenet_v2", "Architecture: mobilenet_v2 or efficientnet_b0.")
+    alpha: float = option(1.0, "MobileNetV2 width multiplier (0.35, 0.5, 0.75, 1.0, 1.3, 1.4 have ImageNet weights).")
+    stage: str = option("full", "scratch: random weights, all layers train. full: pretrained base + new head, all train. head: base frozen, only the head trains. finetune: continue from init_model with every layer but BatchNormalization trainable.")
+    weights: str = option("imagenet", "Base weights: imagenet (downloaded once to ~/.keras/models), none, or a path to a weights file. Ignored by scratch and finetune.")
+    init_model: str = option("", "MLflow model URI that finetune starts from: runs:/RUN_ID/model, models:/NAME@ALIAS or models:/NAME/VERSION.")
+    schedule: str = option("constant", "Learning-rate schedule: constant, exponential, step or cosine (any of them after warmup_epochs of linear warm-up).")
+    decay: float = option(0.1, "exponential: lr * exp(-decay * epoch).")
+    drop: float = option(0.5, "step: the factor applied at each drop.")
+    epochs_drop: int = option(10, "step: drop every epochs_drop epochs (when milestones is empty).")
+    milestones: str = option("", "step: comma-separated epochs at which to drop instead, e.g. 40,60.")
+    decay_epochs: int = option(0, "exponential: stop decaying after this many epochs (0 = never stop).")
+    warmup_epochs: int = option(0, "Linear warm-up from 0 to lr over this many epochs before the schedule starts.")
+    optimizer: str = option("adam", "Optimizer: adam, sgd (momentum 0.9) or rmsprop.")
+    augment: bool = option(False, "Random flips, rotations and zooms on training images.")
+    dropout: float = option(0.2, "Dropout rate before the classifier.")
+    seed: int = option(42, "Seed for the train/validation split, shuffling, augmentation and initial weights.")
+    register_as: str = option("", "Register the trained model under this name, with the stage as alias (models:/NAME@head). Empty: don't register.")
+    bn_momentum: str = option("auto", "BatchNormalization momentum for layers that train from scratch. auto: 1 - 10/steps_per_epoch, clipped to [0.9, 0.99], so the moving statistics catch up within an epoch even on small data.")
+    mixed_precision: str = option("auto", "auto: float16 compute on GPUs with compute capability >= 7.0, float32 elsewhere. on / off force it.")
+    xla: bool = option(False, "Compile the training step with XLA (jit_compile).")
+    strategy: str = option("auto", "auto: MirroredStrategy over all GPUs when there are several. mirrored: always (on a CPU-only machine the CPU is split into 2 logical devices). none: one device.")
+    experiment: str = option("", f"MLflow experiment (python -m train only; under mlflow run use --experiment-name). Default: MLFLOW_EXPERIMENT_NAME or '{contract.DEFAULT_EXPERIMENT}'.")
+    run_name: str = option("", "Run name. Default: '<stage> lr=<lr>', e.g. 'full lr=1e-05'.")
+
+    def validate(self) -> TrainConfig:
+        """Raise ConfigError for the first bad parameter; return self when all are fine."""
+        for check in _CHECKS:
+            check(self)
+        return self
+
+    @property
+    def milestone_epochs(self) -> list[int]:
+        return [int(part) for part in self.milestones.split(",") if part.strip()]
+
+    @property
+    def bn_momentum_value(self) -> float | None:
+        """The fixed momentum, or None for auto."""
+        return None if self.bn_momentum == "auto" else float(self.bn_momentum)
+
+    def as_params(self) -> dict[str, str]:
+        return {name: str(value) for name, value in dataclasses.asdict(self).items()}
+
+
+def fields() -> list[dataclasses.Field]:
+    return list(dataclasses.fields(TrainConfig))
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def _check_numbers(config: TrainConfig) -> None:
+    _require(math.isfinite(config.lr) and config.lr > 0, f"lr must be a number greater than 0 (got {config.lr}); try 1e-4")
+    _require(config.epochs >= 1, f"epochs must be at least 1 (got {config.epochs})")
+    _require(config.batch_size >= 1, f"batch_size must be at least 1 (got {config.batch_size})")
+    _require(0 < config.val_split < 1, f"val_split must be between 0 and 1, exclusive (got {config.val_split}); try 0.2")
+    _require(config.image_size >= 32, f"image_size must be at least 32 pixels for {config.model} (got {config.image_size})")
+    _require(config.alpha > 0, f"alpha must be greater than 0 (got {config.alpha}); try 1.0 or 0.35")
+    _require(0 <= config.dropout < 1, f"dropout must be in [0, 1) (got {config.dropout})")
+    _require(config.decay >= 0, f"decay must be 0 or more (got {config.decay})")
+    _require(0 < config.drop <= 1, f"drop must be in (0, 1] (got {config.drop}); try 0.5 or 0.1")
+    _require(config.epochs_drop >= 1, f"epochs_drop must be at least 1 (got {config.epochs_drop})")
+    _require(config.decay_epochs >= 0, f"decay_epochs must be 0 (never stop) or more (got {config.decay_epochs})")
+    _require(0 <= config.warmup_epochs < config.epochs, f"warmup_epochs must be at least 0 and less than epochs={config.epochs} (got {config.warmup_epochs})")
+
+
+def _check_choices(config: TrainConfig) -> None:
+    choices = {
+        "stage": contract.STAGES,
+        "model": contract.MODELS,
+        "schedule": contract.SCHEDULES,
+        "optimizer": contract.OPTIMIZERS,
+        "mixed_precision": ("auto", "on", "off"),
+        "strategy": ("auto", "none", "mirrored"),
+    }
+    for name, allowed in choices.items():
+        value = getattr(config, name)
+        _require(value in allowed, f"{name} must be one of {', '.join(allowed)} (got '{value}')")
+
+
+def _check_text(config: TrainConfig) -> None:
+    try:
+        milestones = config.milestone_epochs
+    except ValueError:
+        raise ConfigError(f"milestones must be comma-separated whole epochs such as 40,60 (got '{config.milestones}')") from None
+    _require(all(m > 0 for m in milestones) and milestones == sorted(set(milestones)), f"milestones must be increasing epochs above 0 (got '{config.milestones}')")
+    if config.bn_momentum != "auto":
+        try:
+            momentum = float(config.bn_momentum)
+        except ValueError:
+            momentum = -1.0
+        _require(0 < momentum < 1, f"bn_momentum must be 'auto' or a number between 0 and 1 (got '{config.bn_momentum}')")
+
+
+def _check_paths(config: TrainConfig) -> None:
+    if config.stage == "finetune":
+        _require(bool(config.init_model), "stage=finetune needs init_model, the MLflow model URI to start from, e.g. -P init_model=runs:/RUN_ID/model or models:/NAME@head")
+    elif config.init_model:
+        raise ConfigError(f"init_model is only used by stage=finetune (got stage={config.stage}); drop it or set -P stage=finetune")
+    if config.weights not in ("imagenet", "none"):
+        path = Path(config.weights).expanduser()
+        _require(path.is_file(), f"weights file '{config.weights}' does not exist; give imagenet, none or the path of a weights file")
+    if config.data != "demo":
+        path = Path(config.data).expanduser()
+        _require(path.is_dir(), f"data folder '{config.data}' does not exist; give a folder with one sub-folder per class, or 'demo'")
+
+
+_CHECKS = (_check_choices, _check_numbers, _check_text, _check_paths)
+
+
+def cache_root() -> Path:
+    """Where generated and converted images live (LRLAB_CACHE overrides)."""
+    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lrlab"
+    return Path(os.environ.get("LRLAB_CACHE", default))

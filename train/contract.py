@@ -1,0 +1,68 @@
+"""Names that training, sweeps and the dashboard share.
+
+This module is the one place each name is written. It imports nothing heavy, so the
+dashboard can read it without loading TensorFlow. Change a name only in a commit that
+changes every reader too.
+"""
+
+import os
+
+# MLflow 3's own default store; the file store (./mlruns) is deprecated.
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+DEFAULT_EXPERIMENT = "lr-study"
+
+# Logged once per epoch with step = epoch index from 0.
+LOSS = "loss"
+ACCURACY = "accuracy"
+VAL_LOSS = "val_loss"
+VAL_ACCURACY = "val_accuracy"
+LEARNING_RATE = "learning_rate"
+EPOCH_SECONDS = "epoch_seconds"
+IMAGES_PER_SECOND = "images_per_second"
+EPOCH_METRICS = (
+    LOSS,
+    ACCURACY,
+    VAL_LOSS,
+    VAL_ACCURACY,
+    LEARNING_RATE,
+    EPOCH_SECONDS,
+    IMAGES_PER_SECOND,
+)
+
+# Logged once, at the end of training.
+BEST_VAL_ACCURACY = "best_val_accuracy"
+BEST_EPOCH = "best_epoch"
+SUMMARY_METRICS = (BEST_VAL_ACCURACY, BEST_EPOCH)
+
+# Tags.
+TAG_KIND = "kind"
+KIND_TRAIN = "train"
+KIND_SWEEP = "sweep"
+KIND_LR_FIND = "lr_find"
+KIND_EVALUATE = "evaluate"
+TAG_INIT_RUN_ID = "init_run_id"  # the run whose model a finetune run started from
+TAG_STOP_REASON = "stop_reason"  # why a run ended early (signal, nan loss, pruned)
+
+# Artifacts of a training run.
+MODEL_ARTIFACT = "model"
+CLASS_NAMES_FILE = "class_names.json"
+HISTORY_FILE = "history.csv"
+CONFUSION_MATRIX_FILE = "confusion_matrix.png"
+DATA_REPORT_FILE = "data_report.json"
+
+# Parameters the dashboard groups and filters by (all logged as MLflow params).
+PARAM_LR = "lr"
+PARAM_STAGE = "stage"
+PARAM_MODEL = "model"
+PARAM_SCHEDULE = "schedule"
+PARAM_SEED = "seed"
+PARAM_DATA = "data"
+STAGES = ("scratch", "full", "head", "finetune")
+MODELS = ("mobilenet_v2", "efficientnet_b0")
+SCHEDULES = ("constant", "exponential", "step", "cosine")
+OPTIMIZERS = ("adam", "sgd", "rmsprop")
+
+
+def tracking_uri() -> str:
+    """The tracking URI every part uses: MLFLOW_TRACKING_URI, else the default store."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI

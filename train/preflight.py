@@ -1,0 +1,31 @@
+"""Checks that run before TensorFlow loads: parameters, tracking store, init_model, data.
+
+A mistake in any of them is reported in seconds, as one line, and no MLflow run is
+started, so nothing is left RUNNING and nothing already recorded is touched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from train import tracking
+from train.config import TrainConfig
+from train.demo_data import demo_folder
+from train.scan import DataReport, scan
+
+
+@dataclass
+class Preflight:
+    report: DataReport
+    init_run_id: str | None
+
+
+def preflight(config: TrainConfig) -> Preflight:
+    config.validate()
+    tracking.connect(config.experiment)
+    init_run_id = tracking.resolve_model_run(config.init_model) if config.stage == "finetune" else None
+    folder = demo_folder() if config.data == "demo" else Path(config.data).expanduser()
+    report = scan(folder, config.val_split, config.seed, config.image_size)
+    print(report.summary(), flush=True)
+    return Preflight(report, init_run_id)

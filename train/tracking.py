@@ -1,0 +1,127 @@
+"""MLflow glue: connect, start the run, log params once, log and register the model.
+
+Everything that talks to the tracking server lives here, so the trainer reads as a list
+of steps and the failure modes of a tracking store are handled in one place.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from train import contract
+from train.config import ConfigError, TrainConfig
+
+# MLflow's generated run names look like "bold-owl-123": those we may replace.
+_GENERATED_RUN_NAME = re.compile(r"^[a-z]+-[a-z]+-\d+$")
+_HEALTH_TIMEOUT_SECONDS = 5
+
+
+def connect(experiment: str = "") -> str:
+    """Point MLflow at the tracking store after checking it answers; return the URI."""
+    uri = contract.tracking_uri()
+    check_store(uri)
+    mlflow.set_tracking_uri(uri)
+    # Under `mlflow run` the run and its experiment exist already (MLFLOW_RUN_ID).
+    if not (mlflow.active_run() or "MLFLOW_RUN_ID" in os.environ or "MLFLOW_EXPERIMENT_ID" in os.environ):
+        mlflow.set_experiment(experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or contract.DEFAULT_EXPERIMENT)
+    return uri
+
+
+def check_store(uri: str) -> None:
+    """Fail in seconds, with one line, when the tracking store cannot be used."""
+    if uri.startswith(("http://", "https://")):
+        health = uri.rstrip("/") + "/health"
+        try:
+            with urllib.request.urlopen(health, timeout=_HEALTH_TIMEOUT_SECONDS):
+                pass
+        except urllib.error.HTTPError:
+            return  # it answers; authentication and paths are checked by the first real call
+        except (urllib.error.URLError, OSError) as error:
+            reason = getattr(error, "reason", error)
+            raise ConfigError(f"tracking server {uri} is unreachable ({reason}); start it (mlflow server ...) or set MLFLOW_TRACKING_URI") from None
+    elif uri.startswith("sqlite:///"):
+        folder = Path(uri.removeprefix("sqlite:///")).expanduser().resolve().parent
+        if not folder.is_dir():
+            raise ConfigError(f"tracking store {uri}: folder '{folder}' does not exist; create it or set MLFLOW_TRACKING_URI")
+    elif "://" not in uri and not uri.startswith(("databricks", "file:")):
+        raise ConfigError(f"tracking URI '{uri}' is not one MLflow 3 can open; use sqlite:///mlflow.db or http://HOST:PORT")
+
+
+def resolve_model_run(model_uri: str) -> str:
+    """The run that logged the model behind `model_uri` (runs:/, models:/NAME@ALIAS, models:/NAME/N)."""
+    try:
+        info = mlflow.models.get_model_info(model_uri)
+    except (MlflowException, OSError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(f"init_model '{model_uri}' does not resolve: {first_line}") from None
+    if not info.run_id:
+        raise ConfigError(f"init_model '{model_uri}' is not linked to a training run")
+    return info.run_id
+
+
+def run_name(config: TrainConfig) -> str:
+    return config.run_name or f"{config.stage} lr={config.lr:g}"
+
+
+def name_run(config: TrainConfig) -> None:
+    """Give the run a readable name unless the user named it (mlflow run --run-name)."""
+    run = mlflow.active_run()
+    current = run.info.run_name or ""
+    if config.run_name or not current or _GENERATED_RUN_NAME.match(current):
+        mlflow.set_tag("mlflow.runName", run_name(config))
+
+
+def log_params_once(params: dict[str, str]) -> None:
+    """Log the params the run does not have yet.
+
+    `mlflow run` already logged every MLproject parameter as typed ("1e-6"); logging the
+    parsed value again ("1e-06") is an error in MLflow, so those are left as they are.
+    """
+    run_id = mlflow.active_run().info.run_id
+    existing = MlflowClient().get_run(run_id).data.params
+    missing = {key: value for key, value in params.items() if key not in existing}
+    if missing:
+        mlflow.log_params(missing)
+
+
+def register(model_uri: str, name: str, alias: str) -> int:
+    """Register a model version under `name` and point `alias` (the stage) at it."""
+    version = mlflow.register_model(model_uri, name)
+    MlflowClient().set_registered_model_alias(name, alias, version.version)
+    return int(version.version)
+
+
+def log_keras_model(model, signature, input_example, pip_requirements):
+    """mlflow.keras.log_model under the contract's name, with signature and input example.
+
+    MLflow 3.17.2's Keras flavor writes input_example.json before it creates the model
+    folder, so any input example fails with FileNotFoundError. Until that is fixed
+    upstream, the folder is created first; nothing else about the flavor changes.
+    """
+    import mlflow.keras.save as keras_save
+
+    original = keras_save._save_example
+
+    def save_example_into_new_folder(mlflow_model, example, path, *args, **kwargs):
+        os.makedirs(path, exist_ok=True)
+        return original(mlflow_model, example, path, *args, **kwargs)
+
+    keras_save._save_example = save_example_into_new_folder
+    try:
+        return mlflow.keras.log_model(
+            model,
+            name=contract.MODEL_ARTIFACT,
+            signature=signature,
+            input_example=input_example,
+            pip_requirements=pip_requirements,
+        )
+    finally:
+        keras_save._save_example = original

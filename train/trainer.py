@@ -1,0 +1,152 @@
+"""`train(config)`: the whole training run, top to bottom.
+
+Everything that can fail on bad input (parameters, tracking store, init_model, data)
+is checked before TensorFlow builds a model or MLflow starts a run, so a mistake costs
+seconds and leaves no run behind.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+import mlflow
+import numpy as np
+import pandas as pd
+
+from train import contract, tracking
+from train.callbacks import EpochMetricsLogger, StopOnNonFiniteLoss
+from train.config import ConfigError, TrainConfig, TrainingError
+from train.data import make_datasets
+from train.device import set_up_devices
+from train.models import auto_bn_momentum, build_model, unfreeze_for_finetune
+from train.preflight import Preflight, preflight
+from train.report import confusion_matrix_figure
+from train.scan import DataReport
+from train.schedules import schedule_function
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    best_val_accuracy: float
+    best_epoch: int
+    history: list[dict[str, float]] = field(repr=False)
+    model_uri: str = ""
+    registered_version: int | None = None
+
+
+def train(config: TrainConfig, checked: Preflight | None = None) -> TrainResult:
+    """Train, log everything to MLflow and return the run's summary."""
+    checked = checked or preflight(config)
+    report, init_run_id = checked.report, checked.init_run_id
+
+    devices = set_up_devices(config)
+    keras.utils.set_random_seed(config.seed)
+    global_batch = config.batch_size
+    train_data, val_data = make_datasets(report, config.image_size, global_batch, config.seed, config.augment)
+    steps_per_epoch = math.ceil(len(report.train) / global_batch)
+    bn_momentum = None
+    if config.stage == "scratch":
+        bn_momentum = config.bn_momentum_value or auto_bn_momentum(steps_per_epoch)
+    with devices.strategy.scope():
+        model = _model(config, report, bn_momentum)
+        model.compile(optimizer=_optimizer(config), loss="sparse_categorical_crossentropy", metrics=["accuracy"], jit_compile=config.xla)
+    print(f"device: {devices.description}; model: {model.name}, {model.count_params():,} parameters", flush=True)
+
+    with mlflow.start_run() as run:
+        tracking.name_run(config)
+        mlflow.set_tags({contract.TAG_KIND: contract.KIND_TRAIN, **({contract.TAG_INIT_RUN_ID: init_run_id} if init_run_id else {})})
+        extras = {
+            "num_classes": len(report.class_names),
+            "train_images": len(report.train),
+            "val_images": len(report.val),
+            "skipped_files": len(report.skipped),
+            "bn_momentum_used": bn_momentum if bn_momentum is not None else "not trained",
+            "device": devices.description,
+        }
+        tracking.log_params_once({**config.as_params(), **{k: str(v) for k, v in extras.items()}})
+        _log_data(report)
+
+        logger = EpochMetricsLogger(len(report.train))
+        nan_guard = StopOnNonFiniteLoss()
+        callbacks = [keras.callbacks.LearningRateScheduler(schedule_function(config)), nan_guard, logger]
+        model.fit(train_data, validation_data=val_data, epochs=config.epochs, callbacks=callbacks, shuffle=False, verbose="auto")
+        if nan_guard.where is not None:
+            _fail_on_nan(nan_guard.where, config, logger.rows)
+
+        result = _summarise(run.info.run_id, logger.rows)
+        _log_outputs(model, val_data, report, logger.rows)
+        result.model_uri, result.registered_version = _log_model(model, val_data, config)
+        print(f"run {run.info.run_id}: best val_accuracy {result.best_val_accuracy:.4f} at epoch {result.best_epoch}; "
+              f"see it with `mlflow ui --backend-store-uri {contract.tracking_uri()}` or the dashboard", flush=True)
+    return result
+
+
+def _model(config: TrainConfig, report: DataReport, bn_momentum: float | None) -> keras.Model:
+    if config.stage != "finetune":
+        return build_model(len(report.class_names), config, bn_momentum)
+    model = mlflow.keras.load_model(config.init_model)
+    expected_size, classes = model.input_shape[1], model.output_shape[-1]
+    if expected_size != config.image_size:
+        raise ConfigError(f"init_model '{config.init_model}' takes {expected_size}x{expected_size} images; set image_size={expected_size}")
+    if classes != len(report.class_names):
+        raise ConfigError(f"init_model '{config.init_model}' predicts {classes} classes but data has {len(report.class_names)}; fine-tune on the data set it was trained on")
+    unfreeze_for_finetune(model)
+    return model
+
+
+def _optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
+    if config.optimizer == "sgd":
+        return keras.optimizers.SGD(learning_rate=config.lr, momentum=0.9)
+    if config.optimizer == "rmsprop":
+        return keras.optimizers.RMSprop(learning_rate=config.lr)
+    return keras.optimizers.Adam(learning_rate=config.lr)
+
+
+def _log_data(report: DataReport) -> None:
+    mlflow.log_text(report.to_json(), contract.DATA_REPORT_FILE)
+    files = pd.DataFrame(
+        [(path, report.class_names[label], "train") for path, label in report.train]
+        + [(path, report.class_names[label], "val") for path, label in report.val],
+        columns=["path", "label", "split"],
+    )
+    dataset = mlflow.data.from_pandas(files, source=report.source, name=Path(report.source).name)
+    mlflow.log_input(dataset, context="training")
+
+
+def _fail_on_nan(where: tuple[int, int], config: TrainConfig, rows) -> None:
+    epoch, batch = where
+    mlflow.set_tag(contract.TAG_STOP_REASON, f"non-finite loss at epoch {epoch} batch {batch}")
+    mlflow.log_text(pd.DataFrame(rows).to_csv(index=False), contract.HISTORY_FILE)
+    raise TrainingError(f"loss became NaN or infinite at epoch {epoch}, batch {batch} with lr={config.lr:g}; try a learning rate 10x lower")
+
+
+def _summarise(run_id: str, rows) -> TrainResult:
+    val = [row.get(contract.VAL_ACCURACY, float("nan")) for row in rows]
+    best_epoch = int(np.nanargmax(val)) if not all(math.isnan(v) for v in val) else len(rows) - 1
+    best = float(val[best_epoch])
+    mlflow.log_metrics({contract.BEST_VAL_ACCURACY: best, contract.BEST_EPOCH: best_epoch})
+    return TrainResult(run_id, best, best_epoch, rows)
+
+
+def _log_outputs(model: keras.Model, val_data, report: DataReport, rows) -> None:
+    mlflow.log_text(pd.DataFrame(rows).to_csv(index=False), contract.HISTORY_FILE)
+    mlflow.log_text(json.dumps(report.class_names), contract.CLASS_NAMES_FILE)
+    labels = np.concatenate([y.numpy() for _, y in val_data])
+    predicted = model.predict(val_data, verbose=0).argmax(axis=1)
+    mlflow.log_figure(confusion_matrix_figure(labels, predicted, report.class_names), contract.CONFUSION_MATRIX_FILE)
+
+
+def _log_model(model: keras.Model, val_data, config: TrainConfig) -> tuple[str, int | None]:
+    import tensorflow as tf
+
+    images = next(iter(val_data))[0].numpy()[:2]
+    signature = mlflow.models.infer_signature(images, model.predict(images, verbose=0))
+    requirements = [f"mlflow=={mlflow.__version__}", f"keras=={keras.__version__}", f"tensorflow=={tf.__version__}"]
+    info = tracking.log_keras_model(model, signature, images[:1], requirements)
+    version = tracking.register(info.model_uri, config.register_as, config.stage) if config.register_as else None
+    return info.model_uri, version
