@@ -39,8 +39,12 @@ class TrainResult:
     registered_version: int | None = None
 
 
-def train(config: TrainConfig, checked: Preflight | None = None) -> TrainResult:
-    """Train, log everything to MLflow and return the run's summary."""
+def train(config: TrainConfig, checked: Preflight | None = None, callbacks=(), run_options: dict | None = None) -> TrainResult:
+    """Train, log everything to MLflow and return the run's summary.
+
+    `callbacks` are extra Keras callbacks (a sweep's pruning hook); `run_options` go to
+    `mlflow.start_run` (a sweep passes parent_run_id and tags).
+    """
     checked = checked or preflight(config)
     report, init_run_id = checked.report, checked.init_run_id
 
@@ -57,7 +61,7 @@ def train(config: TrainConfig, checked: Preflight | None = None) -> TrainResult:
         model.compile(optimizer=_optimizer(config), loss="sparse_categorical_crossentropy", metrics=["accuracy"], jit_compile=config.xla)
     print(f"device: {devices.description}; model: {model.name}, {model.count_params():,} parameters", flush=True)
 
-    with mlflow.start_run() as run:
+    with mlflow.start_run(**(run_options or {})) as run:
         tracking.name_run(config)
         mlflow.set_tags({contract.TAG_KIND: contract.KIND_TRAIN, **({contract.TAG_INIT_RUN_ID: init_run_id} if init_run_id else {})})
         extras = {
@@ -73,8 +77,8 @@ def train(config: TrainConfig, checked: Preflight | None = None) -> TrainResult:
 
         logger = EpochMetricsLogger(len(report.train))
         nan_guard = StopOnNonFiniteLoss()
-        callbacks = [keras.callbacks.LearningRateScheduler(schedule_function(config)), nan_guard, logger]
-        model.fit(train_data, validation_data=val_data, epochs=config.epochs, callbacks=callbacks, shuffle=False, verbose="auto")
+        fit_callbacks = [keras.callbacks.LearningRateScheduler(schedule_function(config)), nan_guard, logger, *callbacks]
+        model.fit(train_data, validation_data=val_data, epochs=config.epochs, callbacks=fit_callbacks, shuffle=False, verbose="auto")
         if nan_guard.where is not None:
             _fail_on_nan(nan_guard.where, config, logger.rows)
 
