@@ -6,6 +6,7 @@ Every test runs the real code, only smaller: 64 px images, MobileNetV2 alpha 0.3
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -29,7 +30,7 @@ TINY = {"data": "demo", "image_size": 64, "alpha": 0.35, "weights": "none", "epo
 def tiny_config(**overrides):
     from train.config import TrainConfig
 
-    return TrainConfig(**{**TINY, "stage": "scratch", **overrides})
+    return TrainConfig(**{**TINY, "stage": "scratch", "experiment": "tests", **overrides})
 
 
 def sqlite_uri(folder: Path) -> str:
@@ -40,14 +41,31 @@ def sqlite_uri(folder: Path) -> str:
 def tracking_uri(tmp_path, monkeypatch):
     """A fresh SQLite tracking store for one test."""
     uri = sqlite_uri(tmp_path)
+    with use_store(uri, monkeypatch):
+        monkeypatch.chdir(tmp_path)
+        yield uri
+
+
+@contextlib.contextmanager
+def use_store(uri: str, monkeypatch):
+    """Point both the environment and MLflow's in-process default at `uri` (train() sets the latter)."""
+    import mlflow
+
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.chdir(tmp_path)
-    return uri
+    for leaked in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID"):
+        monkeypatch.delenv(leaked, raising=False)  # mlflow.set_experiment exports the ID; the next store lacks it
+    mlflow.set_tracking_uri(uri)
+    mlflow.MlflowClient(uri).search_experiments(max_results=1)  # create the tables before any subprocess races for them
+    try:
+        yield uri
+    finally:
+        mlflow.set_tracking_uri(None)
 
 
 def subprocess_env(tracking_uri: str, **extra) -> dict[str, str]:
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", **extra}
-    env.pop("MLFLOW_RUN_ID", None)
+    for leaked in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        env.pop(leaked, None)
     return env
 
 

@@ -9,21 +9,24 @@ import math
 import time
 
 import keras
-import mlflow
 
 from train import contract
 
 
 class EpochMetricsLogger(keras.callbacks.Callback):
-    """Logs the contract's per-epoch metrics to the active MLflow run with step = epoch.
+    """Measures the contract's per-epoch metrics; `publish(epoch)` logs them with step = epoch.
 
-    Training throughput counts only the training part of the epoch (until validation
-    starts), so `images_per_second` compares across validation-set sizes.
+    The epoch checkpoint calls `publish` once the epoch is saved, so a run never has
+    metrics for an epoch that a resume would train again. Training throughput counts only
+    the training part of the epoch (until validation starts), so `images_per_second`
+    compares across validation-set sizes.
     """
 
-    def __init__(self, train_images: int):
+    def __init__(self, train_images: int, log_metrics, logged_epochs: set[int] | None = None):
         super().__init__()
         self.train_images = train_images
+        self.log_metrics = log_metrics  # (metrics, step) -> None: a MetricBuffer's log
+        self.logged_epochs = set(logged_epochs or ())  # a resumed run keeps the values it already has
         self.rows: list[dict[str, float]] = []
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -43,7 +46,12 @@ class EpochMetricsLogger(keras.callbacks.Callback):
         metrics[contract.EPOCH_SECONDS] = end - self._epoch_start
         metrics[contract.IMAGES_PER_SECOND] = self.train_images / max(train_seconds, 1e-9)
         self.rows.append({"epoch": epoch, **metrics})
-        mlflow.log_metrics(metrics, step=epoch)
+
+    def publish(self, row: dict[str, float]) -> None:
+        epoch = int(row["epoch"])
+        if epoch not in self.logged_epochs:
+            self.log_metrics({key: value for key, value in row.items() if key != "epoch"}, epoch)
+            self.logged_epochs.add(epoch)
 
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):

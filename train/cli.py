@@ -11,7 +11,7 @@ import sys
 import click
 
 from train import config as config_module
-from train.config import ConfigError, TrainConfig, TrainingError
+from train.config import ConfigError, TrainConfig, TrainingError, TrainingInterrupted
 from train.preflight import preflight
 
 _CLICK_TYPES = {"float": float, "int": int, "str": str, "bool": click.BOOL}
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         command.main(args=argv, prog_name="python -m train", standalone_mode=False)
     except click.exceptions.Exit as done:
         return done.exit_code
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, KeyboardInterrupt):
         print("error: interrupted", file=sys.stderr)
         return 130
     except click.UsageError as error:
@@ -63,4 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except TrainingInterrupted as stop:
+        print(f"error: {stop}", file=sys.stderr)
+        return 128 + stop.signum
     return 0

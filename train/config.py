@@ -21,6 +21,17 @@ class ConfigError(ValueError):
     """A parameter the user gave is wrong; the message names it and says what to do."""
 
 
+class TrainingInterrupted(Exception):
+    """SIGTERM or SIGINT stopped training; the run is KILLED and can be resumed."""
+
+    def __init__(self, signum: int, epoch: int):
+        import signal
+
+        super().__init__(f"stopped by {signal.Signals(signum).name} during epoch {epoch}")
+        self.signum = signum
+        self.epoch = epoch
+
+
 class TrainingError(RuntimeError):
     """Training ran but gave no usable model (the loss became NaN, say); the run is FAILED."""
 
@@ -60,6 +71,7 @@ class TrainConfig:
     strategy: str = option("auto", "auto: MirroredStrategy over all GPUs when there are several. mirrored: always (on a CPU-only machine the CPU is split into 2 logical devices). none: one device.")
     experiment: str = option("", f"MLflow experiment (python -m train only; under mlflow run use --experiment-name). Default: MLFLOW_EXPERIMENT_NAME or '{contract.DEFAULT_EXPERIMENT}'.")
     run_name: str = option("", "Run name. Default: '<stage> lr=<lr>', e.g. 'full lr=1e-05'.")
+    resume: str = option("", "ID of an unfinished run (KILLED, FAILED or stale) to continue from its last completed epoch, in the same run. Give the same parameters it had.")
 
     def validate(self) -> TrainConfig:
         """Raise ConfigError for the first bad parameter; return self when all are fine."""

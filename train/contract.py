@@ -41,7 +41,9 @@ KIND_SWEEP = "sweep"
 KIND_LR_FIND = "lr_find"
 KIND_EVALUATE = "evaluate"
 TAG_INIT_RUN_ID = "init_run_id"  # the run whose model a finetune run started from
-TAG_STOP_REASON = "stop_reason"  # why a run ended early (signal, nan loss, pruned)
+TAG_STOP_REASON = "stop_reason"  # why a run ended early (signal, nan loss, pruned, stale)
+TAG_HOST = "host"  # machine and process that train the run, to tell a stale run from a live one
+TAG_PID = "pid"
 
 # Artifacts of a training run.
 MODEL_ARTIFACT = "model"

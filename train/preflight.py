@@ -19,13 +19,16 @@ from train.scan import DataReport, scan
 class Preflight:
     report: DataReport
     init_run_id: str | None
+    resume_run_id: str | None = None
 
 
 def preflight(config: TrainConfig) -> Preflight:
     config.validate()
     tracking.connect(config.experiment)
     init_run_id = tracking.resolve_model_run(config.init_model) if config.stage == "finetune" else None
+    if config.resume:
+        tracking.check_resumable(config.resume, config)
     folder = demo_folder() if config.data == "demo" else Path(config.data).expanduser()
     report = scan(folder, config.val_split, config.seed, config.image_size)
     print(report.summary(), flush=True)
-    return Preflight(report, init_run_id)
+    return Preflight(report, init_run_id, config.resume or None)

@@ -28,11 +28,45 @@ def connect(experiment: str = "") -> str:
     """Point MLflow at the tracking store after checking it answers; return the URI."""
     uri = contract.tracking_uri()
     check_store(uri)
+    if uri.startswith("sqlite:///"):
+        _create_sqlite_tables_once(uri)
     mlflow.set_tracking_uri(uri)
     # Under `mlflow run` the run and its experiment exist already (MLFLOW_RUN_ID).
-    if not (mlflow.active_run() or "MLFLOW_RUN_ID" in os.environ or "MLFLOW_EXPERIMENT_ID" in os.environ):
-        mlflow.set_experiment(experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or contract.DEFAULT_EXPERIMENT)
+    if not (mlflow.active_run() or "MLFLOW_RUN_ID" in os.environ):
+        _choose_experiment(experiment)
     return uri
+
+
+def _choose_experiment(experiment: str) -> None:
+    """--experiment, else MLFLOW_EXPERIMENT_NAME, else MLFLOW_EXPERIMENT_ID, else the default name.
+
+    (mlflow.set_experiment itself exports MLFLOW_EXPERIMENT_ID, so only a name given
+    here wins over it in a process that trains more than once, such as a sweep.)
+    """
+    name = experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME")
+    if name:
+        mlflow.set_experiment(name)
+    elif os.environ.get("MLFLOW_EXPERIMENT_ID"):
+        try:
+            mlflow.set_experiment(experiment_id=os.environ["MLFLOW_EXPERIMENT_ID"])
+        except MlflowException:
+            raise ConfigError(f"MLFLOW_EXPERIMENT_ID={os.environ['MLFLOW_EXPERIMENT_ID']} is not an experiment in {contract.tracking_uri()}; unset it or pass --experiment") from None
+    else:
+        mlflow.set_experiment(contract.DEFAULT_EXPERIMENT)
+
+
+def _create_sqlite_tables_once(uri: str) -> None:
+    """Create a new SQLite store's tables under a file lock.
+
+    MLflow creates the tables on first use; two processes doing that at once on a new
+    file (a sweep, a test, 8 jobs launched together) fail with 'table already exists'.
+    """
+    import fcntl
+
+    database = Path(uri.removeprefix("sqlite:///")).expanduser()
+    with open(database.with_name(database.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        MlflowClient(uri).search_experiments(max_results=1)
 
 
 def check_store(uri: str) -> None:
@@ -125,3 +159,70 @@ def log_keras_model(model, signature, input_example, pip_requirements):
         )
     finally:
         keras_save._save_example = original
+
+
+CHECKPOINT_ARTIFACT = "checkpoint"  # where an interrupted run keeps its last epoch checkpoint
+
+
+def logged_epochs(run_id: str) -> set[int]:
+    """Epochs the run has metrics for already (non-empty only when resuming)."""
+    return {metric.step for metric in MlflowClient().get_metric_history(run_id, contract.LOSS)}
+
+
+def epoch_history(run_id: str):
+    """The run's per-epoch metrics as a DataFrame (epoch + contract.EPOCH_METRICS), from the store.
+
+    Read back rather than kept in memory so a resumed run's history includes the epochs
+    an earlier process trained.
+    """
+    import pandas as pd
+
+    client = MlflowClient()
+    columns = {}
+    for name in contract.EPOCH_METRICS:
+        columns[name] = {metric.step: metric.value for metric in client.get_metric_history(run_id, name)}
+    epochs = sorted(set().union(*(values.keys() for values in columns.values())))
+    frame = pd.DataFrame({"epoch": epochs})
+    for name, values in columns.items():
+        frame[name] = [values.get(epoch, float("nan")) for epoch in epochs]
+    return frame
+
+
+def fetch_checkpoint(run_id: str, folder: Path) -> None:
+    """Bring the run's checkpoint from its artifacts when this machine has none."""
+    if (folder / "training_metadata.json").exists():
+        return
+    try:
+        downloaded = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=CHECKPOINT_ARTIFACT)
+    except (MlflowException, OSError):
+        raise ConfigError(f"run {run_id} has no checkpoint here or in its artifacts; it cannot be resumed, start a new run") from None
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    import shutil
+
+    shutil.copytree(downloaded, folder, dirs_exist_ok=True)
+
+
+def check_resumable(run_id: str, config: TrainConfig) -> None:
+    """The run exists, is a training run that did not finish, and had the same parameters."""
+    try:
+        run = MlflowClient().get_run(run_id)
+    except MlflowException:
+        raise ConfigError(f"resume: run '{run_id}' not found in {contract.tracking_uri()}") from None
+    if run.info.status == "FINISHED":
+        raise ConfigError(f"resume: run '{run_id}' already FINISHED; start a new run (or finetune from runs:/{run_id}/model)")
+    if run.data.tags.get(contract.TAG_KIND) != contract.KIND_TRAIN:
+        raise ConfigError(f"resume: run '{run_id}' is not a training run")
+    ignored = {"resume", "run_name", "experiment"}
+    for name, value in config.as_params().items():
+        logged = run.data.params.get(name)
+        if name not in ignored and logged is not None and not _same_value(logged, value):
+            raise ConfigError(f"resume: {name}={value} but run '{run_id}' was started with {name}={logged}; resume with the same parameters")
+
+
+def _same_value(logged: str, value: str) -> bool:
+    if logged == value:
+        return True
+    try:
+        return float(logged) == float(value)
+    except ValueError:
+        return logged.lower() == value.lower()  # booleans: "true" from mlflow run, "True" from Python

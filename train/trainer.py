@@ -9,6 +9,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
+import signal
+import socket
+import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,16 +23,19 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from train import contract, tracking
+from train import contract, interrupt, tracking
 from train.callbacks import EpochMetricsLogger, StopOnNonFiniteLoss
-from train.config import ConfigError, TrainConfig, TrainingError
+from train.config import ConfigError, TrainConfig, TrainingError, TrainingInterrupted
 from train.data import make_datasets
 from train.device import set_up_devices
+from train.metric_buffer import MetricBuffer
 from train.models import auto_bn_momentum, build_model, unfreeze_for_finetune
 from train.preflight import Preflight, preflight
 from train.report import confusion_matrix_figure
 from train.scan import DataReport
 from train.schedules import schedule_function
+
+SERVER_PATIENCE_SECONDS = 120  # how long the end of a run waits for a tracking server that went away
 
 
 @dataclass
@@ -46,7 +55,7 @@ def train(config: TrainConfig, checked: Preflight | None = None, callbacks=(), r
     `mlflow.start_run` (a sweep passes parent_run_id and tags).
     """
     checked = checked or preflight(config)
-    report, init_run_id = checked.report, checked.init_run_id
+    report = checked.report
 
     devices = set_up_devices(config)
     keras.utils.set_random_seed(config.seed)
@@ -61,33 +70,80 @@ def train(config: TrainConfig, checked: Preflight | None = None, callbacks=(), r
         model.compile(optimizer=_optimizer(config), loss="sparse_categorical_crossentropy", metrics=["accuracy"], jit_compile=config.xla)
     print(f"device: {devices.description}; model: {model.name}, {model.count_params():,} parameters", flush=True)
 
-    with mlflow.start_run(**(run_options or {})) as run:
-        tracking.name_run(config)
-        mlflow.set_tags({contract.TAG_KIND: contract.KIND_TRAIN, **({contract.TAG_INIT_RUN_ID: init_run_id} if init_run_id else {})})
-        extras = {
-            "num_classes": len(report.class_names),
-            "train_images": len(report.train),
-            "val_images": len(report.val),
-            "skipped_files": len(report.skipped),
-            "bn_momentum_used": bn_momentum if bn_momentum is not None else "not trained",
-            "device": devices.description,
-        }
-        tracking.log_params_once({**config.as_params(), **{k: str(v) for k, v in extras.items()}})
-        _log_data(report)
-
-        logger = EpochMetricsLogger(len(report.train))
+    run_options = {**(run_options or {}), **({"run_id": checked.resume_run_id} if checked.resume_run_id else {})}
+    with mlflow.start_run(**run_options) as run:
+        run_id = run.info.run_id
+        logged_epochs = tracking.logged_epochs(run_id)
+        _start_run_records(config, checked, devices, bn_momentum, resumed=bool(logged_epochs))
+        metrics = MetricBuffer(run_id)
+        logger = EpochMetricsLogger(len(report.train), metrics.log, logged_epochs)
+        checkpoint = interrupt.EpochCheckpoint(run_id, logger)
+        if logged_epochs:
+            tracking.fetch_checkpoint(run_id, interrupt.checkpoint_dir(run_id))
+            for row in interrupt.saved_epochs(run_id):  # saved but not sent when the process died
+                logger.publish(row)
+            print(f"resuming run {run_id} after epoch {interrupt.completed_epochs(run_id) - 1}", flush=True)
         nan_guard = StopOnNonFiniteLoss()
-        fit_callbacks = [keras.callbacks.LearningRateScheduler(schedule_function(config)), nan_guard, logger, *callbacks]
-        model.fit(train_data, validation_data=val_data, epochs=config.epochs, callbacks=fit_callbacks, shuffle=False, verbose="auto")
+        with interrupt.GracefulStop() as stopper:
+            fit_callbacks = [keras.callbacks.LearningRateScheduler(schedule_function(config)), stopper, nan_guard, logger, checkpoint, *callbacks]
+            try:
+                model.fit(train_data, validation_data=val_data, epochs=config.epochs, callbacks=fit_callbacks, shuffle=False, verbose="auto")
+            except TrainingInterrupted as stop:
+                _end_interrupted(run_id, stop, metrics)
+                raise
+        _send_queued_metrics(metrics)
         if nan_guard.where is not None:
-            _fail_on_nan(nan_guard.where, config, logger.rows)
+            _fail_on_nan(nan_guard.where, config)
 
-        result = _summarise(run.info.run_id, logger.rows)
-        _log_outputs(model, val_data, report, logger.rows)
+        history = tracking.epoch_history(run_id)
+        result = _summarise(run_id, history)
+        _log_outputs(model, val_data, report, history)
         result.model_uri, result.registered_version = _log_model(model, val_data, config)
-        print(f"run {run.info.run_id}: best val_accuracy {result.best_val_accuracy:.4f} at epoch {result.best_epoch}; "
+        shutil.rmtree(interrupt.checkpoint_dir(run_id), ignore_errors=True)
+        print(f"run {run_id}: best val_accuracy {result.best_val_accuracy:.4f} at epoch {result.best_epoch}; "
               f"see it with `mlflow ui --backend-store-uri {contract.tracking_uri()}` or the dashboard", flush=True)
     return result
+
+
+def _start_run_records(config: TrainConfig, checked: Preflight, devices, bn_momentum, resumed: bool) -> None:
+    """Name, tags, params and the data report: what a run says about itself before epoch 0."""
+    report = checked.report
+    tracking.name_run(config)
+    tags = {contract.TAG_KIND: contract.KIND_TRAIN, contract.TAG_HOST: socket.gethostname(), contract.TAG_PID: str(os.getpid())}
+    if checked.init_run_id:
+        tags[contract.TAG_INIT_RUN_ID] = checked.init_run_id
+    mlflow.set_tags(tags)
+    extras = {
+        "num_classes": len(report.class_names),
+        "train_images": len(report.train),
+        "val_images": len(report.val),
+        "skipped_files": len(report.skipped),
+        "bn_momentum_used": bn_momentum if bn_momentum is not None else "not trained",
+        "device": devices.description,
+    }
+    tracking.log_params_once({**config.as_params(), **{key: str(value) for key, value in extras.items()}})
+    if not resumed:
+        _log_data(report)
+
+
+def _end_interrupted(run_id: str, stop: TrainingInterrupted, metrics: MetricBuffer) -> None:
+    """Keep what the run has (metrics, checkpoint), say why it stopped, and mark it KILLED."""
+    metrics.drain(patience_seconds=10)
+    mlflow.set_tag(contract.TAG_STOP_REASON, f"{signal.Signals(stop.signum).name} during epoch {stop.epoch}")
+    folder = interrupt.checkpoint_dir(run_id)
+    if folder.exists():
+        mlflow.log_artifacts(str(folder), tracking.CHECKPOINT_ARTIFACT)
+    mlflow.end_run("KILLED")
+    print(f"run {run_id} stopped by {signal.Signals(stop.signum).name}; continue it with --resume {run_id} "
+          f"(or mlflow run --run-id {run_id} ...)", file=sys.stderr, flush=True)
+
+
+def _send_queued_metrics(metrics: MetricBuffer) -> None:
+    if metrics.drain(patience_seconds=SERVER_PATIENCE_SECONDS):
+        return
+    path = metrics.save(Path.cwd())
+    raise TrainingError(f"tracking store {contract.tracking_uri()} did not come back within {SERVER_PATIENCE_SECONDS} s; "
+                        f"the per-epoch history is in {path}: send it with `python -m train.upload {path}`")
 
 
 def _model(config: TrainConfig, report: DataReport, bn_momentum: float | None) -> keras.Model:
@@ -118,27 +174,29 @@ def _log_data(report: DataReport) -> None:
         + [(path, report.class_names[label], "val") for path, label in report.val],
         columns=["path", "label", "split"],
     )
-    dataset = mlflow.data.from_pandas(files, source=report.source, name=Path(report.source).name)
+    with warnings.catch_warnings():  # a local path "can be interpreted in multiple ways": it is a local folder
+        warnings.simplefilter("ignore", UserWarning)
+        dataset = mlflow.data.from_pandas(files, source=report.source, name=Path(report.source).name)
     mlflow.log_input(dataset, context="training")
 
 
-def _fail_on_nan(where: tuple[int, int], config: TrainConfig, rows) -> None:
+def _fail_on_nan(where: tuple[int, int], config: TrainConfig) -> None:
     epoch, batch = where
     mlflow.set_tag(contract.TAG_STOP_REASON, f"non-finite loss at epoch {epoch} batch {batch}")
-    mlflow.log_text(pd.DataFrame(rows).to_csv(index=False), contract.HISTORY_FILE)
+    mlflow.log_text(tracking.epoch_history(mlflow.active_run().info.run_id).to_csv(index=False), contract.HISTORY_FILE)
     raise TrainingError(f"loss became NaN or infinite at epoch {epoch}, batch {batch} with lr={config.lr:g}; try a learning rate 10x lower")
 
 
-def _summarise(run_id: str, rows) -> TrainResult:
-    val = [row.get(contract.VAL_ACCURACY, float("nan")) for row in rows]
-    best_epoch = int(np.nanargmax(val)) if not all(math.isnan(v) for v in val) else len(rows) - 1
-    best = float(val[best_epoch])
+def _summarise(run_id: str, history: pd.DataFrame) -> TrainResult:
+    val = history[contract.VAL_ACCURACY].to_numpy(dtype=float)
+    best_epoch = int(history["epoch"].iloc[np.nanargmax(val)]) if not np.isnan(val).all() else int(history["epoch"].iloc[-1])
+    best = float(history.loc[history["epoch"] == best_epoch, contract.VAL_ACCURACY].iloc[0])
     mlflow.log_metrics({contract.BEST_VAL_ACCURACY: best, contract.BEST_EPOCH: best_epoch})
-    return TrainResult(run_id, best, best_epoch, rows)
+    return TrainResult(run_id, best, best_epoch, history.to_dict("records"))
 
 
-def _log_outputs(model: keras.Model, val_data, report: DataReport, rows) -> None:
-    mlflow.log_text(pd.DataFrame(rows).to_csv(index=False), contract.HISTORY_FILE)
+def _log_outputs(model: keras.Model, val_data, report: DataReport, history: pd.DataFrame) -> None:
+    mlflow.log_text(history.to_csv(index=False), contract.HISTORY_FILE)
     mlflow.log_text(json.dumps(report.class_names), contract.CLASS_NAMES_FILE)
     labels = np.concatenate([y.numpy() for _, y in val_data])
     predicted = model.predict(val_data, verbose=0).argmax(axis=1)

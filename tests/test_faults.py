@@ -1,0 +1,145 @@
+"""Faults: signals, SIGKILL, NaN loss. Each test fails without the feature it names."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import REPO, VENV_BIN, subprocess_env, tiny_config
+from train import contract
+from train.config import TrainingError
+
+SLOW_EPOCHS = ["--data", "demo", "--image-size", "64", "--alpha", "0.35", "--weights", "none", "--stage", "scratch",
+               "--lr", "1e-3", "--batch-size", "8", "--seed", "7"]
+
+
+def _only_run(experiment="tests"):
+    client = MlflowClient()
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    (run,) = client.search_runs([experiment_id])
+    return run
+
+
+def _wait_for(predicate, timeout=240, interval=0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("timed out")
+
+
+def _epochs_logged(run_id):
+    return len(MlflowClient().get_metric_history(run_id, contract.LOSS))
+
+
+def _run_id_when_epochs_logged(epochs: int, experiment="tests", process=None, log=None):
+    def ready():
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"training ended early ({process.returncode}): {log.read_text()[-3000:] if log else ''}")
+        try:
+            run = _only_run(experiment)
+        except (AttributeError, ValueError):
+            return None
+        return run.info.run_id if _epochs_logged(run.info.run_id) >= epochs else None
+
+    return _wait_for(ready)
+
+
+def _steps(run_id):
+    return {name: sorted(m.step for m in MlflowClient().get_metric_history(run_id, name)) for name in contract.EPOCH_METRICS}
+
+
+@pytest.mark.slow
+def test_sigterm_in_epoch_3_then_resume_in_the_same_run(tracking_uri, tmp_path):
+    epochs = 4
+    command = [str(VENV_BIN / "mlflow"), "run", str(REPO), "--env-manager", "local", "--experiment-name", "tests"]
+    params = [item for key, value in zip(SLOW_EPOCHS[::2], SLOW_EPOCHS[1::2], strict=True) for item in ("-P", f"{key[2:].replace('-', '_')}={value}")]
+    params += ["-P", f"epochs={epochs}"]
+    log = tmp_path / "first.log"
+    with open(log, "w") as output:  # a file, not a pipe: a full pipe would block the trainer
+        process = subprocess.Popen(command + params, cwd=REPO, env=subprocess_env(tracking_uri), start_new_session=True, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        run_id = _run_id_when_epochs_logged(2, process=process, log=log)  # epochs 0 and 1 are done: we are in the third
+        os.killpg(process.pid, signal.SIGTERM)  # what a pre-empting scheduler does to the job's processes
+        _wait_for(lambda: MlflowClient().get_run(run_id).info.status != "RUNNING", timeout=120)
+    finally:
+        process.wait(timeout=120)
+    run = MlflowClient().get_run(run_id)
+    assert run.info.status == "KILLED", log.read_text()[-3000:]
+    assert run.data.tags[contract.TAG_STOP_REASON].startswith("SIGTERM during epoch 2")
+    assert "checkpoint/latest.weights.h5" in {a.path for a in MlflowClient().list_artifacts(run_id, "checkpoint")}
+
+    resumed = subprocess.run(command + ["--run-id", run_id] + params, cwd=REPO, env=subprocess_env(tracking_uri), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    run = MlflowClient().get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert all(steps == list(range(epochs)) for steps in _steps(run_id).values()), _steps(run_id)
+
+    from train.trainer import train
+
+    straight = train(tiny_config(batch_size=8, seed=7, epochs=epochs, experiment="uninterrupted"))
+    assert run.data.metrics[contract.VAL_ACCURACY] == pytest.approx(straight.history[-1][contract.VAL_ACCURACY], abs=0.2)
+
+
+@pytest.mark.slow
+def test_sigkill_leaves_a_stale_run_that_is_detected_marked_and_resumed(tracking_uri):
+    args = [*SLOW_EPOCHS, "--epochs", "3", "--experiment", "tests"]
+    process = subprocess.Popen([sys.executable, "-m", "train", *args], cwd=REPO, env=subprocess_env(tracking_uri),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run_id = _run_id_when_epochs_logged(1, process=process)
+    process.kill()
+    process.wait()
+    assert MlflowClient().get_run(run_id).info.status == "RUNNING"  # MLflow alone never learns it died
+
+    listed = subprocess.run([sys.executable, "-m", "train.stale", "--mark"], cwd=REPO, env=subprocess_env(tracking_uri), capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    assert run_id in listed.stdout and "1 stale run(s)" in listed.stdout
+    run = MlflowClient().get_run(run_id)
+    assert run.info.status == "KILLED" and run.data.tags[contract.TAG_STOP_REASON].startswith("stale: process")
+
+    resumed = subprocess.run([sys.executable, "-m", "train", *args, "--resume", run_id], cwd=REPO, env=subprocess_env(tracking_uri), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert MlflowClient().get_run(run_id).info.status == "FINISHED"
+    assert all(steps == [0, 1, 2] for steps in _steps(run_id).values())
+
+
+def test_nan_loss_fails_the_run_with_a_tag_and_keeps_the_curves(tracking_uri):
+    """lr=1e3 under float16 (the GPU default) overflows within a few batches."""
+    import keras
+
+    from train.trainer import train
+
+    try:
+        with pytest.raises(TrainingError, match=r"loss became NaN or infinite at epoch 0, batch \d+ with lr=1000; try a learning rate 10x lower"):
+            train(tiny_config(lr=1e3, mixed_precision="on", epochs=2, experiment="tests"))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    run = _only_run()
+    assert run.info.status == "FAILED"
+    assert run.data.tags[contract.TAG_STOP_REASON].startswith("non-finite loss at epoch 0 batch")
+    assert _steps(run.info.run_id)[contract.LOSS] == [0], "the epoch that diverged is kept"
+    assert contract.HISTORY_FILE in {a.path for a in MlflowClient().list_artifacts(run.info.run_id)}
+
+
+def test_resume_refuses_a_finished_run_and_changed_parameters(tracking_uri, capsys):
+    from train.cli import main
+
+    client = MlflowClient()
+    experiment = client.create_experiment("resume-checks")
+    finished = client.create_run(experiment, tags={contract.TAG_KIND: contract.KIND_TRAIN})
+    client.set_terminated(finished.info.run_id, "FINISHED")
+    assert main(["--stage", "scratch", "--weights", "none", "--resume", finished.info.run_id]) == 2
+    assert "already FINISHED" in capsys.readouterr().err
+    killed = client.create_run(experiment, tags={contract.TAG_KIND: contract.KIND_TRAIN})
+    client.log_param(killed.info.run_id, "lr", "1e-3")
+    client.set_terminated(killed.info.run_id, "KILLED")
+    assert main(["--stage", "scratch", "--weights", "none", "--lr", "2e-3", "--resume", killed.info.run_id]) == 2
+    assert "resume: lr=0.002 but run" in capsys.readouterr().err

@@ -1,0 +1,49 @@
+"""The real `mlflow run` command line, as users type it."""
+
+from __future__ import annotations
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import mlflow_run, run_train_cli
+from train import contract
+
+pytestmark = pytest.mark.slow
+
+TINY_P = {"data": "demo", "image_size": 64, "alpha": 0.35, "weights": "none", "epochs": 1, "batch_size": 32}
+
+
+def _runs(tracking_uri):
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name("tests")
+    return client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
+
+
+def test_train_then_finetune_from_a_registered_alias(tracking_uri):
+    first = mlflow_run({**TINY_P, "stage": "scratch", "lr": "1e-3", "register_as": "demo"}, tracking_uri)
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = mlflow_run({**TINY_P, "stage": "finetune", "init_model": "models:/demo@scratch", "lr": "1e-6"}, tracking_uri)
+    assert second.returncode == 0, second.stderr[-3000:]
+    scratch, finetune = _runs(tracking_uri)
+    assert scratch.info.status == finetune.info.status == "FINISHED"
+    assert finetune.data.tags[contract.TAG_INIT_RUN_ID] == scratch.info.run_id
+    assert finetune.data.params["lr"] == "1e-6", "params are logged once, as mlflow run was given them"
+    assert finetune.info.run_name == "finetune lr=1e-06"
+    for name in contract.EPOCH_METRICS:
+        assert len(MlflowClient().get_metric_history(finetune.info.run_id, name)) == 1
+
+
+def test_bad_parameter_under_mlflow_run_leaves_no_run_running(tracking_uri):
+    done = mlflow_run({**TINY_P, "lr": "-1"}, tracking_uri, timeout=120)
+    assert done.returncode != 0
+    assert "error: lr must be a number greater than 0 (got -1.0)" in done.stderr
+    assert [run.info.status for run in _runs(tracking_uri)] == ["FAILED"]
+
+
+def test_mirrored_strategy_on_two_logical_cpus(tracking_uri):
+    done = run_train_cli(["--data", "demo", "--image-size", "64", "--alpha", "0.35", "--weights", "none", "--stage", "scratch",
+                          "--epochs", "1", "--strategy", "mirrored", "--experiment", "tests"], tracking_uri)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run,) = _runs(tracking_uri)
+    assert "2 replicas" in run.data.params["device"]
+    assert run.info.status == "FINISHED"

@@ -1,0 +1,88 @@
+"""A tracking server that goes away for 20 s in the middle of a run loses nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import closing
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import REPO, VENV_BIN, subprocess_env
+from train import contract
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with closing(socket.socket()) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_server(folder, port) -> subprocess.Popen:
+    command = [str(VENV_BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+               "--backend-store-uri", f"sqlite:///{folder / 'server.db'}", "--artifacts-destination", str(folder / "artifacts")]
+    log = open(folder / f"server-{time.time():.0f}.log", "w")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}"})
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+            return process
+        except OSError:
+            time.sleep(0.3)
+    stop_server(process)
+    raise AssertionError("mlflow server did not start")
+
+
+def stop_server(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=20)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def test_server_stopped_for_20_seconds_mid_run(tmp_path):
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = start_server(tmp_path, port)
+    log = tmp_path / "train.log"
+    epochs = 6
+    args = ["--data", "demo", "--image-size", "64", "--alpha", "0.35", "--weights", "none", "--stage", "scratch",
+            "--lr", "1e-3", "--batch-size", "8", "--epochs", str(epochs), "--experiment", "outage"]
+    with open(log, "w") as output:
+        trainer = subprocess.Popen([sys.executable, "-m", "train", *args], cwd=REPO, env=subprocess_env(uri), stdout=output, stderr=subprocess.STDOUT)
+    client = MlflowClient(uri)
+    try:
+        deadline = time.monotonic() + 300
+        run_id = None
+        while time.monotonic() < deadline and trainer.poll() is None:
+            experiment = client.get_experiment_by_name("outage")
+            runs = client.search_runs([experiment.experiment_id]) if experiment else []
+            if runs and len(client.get_metric_history(runs[0].info.run_id, contract.LOSS)) >= 1:
+                run_id = runs[0].info.run_id
+                break
+            time.sleep(0.3)
+        assert run_id, log.read_text()[-3000:]
+        stop_server(server)
+        time.sleep(20)
+        server = start_server(tmp_path, port)
+        assert trainer.wait(timeout=400) == 0, log.read_text()[-3000:]
+        run = client.get_run(run_id)
+        assert run.info.status == "FINISHED"
+        for name in contract.EPOCH_METRICS:
+            steps = [m.step for m in client.get_metric_history(run_id, name)]
+            assert sorted(steps) == list(range(epochs)), (name, steps)
+        assert "tracking store unavailable" in log.read_text(), "the outage happened while training"
+    finally:
+        if trainer.poll() is None:
+            trainer.kill()
+        stop_server(server)

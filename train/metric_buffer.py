@@ -1,0 +1,96 @@
+"""Per-epoch metrics that survive a tracking server restart.
+
+Each epoch's metrics are queued with their own timestamp and sent in one `log_batch`.
+When the server does not answer, they stay queued (training goes on) and are re-sent,
+in order, with the next epoch or at the end, when the trainer waits for the server.
+Re-sending the same (key, step, value, timestamp) is harmless: it is the same point.
+If the server never comes back, the queue is written to a JSON file that
+`python -m train.upload FILE` sends later.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from mlflow.entities import Metric
+from mlflow.tracking import MlflowClient
+
+# While training, do not let MLflow's HTTP client block an epoch for minutes of retries:
+# a failed send is queued here and retried with the next epoch instead.
+QUICK_RETRY_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+
+
+@contextlib.contextmanager
+def _quick_retries():
+    """MLflow reads these per request; set them (unless the user did) around one send."""
+    added = {key: value for key, value in QUICK_RETRY_ENV.items() if key not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
+
+
+class MetricBuffer:
+    def __init__(self, run_id: str, client: MlflowClient | None = None):
+        self.run_id = run_id
+        self.client = client or MlflowClient()
+        self.pending: list[tuple[int, dict[str, float], int]] = []  # (step, metrics, timestamp ms)
+        self._warned = False
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        self.pending.append((step, metrics, int(time.time() * 1000)))
+        self.flush()
+
+    def flush(self) -> bool:
+        """Send what is queued; return True when nothing is left."""
+        while self.pending:
+            step, metrics, timestamp = self.pending[0]
+            batch = [Metric(key, float(value), timestamp, step) for key, value in metrics.items()]
+            try:
+                with _quick_retries():
+                    self.client.log_batch(self.run_id, metrics=batch, synchronous=True)
+            except Exception as error:  # any failure to reach the store: keep the points, go on training
+                if not self._warned:
+                    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                    print(f"warning: tracking store unavailable ({first_line[:160]}); metrics are kept and re-sent when it is back", file=sys.stderr, flush=True)
+                    self._warned = True
+                return False
+            self.pending.pop(0)
+        if self._warned:
+            print("tracking store is back: queued metrics sent", file=sys.stderr, flush=True)
+            self._warned = False
+        return True
+
+    def drain(self, patience_seconds: float, interval_seconds: float = 2.0) -> bool:
+        """Retry until everything is sent or `patience_seconds` have passed."""
+        deadline = time.monotonic() + patience_seconds
+        while not self.flush():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(interval_seconds)
+        return True
+
+    def save(self, folder: Path) -> Path:
+        """Write what could not be sent, for `python -m train.upload`."""
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"unsent-metrics-{self.run_id}.json"
+        points = [{"step": step, "timestamp": timestamp, "metrics": metrics} for step, metrics, timestamp in self.pending]
+        path.write_text(json.dumps({"run_id": self.run_id, "points": points}, indent=1))
+        return path
+
+
+def upload(path: Path, client: MlflowClient | None = None) -> int:
+    """Send a file written by `MetricBuffer.save`; return the number of epochs sent."""
+    saved = json.loads(Path(path).read_text())
+    buffer = MetricBuffer(saved["run_id"], client)
+    buffer.pending = [(p["step"], p["metrics"], p["timestamp"]) for p in saved["points"]]
+    if not buffer.flush():
+        raise RuntimeError(f"tracking store still unavailable; {len(buffer.pending)} epochs not sent")
+    return len(saved["points"])
