@@ -20,8 +20,8 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(RUN) mlflow run . --env-manager local --experiment-name demo \
-	  -P stage=scratch -P weights=none -P image_size=96 -P alpha=0.35 \
-	  -P lr=1e-3 -P epochs=8 -P batch_size=32
+	  -P stage=scratch -P weights=none -P image_size=64 -P alpha=0.35 \
+	  -P lr=3e-3 -P epochs=8 -P batch_size=16
 	@echo "Now: $(RUN) streamlit run app/dashboard.py   (or: mlflow ui --backend-store-uri sqlite:///mlflow.db)"
 
 dashboard: $(STAMP)

@@ -59,6 +59,12 @@ PARAM_MODEL = "model"
 PARAM_SCHEDULE = "schedule"
 PARAM_SEED = "seed"
 PARAM_DATA = "data"
+PARAM_INIT_MODEL = "init_model"
+
+# The learning-rate range test (kind=lr_find): loss and lr per step, and its suggestion.
+LR_FIND_LOSS = "lr_find_loss"
+LR_FIND_LR = "lr_find_lr"
+SUGGESTED_LR = "suggested_lr"
 STAGES = ("scratch", "full", "head", "finetune")
 MODELS = ("mobilenet_v2", "efficientnet_b0")
 SCHEDULES = ("constant", "exponential", "step", "cosine")

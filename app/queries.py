@@ -1,0 +1,548 @@
+"""Read runs and metric histories from MLflow into pandas DataFrames.
+
+One search for the runs, then every history in bulk: over HTTP with MLflow's bulk history
+endpoints (100 runs per call, one call per metric; `MlflowClient` has no wrapper for them),
+on a database store with one SQL query for all runs and metrics.
+Never one `get_metric_history` call per run and metric. Finished runs are cached for the
+life of the process (`HistoryCache`); running ones are re-read from the last step they had.
+
+Nothing here imports Streamlit: the page, the report command and the benchmark share it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import requests
+from mlflow.entities import ViewType
+from mlflow.exceptions import MlflowException
+from mlflow.store.tracking.rest_store import RestStore
+from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+from mlflow.utils.rest_utils import http_request, verify_rest_response
+
+from train import contract
+
+# Contract names this module uses often, bound once.
+PARAM_INIT_MODEL = contract.PARAM_INIT_MODEL
+LR_FIND_LOSS = contract.LR_FIND_LOSS
+LR_FIND_LR = contract.LR_FIND_LR
+SUGGESTED_LR = contract.SUGGESTED_LR
+# Logged once per run: read from the run search, never as histories.
+SINGLE_VALUE_METRICS = (*contract.SUMMARY_METRICS, SUGGESTED_LR)
+
+# Whole histories of up to 100 runs, one SQL query on the server (the MLflow UI's own call).
+BULK_ENDPOINT = "/ajax-api/2.0/mlflow/metrics/get-history-bulk"
+BULK_MAX_POINTS = 25_000  # the server cuts an answer there; a full answer is asked again in halves
+# The REST API's bulk call: per-run sampled on the server, and it can start at a step.
+INTERVAL_ENDPOINT = "/api/2.0/mlflow/metrics/get-history-bulk-interval"
+BULK_MAX_RUNS = 100  # both refuse more run ids in one call
+BULK_MAX_STEPS = 2500  # the interval call's cap per run; longer histories come back evenly sampled
+BULK_WORKERS = 4  # concurrent HTTP calls; `mlflow server` answers them in parallel
+INT32_MAX = 2**31 - 1  # end_step is an int32 in MLflow's protobuf
+SQL_CHUNK = 500  # run ids per SQL `IN (...)`, below SQLite's variable limit
+SEARCH_PAGE = 1000
+HEALTH_TIMEOUT_SECONDS = 3
+HTTP_TIMEOUT_SECONDS = 60
+ACTIVE_STATUSES = ("RUNNING", "SCHEDULED")
+HISTORY_COLUMNS = ["run_id", "key", "step", "value", "timestamp"]
+
+
+class StoreError(RuntimeError):
+    """A tracking-store failure told in one line the user can act on.
+
+    `kind` is one of: unreachable, auth, missing, other.
+    """
+
+    def __init__(self, message: str, kind: str = "other"):
+        super().__init__(message)
+        self.kind = kind
+
+
+# ---------------------------------------------------------------------------------------
+# Addresses
+
+
+def tracking_uri() -> str:
+    return contract.tracking_uri()
+
+
+def display_uri(uri: str) -> str:
+    """The URI without user name or password, safe to print on a page."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme in ("http", "https") and ("@" in parts.netloc):
+        netloc = parts.netloc.rsplit("@", 1)[1]
+        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    return uri
+
+
+def ui_base_url(uri: str) -> str:
+    """Where the MLflow UI lives: MLFLOW_UI_URL, the tracking server itself, or `mlflow ui`'s default."""
+    explicit = os.environ.get("MLFLOW_UI_URL", "").strip()
+    if explicit:
+        return explicit.rstrip("/")
+    if uri.startswith(("http://", "https://")):
+        return display_uri(uri).rstrip("/")
+    return "http://localhost:5000"
+
+
+def run_url(base: str, experiment_id: str, run_id: str) -> str:
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+# ---------------------------------------------------------------------------------------
+# Connecting, and turning failures into one line
+
+
+def explain(error: BaseException, uri: str) -> StoreError:
+    """A StoreError that says what went wrong with the store at `uri` and what to do."""
+    if isinstance(error, StoreError):
+        return error
+    shown = display_uri(uri)
+    text = str(error)
+    code = getattr(error, "error_code", "") or ""
+    status = getattr(getattr(error, "response", None), "status_code", None)
+    if code == "UNAUTHENTICATED" or status == 401 or "error code 401" in text:
+        return StoreError(
+            f"The tracking server {shown} refused the credentials (401 Unauthorized). "
+            "Set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) and reload.",
+            "auth",
+        )
+    if code == "PERMISSION_DENIED" or status == 403 or "error code 403" in text:
+        return StoreError(
+            f"The tracking server {shown} denied access (403 Forbidden): this user may not read these experiments. "
+            "Ask its administrator for READ permission or use other credentials.",
+            "auth",
+        )
+    if isinstance(error, requests.exceptions.RequestException) or any(
+        marker in text for marker in ("Max retries exceeded", "Connection refused", "Failed to establish", "timed out")
+    ):
+        return StoreError(
+            f"The tracking server {shown} does not answer. Start it (`mlflow server --backend-store-uri sqlite:///mlflow.db`) "
+            "or point MLFLOW_TRACKING_URI at a running one.",
+            "unreachable",
+        )
+    first_line = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    return StoreError(f"The tracking store {shown} failed: {first_line[:300]}")
+
+
+def check_reachable(uri: str) -> None:
+    """Fail in seconds when the store cannot be used, instead of after MLflow's retries."""
+    if uri.startswith(("http://", "https://")):
+        try:
+            requests.get(uri.rstrip("/") + "/health", timeout=HEALTH_TIMEOUT_SECONDS)
+        except requests.exceptions.RequestException as error:
+            raise explain(error, uri) from None
+    elif uri.startswith("sqlite:///"):
+        path = Path(uri.removeprefix("sqlite:///")).expanduser()
+        if not path.is_file():
+            raise StoreError(
+                f"There is no tracking store at {path.resolve()} yet. Train a model first "
+                "(`python -m train --data demo`) or point MLFLOW_TRACKING_URI at your store.",
+                "missing",
+            )
+
+
+def open_client(uri: str) -> MlflowClient:
+    """A client for `uri`, after checking the store answers and accepts the credentials.
+
+    Credentials come the way MLflow's own client reads them: MLFLOW_TRACKING_USERNAME and
+    MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN.
+    """
+    check_reachable(uri)
+    try:
+        client = MlflowClient(tracking_uri=uri)
+        client.search_experiments(max_results=1)
+    except Exception as error:  # noqa: BLE001 - every failure becomes one line on the page
+        raise explain(error, uri) from None
+    return client
+
+
+# ---------------------------------------------------------------------------------------
+# Experiments and runs
+
+
+def list_experiments(client: MlflowClient) -> pd.DataFrame:
+    """Active experiments: experiment_id, name, last_update_time; newest first."""
+    rows, token = [], None
+    while True:
+        page = client.search_experiments(view_type=ViewType.ACTIVE_ONLY, max_results=1000, page_token=token)
+        rows += [(e.experiment_id, e.name, e.last_update_time or 0) for e in page]
+        token = page.token
+        if not token:
+            break
+    frame = pd.DataFrame(rows, columns=["experiment_id", "name", "last_update_time"])
+    return frame.sort_values("last_update_time", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def search_runs(client: MlflowClient, experiment_ids: list[str], filter_string: str = "", max_runs: int = 10_000) -> pd.DataFrame:
+    """Every active run of the experiments that matches `filter_string`, one row each (see `runs_frame`)."""
+    if not experiment_ids:
+        return runs_frame([], {})
+    runs, token = [], None
+    while len(runs) < max_runs:
+        page = client.search_runs(
+            experiment_ids=list(experiment_ids),
+            filter_string=filter_string or "",
+            run_view_type=ViewType.ACTIVE_ONLY,
+            max_results=min(SEARCH_PAGE, max_runs - len(runs)),
+            page_token=token,
+        )
+        runs += list(page)
+        token = page.token
+        if not token:
+            break
+    names = {e.experiment_id: e.name for e in _experiments_by_id(client, experiment_ids)}
+    return runs_frame(runs, names)
+
+
+def _experiments_by_id(client: MlflowClient, experiment_ids):
+    found = []
+    for experiment_id in experiment_ids:
+        try:
+            found.append(client.get_experiment(experiment_id))
+        except MlflowException:
+            continue
+    return found
+
+
+def fetch_runs(client: MlflowClient, run_ids: list[str]) -> tuple[pd.DataFrame, list[str]]:
+    """Runs by id (predecessors outside the selection); returns them and the ids that are deleted or gone."""
+    found, missing = [], []
+    for run_id in run_ids:
+        try:
+            run = client.get_run(run_id)
+        except MlflowException:
+            missing.append(run_id)
+            continue
+        if run.info.lifecycle_stage == "deleted":
+            missing.append(run_id)
+        else:
+            found.append(run)
+    names = {e.experiment_id: e.name for e in _experiments_by_id(client, sorted({r.info.experiment_id for r in found}))}
+    return runs_frame(found, names), missing
+
+
+def predecessors(client: MlflowClient, selected: pd.DataFrame, known: pd.DataFrame, max_depth: int = 10) -> tuple[pd.DataFrame, list[str]]:
+    """The runs `selected` continue from (`init_run_id`, followed back), from `known` or read by id;
+    and the ids that are deleted or gone."""
+    found, missing = [], []
+    by_id = known.set_index("run_id", drop=False)
+    frontier = set(selected["init_run_id"]) - {""}
+    seen = set(selected["run_id"])
+    for _ in range(max_depth):
+        frontier -= seen
+        if not frontier:
+            break
+        seen |= frontier
+        present = by_id.loc[by_id.index.intersection(sorted(frontier))]
+        fetched, gone = fetch_runs(client, sorted(frontier - set(present.index)))
+        missing += gone
+        step = pd.concat([present, fetched], ignore_index=True)
+        found.append(step)
+        frontier = set(step["init_run_id"]) - {""}
+    ancestors = pd.concat(found, ignore_index=True) if found else runs_frame([], {})
+    return ancestors.drop_duplicates("run_id").reset_index(drop=True), missing
+
+
+def format_lr(value: float) -> str:
+    """One spelling per learning rate ("1e-05"), whatever the param's spelling was ("1e-5", "0.00001")."""
+    return "" if value is None or math.isnan(value) else f"{value:g}"
+
+
+def _to_float(text) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+RUN_COLUMNS = [
+    "run_id", "run_name", "experiment_id", "experiment", "status", "start_time", "end_time",
+    "lr", "lr_label", "stage", "model", "schedule", "seed", "data", "kind",
+    "init_run_id", "parent_run_id", "stop_reason", "metric_keys", "params", "tags", "metrics",
+]  # fmt: skip
+
+
+def runs_frame(runs, experiment_names: dict[str, str]) -> pd.DataFrame:
+    """One row per run: info, the contract's params and tags as columns, and all params, tags and
+    latest metrics as dicts (`params`, `tags`, `metrics`). Times are milliseconds since the epoch."""
+    rows = []
+    for run in runs:
+        params, tags, metrics = dict(run.data.params), dict(run.data.tags), dict(run.data.metrics)
+        lr = _to_float(params.get(contract.PARAM_LR))
+        rows.append({
+            "run_id": run.info.run_id,
+            "run_name": run.info.run_name or run.info.run_id[:8],
+            "experiment_id": run.info.experiment_id,
+            "experiment": experiment_names.get(run.info.experiment_id, run.info.experiment_id),
+            "status": run.info.status,
+            "start_time": run.info.start_time,
+            "end_time": run.info.end_time,
+            "lr": lr,
+            "lr_label": format_lr(lr),
+            "stage": params.get(contract.PARAM_STAGE, ""),
+            "model": params.get(contract.PARAM_MODEL, ""),
+            "schedule": params.get(contract.PARAM_SCHEDULE, ""),
+            "seed": params.get(contract.PARAM_SEED, ""),
+            "data": params.get(contract.PARAM_DATA, ""),
+            "kind": tags.get(contract.TAG_KIND, ""),
+            "init_run_id": tags.get(contract.TAG_INIT_RUN_ID, ""),
+            "parent_run_id": tags.get(MLFLOW_PARENT_RUN_ID, ""),
+            "stop_reason": tags.get(contract.TAG_STOP_REASON, ""),
+            "metric_keys": tuple(sorted(metrics)),
+            "params": params,
+            "tags": {k: v for k, v in tags.items() if not k.startswith("mlflow.")},
+            "metrics": metrics,
+        })
+    frame = pd.DataFrame(rows, columns=RUN_COLUMNS)
+    frame["lr"] = frame["lr"].astype(float)
+    return frame
+
+
+# ---------------------------------------------------------------------------------------
+# Histories
+
+
+def _store(client: MlflowClient):
+    # MlflowClient exposes no store and no bulk-history call; both live one level down.
+    return client._tracking_client.store
+
+
+def fetch_history(client: MlflowClient, run_ids: list[str], keys: list[str], start_step: int | None = None) -> pd.DataFrame:
+    """Every value of `keys` logged by `run_ids` (from `start_step` on): run_id, key, step, value, timestamp."""
+    run_ids, keys = list(dict.fromkeys(run_ids)), list(dict.fromkeys(keys))
+    if not run_ids or not keys:
+        return _empty_history()
+    store = _store(client)
+    if isinstance(store, RestStore):
+        frame = _fetch_rest(store, run_ids, keys, start_step)
+    elif isinstance(store, SqlAlchemyStore):
+        frame = _fetch_sql(store, run_ids, keys, start_step)
+    else:
+        frame = _fetch_generic(store, run_ids, keys, start_step)
+    return _clean_history(frame)
+
+
+def _empty_history() -> pd.DataFrame:
+    return pd.DataFrame({
+        "run_id": pd.Series(dtype=str),
+        "key": pd.Series(dtype=str),
+        "step": pd.Series(dtype="int64"),
+        "value": pd.Series(dtype=float),
+        "timestamp": pd.Series(dtype="int64"),
+    })
+
+
+def _clean_history(frame: pd.DataFrame) -> pd.DataFrame:
+    if frame.empty:
+        return _empty_history()
+    frame = frame[HISTORY_COLUMNS].copy()
+    frame["value"] = pd.to_numeric(frame["value"], errors="coerce").astype(float)
+    frame["step"] = pd.to_numeric(frame["step"], errors="coerce").fillna(0).astype("int64")
+    frame["timestamp"] = pd.to_numeric(frame["timestamp"], errors="coerce").fillna(0).astype("int64")
+    # A value logged twice at one step (a resumed run) counts once: the latest.
+    frame = frame.sort_values(["run_id", "key", "step", "timestamp"], kind="stable")
+    return frame.drop_duplicates(["run_id", "key", "step"], keep="last").reset_index(drop=True)
+
+
+def _fetch_rest(store: RestStore, run_ids, keys, start_step) -> pd.DataFrame:
+    """Histories over HTTP, one call per metric and batch of runs, a few calls in flight.
+
+    Whole histories come from the bulk endpoint (one SQL query per call on the server); reads
+    from a step, and servers without that endpoint, use the REST API's bulk-interval endpoint.
+    """
+    creds = store.get_host_creds()
+    calls = [(key, run_ids[i : i + BULK_MAX_RUNS]) for key in keys for i in range(0, len(run_ids), BULK_MAX_RUNS)]
+    read = _interval_reader(creds, start_step) if start_step is not None else _bulk_reader(creds)
+    try:
+        first = read(calls[0])
+    except _EndpointMissing:
+        read = _interval_reader(creds, None)
+        first = read(calls[0])
+    with ThreadPoolExecutor(max_workers=min(BULK_WORKERS, len(calls))) as pool:
+        results = [first, *pool.map(read, calls[1:])]
+    return pd.DataFrame([row for rows in results for row in rows], columns=HISTORY_COLUMNS)
+
+
+class _EndpointMissing(Exception):
+    pass
+
+
+def _get(creds, endpoint: str, params: dict) -> list[dict]:
+    response = http_request(creds, endpoint, "GET", params=params, max_retries=1, timeout=HTTP_TIMEOUT_SECONDS)
+    if response.status_code == 404 and endpoint == BULK_ENDPOINT:
+        raise _EndpointMissing(endpoint)
+    verify_rest_response(response, endpoint)
+    return response.json().get("metrics", [])
+
+
+def _bulk_reader(creds):
+    def read(key_and_batch) -> list[dict]:
+        key, batch = key_and_batch
+        rows = _get(creds, BULK_ENDPOINT, {"run_id": batch, "metric_key": key, "max_results": BULK_MAX_POINTS})
+        if len(rows) < BULK_MAX_POINTS:
+            return rows
+        if len(batch) == 1:  # over 25,000 values in one run: take the server's even sample
+            return _interval_reader(creds, None)((key, batch))
+        half = len(batch) // 2  # the answer was cut at the server's limit: ask in halves
+        return read((key, batch[:half])) + read((key, batch[half:]))
+
+    return read
+
+
+def _interval_reader(creds, start_step):
+    def read(key_and_batch) -> list[dict]:
+        key, batch = key_and_batch
+        params = {"run_ids": batch, "metric_key": key, "max_results": BULK_MAX_STEPS}
+        if start_step is not None:
+            params.update(start_step=max(0, int(start_step)), end_step=INT32_MAX)
+        return _get(creds, INTERVAL_ENDPOINT, params)
+
+    return read
+
+
+def _fetch_sql(store: SqlAlchemyStore, run_ids, keys, start_step) -> pd.DataFrame:
+    from mlflow.store.tracking.dbmodels.models import SqlMetric
+
+    parts = []
+    with store.ManagedSessionMaker() as session:
+        for i in range(0, len(run_ids), SQL_CHUNK):
+            query = session.query(
+                SqlMetric.run_uuid.label("run_id"), SqlMetric.key, SqlMetric.step, SqlMetric.value, SqlMetric.timestamp, SqlMetric.is_nan
+            ).filter(SqlMetric.run_uuid.in_(run_ids[i : i + SQL_CHUNK]), SqlMetric.key.in_(keys))
+            if start_step is not None:
+                query = query.filter(SqlMetric.step >= int(start_step))
+            parts.append(_read_frame(session, query.statement))
+    frame = pd.concat(parts, ignore_index=True)
+    if not frame.empty:
+        frame.loc[frame["is_nan"].astype(bool), "value"] = math.nan
+    return frame
+
+
+def _read_frame(session, statement) -> pd.DataFrame:
+    """Rows straight into pandas: building 100,000s of SQLAlchemy rows costs more than the query."""
+    connection = session.connection()
+    if connection.dialect.name != "sqlite":
+        return pd.read_sql(statement, connection)
+    sql = str(statement.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True}))
+    cursor = connection.connection.dbapi_connection.cursor()
+    try:
+        cursor.execute(sql)
+        columns = [column[0] for column in cursor.description]
+        return pd.DataFrame(cursor.fetchall(), columns=columns)
+    finally:
+        cursor.close()
+
+
+def _fetch_generic(store, run_ids, keys, start_step) -> pd.DataFrame:
+    rows = []
+    for key in keys:
+        for i in range(0, len(run_ids), BULK_MAX_RUNS):
+            batch = run_ids[i : i + BULK_MAX_RUNS]
+            sampled = store.get_metric_history_bulk_interval(
+                run_ids=batch, metric_key=key, max_results=BULK_MAX_STEPS,
+                start_step=None if start_step is None else int(start_step),
+                end_step=None if start_step is None else INT32_MAX,
+            )  # fmt: skip
+            rows += [(m.run_id, m.key, m.step, m.value, m.timestamp) for m in sampled]
+    return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
+
+
+def history_keys(runs: pd.DataFrame) -> list[str]:
+    """The metric keys worth a history: every key the runs logged except the single-value ones."""
+    keys = {key for keys in runs["metric_keys"] for key in keys} - set(SINGLE_VALUE_METRICS)
+    ordered = [key for key in (*contract.EPOCH_METRICS, LR_FIND_LOSS, LR_FIND_LR) if key in keys]
+    return ordered + sorted(keys - set(ordered))
+
+
+@dataclass
+class _Entry:
+    frame: pd.DataFrame
+    status: str
+    end_time: float | None
+    keys: frozenset
+
+
+@dataclass
+class LoadStats:
+    """What the last `HistoryCache.load` read: runs served from the cache, read whole, read from their last step."""
+
+    cached: int = 0
+    full: int = 0
+    incremental: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class HistoryCache:
+    """Metric histories by run: finished runs are read once, running ones from their last step.
+
+    Shared by every session of one dashboard process, so it locks.
+    """
+
+    entries: dict[str, _Entry] = field(default_factory=dict)
+    last: LoadStats = field(default_factory=LoadStats)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def load(self, client: MlflowClient, runs: pd.DataFrame, keys: list[str] | None = None) -> pd.DataFrame:
+        """Histories of `runs` (long: run_id, key, step, value, timestamp), reading only what changed."""
+        started = time.perf_counter()
+        keys = keys if keys is not None else history_keys(runs)
+        own_keys = {run_id: frozenset(keys) & set(logged) for run_id, logged in zip(runs["run_id"], runs["metric_keys"], strict=True)}
+        status = dict(zip(runs["run_id"], runs["status"], strict=True))
+        end_time = {run_id: _ms(value) for run_id, value in zip(runs["run_id"], runs["end_time"], strict=True)}
+        stats, full, incremental, starts = LoadStats(), [], [], []
+        with self._lock:
+            for run_id in runs["run_id"]:
+                entry = self.entries.get(run_id)
+                if entry is None or entry.frame.empty or not own_keys[run_id] <= entry.keys:
+                    full.append(run_id)
+                elif entry.status in ACTIVE_STATUSES or status[run_id] in ACTIVE_STATUSES:
+                    incremental.append(run_id)
+                    starts.append(self._last_step(entry, own_keys[run_id]))
+                elif entry.status != status[run_id] or entry.end_time != end_time[run_id]:
+                    full.append(run_id)
+                else:
+                    stats.cached += 1
+        fetched_full = fetch_history(client, full, keys) if full else _empty_history()
+        fetched_new = fetch_history(client, incremental, keys, start_step=min(starts)) if incremental else _empty_history()
+        with self._lock:
+            for run_id, part in _by_run(fetched_full, full):
+                self.entries[run_id] = _Entry(part, status[run_id], end_time[run_id], own_keys[run_id])
+            for run_id, part in _by_run(fetched_new, incremental):
+                old = self.entries[run_id]
+                merged = _clean_history(pd.concat([old.frame, part], ignore_index=True)) if not part.empty else old.frame
+                self.entries[run_id] = _Entry(merged, status[run_id], end_time[run_id], old.keys | own_keys[run_id])
+            frames = [self.entries[run_id].frame for run_id in runs["run_id"] if run_id in self.entries]
+        stats.full, stats.incremental = len(full), len(incremental)
+        stats.seconds = time.perf_counter() - started
+        self.last = stats
+        frames = [frame[frame["key"].isin(keys)] for frame in frames if not frame.empty]
+        return pd.concat(frames, ignore_index=True) if frames else _empty_history()
+
+    @staticmethod
+    def _last_step(entry: _Entry, keys) -> int:
+        """The step to re-read from: the smallest last step over the run's keys (a key not seen yet: 0)."""
+        last = entry.frame.groupby("key")["step"].max()
+        return int(min((last.get(key, 0) for key in keys), default=0))
+
+
+def _ms(value) -> float | None:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+
+
+def _by_run(frame: pd.DataFrame, run_ids):
+    groups = dict(tuple(frame.groupby("run_id", sort=False))) if not frame.empty else {}
+    for run_id in run_ids:
+        part = groups.get(run_id)
+        yield run_id, (part.reset_index(drop=True) if part is not None else _empty_history())

@@ -1,0 +1,218 @@
+"""Fixtures of the dashboard tests: real SQLite tracking stores filled through MLflow's client,
+a real `mlflow server` over a store, and helpers to read what a page drew.
+
+Import them into a test module with `from tests.app_fixtures import *  # noqa: F403`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import requests
+from mlflow.tracking import MlflowClient
+
+from app import queries, synthetic
+from train import contract
+
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO / "test-artifacts"
+HOSTILE_NAME = "<script>alert('x')</script> **bold** [link](http://example.com) {\"signal\": \"alert(1)\"} datum['x']"
+HOSTILE_PARAM = "<img src=x onerror=alert(1)> _italic_ ${datum.lr}"
+EDGE_EXPERIMENT = "edge-cases"
+EDGE_EPOCHS = 6
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def store_template(tmp_path_factory) -> Path:
+    """An empty, migrated MLflow SQLite store, made once: creating one costs seconds, copying it nothing."""
+    path = tmp_path_factory.mktemp("template") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def make_store(store_template, tmp_path):
+    """A function returning the URI of a fresh store (a copy of the template) under tmp_path."""
+    counter = iter(range(1000))
+
+    def make() -> str:
+        path = tmp_path / f"store{next(counter)}" / "mlflow.db"
+        path.parent.mkdir(parents=True)
+        shutil.copy(store_template, path)
+        return f"sqlite:///{path}"
+
+    return make
+
+
+def fill_edge_cases(client: MlflowClient) -> dict[str, str]:
+    """Runs in every awkward state: running, stale, no val_*, no metrics, hostile names, a deleted predecessor."""
+    experiment_id = client.create_experiment(EDGE_EXPERIMENT)
+    now = int(time.time() * 1000)
+    ids = {}
+    values = synthetic.history(1e-3, "full", EDGE_EPOCHS, seed=3)
+    ids["running"] = synthetic.log_run(client, experiment_id, name="full lr=0.001 running", params=synthetic.params_for(1e-3, "full", seed=3),
+                                       values={k: v[:3] for k, v in values.items()}, status="RUNNING", start_ms=now - 3 * synthetic.STEP - 500)  # fmt: skip
+    ids["stale"] = synthetic.log_run(client, experiment_id, name="full lr=0.0001 stale", params=synthetic.params_for(1e-4, "full", seed=3),
+                                     values={k: v[:2] for k, v in values.items()}, status="RUNNING", start_ms=now - 6 * 3_600_000)  # fmt: skip
+    train_only = {k: v for k, v in values.items() if not k.startswith("val_")}
+    ids["no_val"] = synthetic.log_run(client, experiment_id, name="full lr=1e-05 no validation", params=synthetic.params_for(1e-5, "full", seed=3), values=train_only, start_ms=now - 60_000)
+    ids["no_metrics"] = synthetic.log_run(client, experiment_id, name="head lr=0.01 just started", params=synthetic.params_for(1e-2, "head", seed=3), values={}, status="RUNNING", start_ms=now - 1000)
+    hostile_params = {**synthetic.params_for(3e-4, "full", seed=3), contract.PARAM_SCHEDULE: HOSTILE_PARAM}
+    ids["hostile"] = synthetic.log_run(client, experiment_id, name=HOSTILE_NAME, params=hostile_params, values=synthetic.history(3e-4, "full", EDGE_EPOCHS, 3),
+                                       tags={"note": HOSTILE_NAME}, start_ms=now - 120_000)  # fmt: skip
+    head = synthetic.log_run(client, experiment_id, name="head lr=0.001 deleted later", params=synthetic.params_for(1e-3, "head", seed=3), values=synthetic.history(1e-3, "head", EDGE_EPOCHS, 3), start_ms=now - 200_000)
+    ids["orphan"] = synthetic.log_run(client, experiment_id, name="finetune lr=1e-05 orphan", params=synthetic.params_for(1e-5, "finetune", seed=3, init_model=f"runs:/{head}/model"),
+                                      values=synthetic.history(1e-5, "finetune", EDGE_EPOCHS, 3), tags={contract.TAG_INIT_RUN_ID: head}, start_ms=now - 100_000)  # fmt: skip
+    client.delete_run(head)
+    ids["deleted"] = head
+    return ids
+
+
+@pytest.fixture(scope="session")
+def lab_store(store_template, tmp_path_factory):
+    """A realistic store: the design's labs in `lr-study` (synthetic, 20 epochs) and every awkward state in `edge-cases`.
+
+    Shared by the session: tests must not change it (use `make_store` for that).
+    """
+    path = tmp_path_factory.mktemp("lab") / "mlflow.db"
+    shutil.copy(store_template, path)
+    uri = f"sqlite:///{path}"
+    client = MlflowClient(tracking_uri=uri)
+    ids = synthetic.fill_lab(client, contract.DEFAULT_EXPERIMENT, epochs=20)
+    edge = fill_edge_cases(client)
+    return {"uri": uri, "path": path, "lab": ids, "edge": edge}
+
+
+@contextlib.contextmanager
+def mlflow_server(backend_uri: str, *, app_name: str = "", env: dict[str, str] | None = None, workdir: Path | None = None):
+    """A real `mlflow server` on a free port over `backend_uri`; yields its http:// URI."""
+    port = free_port()
+    command = [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", backend_uri, "--host", "127.0.0.1", "--port", str(port), "--workers", "2"]
+    if app_name:
+        command += ["--app-name", app_name]
+    log = (workdir or Path(backend_uri.removeprefix("sqlite:///")).parent) / f"server-{port}.log"
+    with open(log, "w") as out:
+        # The server's job runners (GenAI evaluation) are not needed to read runs and cost CPU.
+        server_env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})}
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=server_env, cwd=workdir or log.parent)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"mlflow server exited: {log.read_text()[-2000:]}")
+            try:
+                if requests.get(uri + "/health", timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"mlflow server did not start in 90 s: {log.read_text()[-2000:]}")
+            time.sleep(0.3)
+        yield uri
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def chart_data(element) -> pd.DataFrame:
+    """The data an AppTest vega-lite chart element carries (Arrow), as a DataFrame."""
+    import pyarrow as pa
+
+    frames = [pa.ipc.open_stream(io.BytesIO(dataset.data.data)).read_all().to_pandas() for dataset in element.proto.datasets]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def load(uri: str, experiment: str = contract.DEFAULT_EXPERIMENT):
+    """Runs and tidy history of one experiment, through the app's own loaders."""
+    from app import frames
+
+    client = queries.open_client(uri)
+    experiments = queries.list_experiments(client)
+    experiment_id = experiments.loc[experiments["name"] == experiment, "experiment_id"].iloc[0]
+    runs = queries.search_runs(client, [experiment_id])
+    raw = queries.fetch_history(client, list(runs["run_id"]), queries.history_keys(runs))
+    return client, runs, frames.tidy_history(raw, runs)
+
+
+@contextlib.contextmanager
+def dashboard_server(tracking_uri: str, *, log_dir: Path, env: dict[str, str] | None = None, script: Path | None = None):
+    """`streamlit run app/dashboard.py` (or `script`) on a free port, reading `tracking_uri`; yields the page's URL."""
+    port = free_port()
+    command = [
+        str(Path(sys.executable).parent / "streamlit"), "run", str(script or REPO / "app" / "dashboard.py"),
+        "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true",
+        "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
+    ]  # fmt: skip
+    log = log_dir / f"streamlit-{port}.log"
+    with open(log, "w") as out:
+        process = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, **(env or {})})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"streamlit exited: {log.read_text()[-2000:]}")
+            try:
+                if requests.get(url + "/_stcore/health", timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"streamlit did not start in 60 s: {log.read_text()[-2000:]}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHART_SELECTOR = "[data-testid='stVegaLiteChart'] canvas, [data-testid='stVegaLiteChart'] svg.marks"
+
+
+@contextlib.contextmanager
+def chromium_page(width: int = 1600, height: int = 1100):
+    """A headless Chromium page through Playwright, using Debian's chromium (no browser download)."""
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM} (run .ci/system-deps.sh)")
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser.new_page(viewport={"width": width, "height": height})
+        finally:
+            browser.close()
+
+
+def wait_for_chart(page, timeout_ms: int = 60_000) -> None:
+    """Until the first chart has drawn marks (Vega's canvas or SVG is in the page and sized)."""
+    page.wait_for_selector(CHART_SELECTOR, state="visible", timeout=timeout_ms)
+    page.wait_for_function(
+        "() => { const c = document.querySelector(\"[data-testid='stVegaLiteChart'] canvas, [data-testid='stVegaLiteChart'] svg.marks\");"
+        " return c && c.getBoundingClientRect().width > 200 && c.getBoundingClientRect().height > 200; }",
+        timeout=timeout_ms,
+    )

@@ -1,0 +1,155 @@
+"""Chart specs: encodings, one colour per learning rate everywhere, valid Vega-Lite, hostile text kept as data."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import vl_convert as vlc
+
+from app import charts, frames, report, views
+from tests.app_fixtures import *  # noqa: F403
+from tests.app_fixtures import EDGE_EXPERIMENT, HOSTILE_NAME, HOSTILE_PARAM, load
+from train import contract
+
+# Every field a chart may encode or filter on: fixed names, never a user's string.
+KNOWN_FIELDS = {
+    "line", "label", "lr", "lr_label", "stage", "schedule", "model", "color", "facet", "split", "epoch", "value",
+    "smoothed", "low", "high", "n_runs", "best", "role", "measure", "mean", "run_name", "step", "loss", "suggested_lr",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def lab(lab_store):
+    _, runs, history = load(lab_store["uri"])
+    return runs, history
+
+
+def spec_of(chart) -> dict:
+    spec = chart.to_dict()
+    spec.pop("datasets", None)
+    return spec
+
+
+def fields(node) -> set[str]:
+    found = set()
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "field" and isinstance(value, str):
+                found.add(value)
+            found |= fields(value)
+    elif isinstance(node, list):
+        for item in node:
+            found |= fields(item)
+    return found
+
+
+def encodings(node, channel) -> list[dict]:
+    found = []
+    if isinstance(node, dict):
+        if isinstance(node.get("encoding"), dict) and channel in node["encoding"]:
+            found.append(node["encoding"][channel])
+        for value in node.values():
+            found += encodings(value, channel)
+    elif isinstance(node, list):
+        for item in node:
+            found += encodings(item, channel)
+    return found
+
+
+def curves_chart(runs, history, options, all_runs=None):
+    curves = frames.curves(history, runs, options, all_runs=all_runs)
+    colors = charts.color_scale(all_runs if all_runs is not None else runs, options.color)
+    return curves, charts.curves_chart(curves, metric=options.metric, colors=colors, facet_title=options.facet, smoothing=options.smoothing, log_y=options.log_y)
+
+
+def test_curve_chart_encodings(lab):
+    runs, history = lab
+    training = runs[runs["kind"] == contract.KIND_TRAIN]
+    _, chart = curves_chart(training, history, frames.CurveOptions(smoothing=0.6))
+    spec = spec_of(chart)
+    assert spec["facet"]["column"]["field"] == "facet"
+    assert spec["facet"]["column"]["sort"] == list(contract.STAGES)
+    color = encodings(spec, "color")[0]
+    assert color["field"] == "color"
+    assert color["scale"]["domain"] == sorted(set(training["lr_label"]), key=float)
+    dash = encodings(spec, "strokeDash")[0]
+    assert dash["field"] == "split" and dash["scale"]["domain"] == [frames.TRAIN, frames.VALIDATION]
+    tooltip_fields = {t["field"] for t in encodings(spec, "tooltip")[0]}
+    assert {"label", "lr_label", "stage", "schedule", "epoch", "value", "smoothed"} <= tooltip_fields
+    params = spec.get("params", []) + [p for layer in spec["spec"]["layer"] for p in layer.get("params", [])]
+    assert params[0]["select"]["fields"] == ["color"] and params[0]["bind"] == "legend"
+    marks = [layer["mark"]["type"] for layer in spec["spec"]["layer"]]
+    assert marks.count("line") == 2 and "point" in marks  # raw + smoothed lines, best-epoch marks
+    assert fields(spec) <= KNOWN_FIELDS
+    vlc.vegalite_to_vega(json.dumps(chart.to_dict()), vl_version=report.VL_VERSION)  # compiles
+
+
+def test_loss_uses_a_log_scale_and_groups_draw_bands(lab):
+    runs, history = lab
+    training = runs[runs["kind"] == contract.KIND_TRAIN]
+    _, chart = curves_chart(training, history, frames.CurveOptions(metric=contract.LOSS, log_y=True, group=True, facet=frames.NO_FACET))
+    spec = spec_of(chart)
+    y = encodings(spec, "y")
+    assert all(enc["scale"]["type"] == "log" for enc in y)
+    assert "area" in [layer["mark"]["type"] for layer in spec["layer"]]
+    vlc.vegalite_to_vega(json.dumps(chart.to_dict()), vl_version=report.VL_VERSION)
+
+
+def test_the_same_rate_has_the_same_colour_whatever_the_filter(lab):
+    runs, history = lab
+
+    def colour_of(selection, rate):
+        _, chart = curves_chart(selection, history, frames.CurveOptions(), all_runs=runs)
+        scale = encodings(spec_of(chart), "color")[0]["scale"]
+        return dict(zip(scale["domain"], scale["range"], strict=True))[rate]
+
+    head = runs[runs["stage"] == "head"]
+    only_one_rate = runs[(runs["lr_label"] == "0.001") & (runs["stage"] == "full")]
+    assert colour_of(head, "0.001") == colour_of(only_one_rate, "0.001") == colour_of(runs, "0.001")
+
+
+def test_ordered_palette_is_distinct_and_ordered():
+    for n in range(1, 25):
+        colors = charts.ordered_colors(n)
+        assert len(colors) == n == len(set(colors))
+    assert charts.ordered_colors(10) == charts.LR_ANCHORS
+
+
+def test_continued_runs_draw_stage_boundaries(lab):
+    runs, history = lab
+    finetune = runs[runs["stage"] == "finetune"]
+    _, chart = curves_chart(finetune, history, frames.CurveOptions(join=True), all_runs=runs)
+    spec = spec_of(chart)
+    assert "rule" in [layer["mark"]["type"] for layer in spec["spec"]["layer"]]
+    svg = report.to_svg(chart)
+    assert "head → finetune" in svg
+
+
+def test_sensitivity_and_finder_charts_render(lab):
+    runs, history = lab
+    built = views.build(runs, history, frames.CurveOptions(), now_ms=time.time() * 1000, stale_after_s=600, ui_base="")
+    spec = spec_of(built.sensitivity_chart)
+    x = encodings(spec, "x")
+    assert all(enc["scale"]["type"] == "log" for enc in x)
+    assert {enc["field"] for enc in encodings(spec, "color")} == {"stage"}
+    assert len(spec["hconcat"]) == 2
+    assert [f.name for f in built.figures()] == ["curves-accuracy", "lr-sensitivity", "schedules", "lr-finder"]
+    for figure in built.figures():
+        assert report.to_svg(figure.chart).startswith("<svg")
+
+
+def test_hostile_names_and_params_stay_data(lab_store):
+    _, runs, history = load(lab_store["uri"], EDGE_EXPERIMENT)
+    hostile = runs[runs["run_id"] == lab_store["edge"]["hostile"]]
+    assert hostile["run_name"].iloc[0] == HOSTILE_NAME
+    _, chart = curves_chart(hostile, history, frames.CurveOptions(color=contract.PARAM_SCHEDULE))
+    spec = spec_of(chart)
+    text = json.dumps(spec)
+    assert fields(spec) <= KNOWN_FIELDS
+    assert "<script>" not in text and "alert(1)" not in text.replace(json.dumps(HOSTILE_PARAM)[1:-1], "")
+    data = chart.to_dict()["datasets"]
+    assert any(row.get("label") == HOSTILE_NAME for rows in data.values() for row in rows)
+    svg = report.to_svg(chart)  # the legend shows the hostile schedule value as text
+    assert "<img" not in svg and "&lt;img src=x onerror=alert(1)&gt;" in svg

@@ -1,0 +1,138 @@
+"""The page through `streamlit.testing.v1.AppTest`: filters change the chart's data, the URL keeps
+the selection, and empty, broken and hostile states are messages, never tracebacks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.app_fixtures import *  # noqa: F403
+from tests.app_fixtures import EDGE_EXPERIMENT, HOSTILE_NAME, REPO, chart_data, free_port
+from train import contract
+
+PAGE = str(REPO / "app" / "dashboard.py")
+
+
+def open_page(monkeypatch, uri: str, query: dict | None = None) -> AppTest:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    page = AppTest.from_file(PAGE, default_timeout=60)
+    page.query_params.update(query or {})
+    return page.run()
+
+
+def curves_of(page: AppTest):
+    charts = page.get("vega_lite_chart")
+    assert charts, "no chart on the page"
+    return chart_data(charts[0]), json.loads(charts[0].proto.spec)
+
+
+def no_failure(page: AppTest) -> None:
+    assert not page.exception, [e.value for e in page.exception]
+    assert not page.error, [e.value for e in page.error]
+
+
+def test_default_view_overlays_every_stage(lab_store, monkeypatch):
+    page = open_page(monkeypatch, lab_store["uri"])
+    no_failure(page)
+    data, spec = curves_of(page)
+    assert set(data["facet"].dropna()) == set(contract.STAGES)
+    assert spec["facet"]["column"]["field"] == "facet"
+    assert len(page.dataframe[0].value) == 25  # the lab's training runs; the lr-finder run has its own tab
+    assert page.query_params["exp"] in (contract.DEFAULT_EXPERIMENT, [contract.DEFAULT_EXPERIMENT])
+
+
+def test_filters_change_the_charted_runs_and_land_in_the_url(lab_store, monkeypatch):
+    page = open_page(monkeypatch, lab_store["uri"])
+    page.sidebar.multiselect(key="stage").set_value(["full"]).run()
+    page.sidebar.multiselect(key="lr").set_value(["0.001"]).run()
+    no_failure(page)
+    data, _ = curves_of(page)
+    assert set(data["facet"].dropna()) == {"full"}
+    assert set(data["lr_label"].dropna()) == {"0.001"}
+    assert page.query_params["stage"] in ("full", ["full"]) and page.query_params["lr"] in ("0.001", ["0.001"])
+
+
+def test_every_view_renders(lab_store, monkeypatch):
+    page = open_page(monkeypatch, lab_store["uri"], {"group": "1"})
+    for view in ("LR sensitivity", "Schedules", "LR finder", "Groups", "Export", "Runs"):
+        page.radio(key="view").set_value(view).run()
+        no_failure(page)
+        assert page.query_params.get("view", "Runs") in (view, [view])
+    page.radio(key="view").set_value("Export").run()
+    assert len(page.download_button) >= 3 * 4 + 3  # SVG, PNG, CSV per chart; summary; two reports
+
+
+def test_a_shared_url_restores_the_view(lab_store, monkeypatch):
+    query = {"exp": contract.DEFAULT_EXPERIMENT, "stage": "head", "metric": "loss", "logy": "1", "smooth": "0.5", "group": "1"}
+    page = open_page(monkeypatch, lab_store["uri"], query)
+    no_failure(page)
+    assert page.sidebar.selectbox(key="metric").value == contract.LOSS
+    assert page.sidebar.slider(key="smooth").value == 0.5
+    data, spec = curves_of(page)
+    assert set(data["facet"].dropna()) == {"head"} and set(data["role"].dropna()) == {"mean"}
+    assert '"type": "log"' in json.dumps(spec)
+
+
+def test_grouping_and_joining_from_the_sidebar(lab_store, monkeypatch):
+    page = open_page(monkeypatch, lab_store["uri"])
+    page.sidebar.checkbox(key="group").check().run()
+    page.sidebar.checkbox(key="members").check().run()
+    page.sidebar.checkbox(key="join").check().run()
+    no_failure(page)
+    data, _ = curves_of(page)
+    assert {"mean", "member"} <= set(data["role"].dropna())
+    assert "head → finetune" in set(data["facet"].dropna())
+    page.radio(key="view").set_value("Groups").run()
+    assert not page.dataframe[0].value.empty  # the groups and their member runs
+
+
+def test_edge_cases_are_messages_and_text(lab_store, monkeypatch):
+    page = open_page(monkeypatch, lab_store["uri"], {"exp": EDGE_EXPERIMENT, "join": "1"})
+    no_failure(page)
+    shown = [e.value for e in (*page.warning, *page.caption, *page.markdown, *page.info)]
+    assert any("STALE" in text for text in shown)
+    assert any("no metrics yet" in text for text in shown)
+    assert any("no validation metrics" in text for text in shown)
+    assert any("deleted" in text for text in shown)
+    table = page.dataframe[0].value
+    assert HOSTILE_NAME in set(table["run"])  # verbatim, as text
+    for text in shown:
+        assert "<script>" not in text and "](http://example.com)" not in text
+    states = dict(zip(table["run"], table["state"], strict=True))
+    assert states["full lr=0.0001 stale"] == "STALE" and states["full lr=0.001 running"] == "RUNNING"
+
+
+def test_an_invalid_mlflow_filter_is_a_message(lab_store, monkeypatch):
+    page = open_page(monkeypatch, lab_store["uri"], {"q": "params.lr >>> 'x'"})
+    assert not page.exception
+    assert "filter was refused" in page.error[0].value
+
+
+def test_an_empty_store_says_there_are_no_runs(make_store, monkeypatch):
+    page = open_page(monkeypatch, make_store())
+    no_failure(page)
+    assert "No runs" in page.info[0].value
+
+
+def test_a_missing_store_is_a_message(tmp_path, monkeypatch):
+    page = open_page(monkeypatch, f"sqlite:///{tmp_path}/nowhere/mlflow.db")
+    assert not page.exception
+    assert "no tracking store" in page.error[0].value
+
+
+def test_a_server_that_is_down_is_a_message(monkeypatch):
+    page = open_page(monkeypatch, f"http://127.0.0.1:{free_port()}")
+    assert not page.exception
+    assert "does not answer" in page.error[0].value
+
+
+@pytest.mark.parametrize("metric", [contract.LEARNING_RATE, contract.LOSS])
+def test_switching_metric_turns_on_the_log_scale(lab_store, monkeypatch, metric):
+    page = open_page(monkeypatch, lab_store["uri"])
+    page.sidebar.selectbox(key="metric").set_value(metric).run()
+    no_failure(page)
+    assert page.sidebar.checkbox(key="logy").value is True
+    _, spec = curves_of(page)
+    assert f'"{metric} (log)"' in json.dumps(spec)

@@ -1,0 +1,62 @@
+"""The dashboard on runs written by real (tiny) trainings: `python -m train` into a temporary store."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from app import frames, queries, views
+from tests.app_fixtures import *  # noqa: F403
+from tests.app_fixtures import REPO, chart_data
+from train import contract
+
+TINY = ["--data", "demo", "--epochs", "2", "--image-size", "64", "--alpha", "0.35", "--stage", "scratch", "--weights", "none", "--batch-size", "32"]
+RATES = ("1e-3", "1e-2")
+
+
+@pytest.fixture(scope="module")
+def trained_store(tmp_path_factory):
+    """Two tiny real trainings (two learning rates) in a fresh SQLite store."""
+    folder = tmp_path_factory.mktemp("trained")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "CUDA_VISIBLE_DEVICES": ""}
+    for lr in RATES:
+        done = subprocess.run([sys.executable, "-m", "train", *TINY, "--lr", lr], cwd=folder, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    return uri
+
+
+@pytest.mark.slow
+def test_loaders_read_what_training_logged(trained_store):
+    client = queries.open_client(trained_store)
+    experiments = queries.list_experiments(client)
+    experiment_id = experiments.loc[experiments["name"] == contract.DEFAULT_EXPERIMENT, "experiment_id"].iloc[0]
+    runs = queries.search_runs(client, [experiment_id])
+    assert sorted(runs["lr_label"]) == sorted(f"{float(lr):g}" for lr in RATES)
+    assert set(runs["stage"]) == {"scratch"} and set(runs["kind"]) == {contract.KIND_TRAIN}
+    raw = queries.HistoryCache().load(client, runs)
+    history = frames.tidy_history(raw, runs)
+    assert set(contract.EPOCH_METRICS) <= set(history["key"])
+    assert set(history["epoch"]) == {0, 1}
+    built = views.build(runs, history, frames.CurveOptions(), now_ms=time.time() * 1000, stale_after_s=600, ui_base="")
+    table = built.summary.set_index("run_id")
+    for run in runs.itertuples():
+        assert table.at[run.run_id, "best_val_accuracy"] == pytest.approx(run.metrics[contract.BEST_VAL_ACCURACY])
+        assert table.at[run.run_id, "best_epoch"] == run.metrics[contract.BEST_EPOCH]
+        assert table.at[run.run_id, "state"] == "FINISHED"
+    assert built.curves.points["best"].sum() == 2
+
+
+@pytest.mark.slow
+def test_page_draws_real_runs(trained_store, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained_store)
+    page = AppTest.from_file(str(REPO / "app" / "dashboard.py"), default_timeout=60).run()
+    assert not page.exception and not page.error
+    data = chart_data(page.get("vega_lite_chart")[0])
+    assert set(data["lr_label"].dropna()) == {f"{float(lr):g}" for lr in RATES}
+    assert set(data["split"].dropna()) == {frames.TRAIN, frames.VALIDATION}
