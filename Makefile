@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(RUN) mlflow run . --env-manager local --experiment-name demo \
 	  -P stage=scratch -P weights=none -P image_size=64 -P alpha=0.35 \
 	  -P lr=3e-3 -P epochs=8 -P batch_size=16
-	@echo "Now: $(RUN) streamlit run app/dashboard.py   (or: mlflow ui --backend-store-uri sqlite:///mlflow.db)"
+	@echo "Compare runs: make dashboard   (or: $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db)"
 
 dashboard: $(STAMP)
 	$(RUN) streamlit run app/dashboard.py
