@@ -73,7 +73,7 @@ def run_train_cli(args: list[str], tracking_uri: str, timeout: int = 300, cwd: P
     """`python -m train ARGS` in a fresh process."""
     return subprocess.run(
         [sys.executable, "-m", "train", *args],
-        cwd=cwd or REPO,
+        cwd=cwd or Path.cwd(),  # the test's tmp_path: MLflow puts a new experiment's artifacts in ./mlruns
         env=subprocess_env(tracking_uri),
         capture_output=True,
         text=True,
@@ -86,4 +86,4 @@ def mlflow_run(params: dict, tracking_uri: str, entry_point: str = "main", timeo
     command = [str(VENV_BIN / "mlflow"), "run", str(REPO), "--env-manager", "local", "-e", entry_point, "--experiment-name", experiment]
     for key, value in params.items():
         command += ["-P", f"{key}={value}"]
-    return subprocess.run(command, cwd=REPO, env=subprocess_env(tracking_uri), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(command, cwd=Path.cwd(), env=subprocess_env(tracking_uri), capture_output=True, text=True, timeout=timeout)

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -14,9 +15,10 @@ from mlflow.tracking import MlflowClient
 from tests.conftest import REPO, VENV_BIN, subprocess_env, tiny_config
 from train import contract
 from train.config import TrainingError
+from train.schedules import learning_rate_at
 
 SLOW_EPOCHS = ["--data", "demo", "--image-size", "64", "--alpha", "0.35", "--weights", "none", "--stage", "scratch",
-               "--lr", "1e-3", "--batch-size", "8", "--seed", "7"]
+               "--lr", "1e-3", "--batch-size", "8", "--seed", "7", "--schedule", "exponential", "--decay", "0.5"]
 
 
 def _only_run(experiment="tests"):
@@ -65,7 +67,7 @@ def test_sigterm_in_epoch_3_then_resume_in_the_same_run(tracking_uri, tmp_path):
     params += ["-P", f"epochs={epochs}"]
     log = tmp_path / "first.log"
     with open(log, "w") as output:  # a file, not a pipe: a full pipe would block the trainer
-        process = subprocess.Popen(command + params, cwd=REPO, env=subprocess_env(tracking_uri), start_new_session=True, stdout=output, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command + params, cwd=Path.cwd(), env=subprocess_env(tracking_uri), start_new_session=True, stdout=output, stderr=subprocess.STDOUT)
     try:
         run_id = _run_id_when_epochs_logged(2, process=process, log=log)  # epochs 0 and 1 are done: we are in the third
         os.killpg(process.pid, signal.SIGTERM)  # what a pre-empting scheduler does to the job's processes
@@ -77,35 +79,37 @@ def test_sigterm_in_epoch_3_then_resume_in_the_same_run(tracking_uri, tmp_path):
     assert run.data.tags[contract.TAG_STOP_REASON].startswith("SIGTERM during epoch 2")
     assert "checkpoint/latest.weights.h5" in {a.path for a in MlflowClient().list_artifacts(run_id, "checkpoint")}
 
-    resumed = subprocess.run(command + ["--run-id", run_id] + params, cwd=REPO, env=subprocess_env(tracking_uri), capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(command + ["--run-id", run_id] + params, cwd=Path.cwd(), env=subprocess_env(tracking_uri), capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     run = MlflowClient().get_run(run_id)
     assert run.info.status == "FINISHED"
     assert all(steps == list(range(epochs)) for steps in _steps(run_id).values()), _steps(run_id)
+    lrs = sorted(MlflowClient().get_metric_history(run_id, contract.LEARNING_RATE), key=lambda m: m.step)
+    assert [m.value for m in lrs] == pytest.approx([learning_rate_at(e, tiny_config(lr=1e-3, epochs=epochs, schedule="exponential", decay=0.5)) for e in range(epochs)])
 
     from train.trainer import train
 
-    straight = train(tiny_config(batch_size=8, seed=7, epochs=epochs, experiment="uninterrupted"))
+    straight = train(tiny_config(batch_size=8, seed=7, epochs=epochs, schedule="exponential", decay=0.5, experiment="uninterrupted"))
     assert run.data.metrics[contract.VAL_ACCURACY] == pytest.approx(straight.history[-1][contract.VAL_ACCURACY], abs=0.2)
 
 
 @pytest.mark.slow
 def test_sigkill_leaves_a_stale_run_that_is_detected_marked_and_resumed(tracking_uri):
     args = [*SLOW_EPOCHS, "--epochs", "3", "--experiment", "tests"]
-    process = subprocess.Popen([sys.executable, "-m", "train", *args], cwd=REPO, env=subprocess_env(tracking_uri),
+    process = subprocess.Popen([sys.executable, "-m", "train", *args], cwd=Path.cwd(), env=subprocess_env(tracking_uri),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     run_id = _run_id_when_epochs_logged(1, process=process)
     process.kill()
     process.wait()
     assert MlflowClient().get_run(run_id).info.status == "RUNNING"  # MLflow alone never learns it died
 
-    listed = subprocess.run([sys.executable, "-m", "train.stale", "--mark"], cwd=REPO, env=subprocess_env(tracking_uri), capture_output=True, text=True, timeout=60)
+    listed = subprocess.run([sys.executable, "-m", "train.stale", "--mark"], cwd=Path.cwd(), env=subprocess_env(tracking_uri), capture_output=True, text=True, timeout=60)
     assert listed.returncode == 0, listed.stderr
     assert run_id in listed.stdout and "1 stale run(s)" in listed.stdout
     run = MlflowClient().get_run(run_id)
     assert run.info.status == "KILLED" and run.data.tags[contract.TAG_STOP_REASON].startswith("stale: process")
 
-    resumed = subprocess.run([sys.executable, "-m", "train", *args, "--resume", run_id], cwd=REPO, env=subprocess_env(tracking_uri), capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run([sys.executable, "-m", "train", *args, "--resume", run_id], cwd=Path.cwd(), env=subprocess_env(tracking_uri), capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert MlflowClient().get_run(run_id).info.status == "FINISHED"
     assert all(steps == [0, 1, 2] for steps in _steps(run_id).values())

@@ -10,11 +10,12 @@ import sys
 import time
 import urllib.request
 from contextlib import closing
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import REPO, VENV_BIN, subprocess_env
+from tests.conftest import VENV_BIN, subprocess_env
 from train import contract
 
 pytestmark = pytest.mark.slow
@@ -59,7 +60,7 @@ def test_server_stopped_for_20_seconds_mid_run(tmp_path):
     args = ["--data", "demo", "--image-size", "64", "--alpha", "0.35", "--weights", "none", "--stage", "scratch",
             "--lr", "1e-3", "--batch-size", "8", "--epochs", str(epochs), "--experiment", "outage"]
     with open(log, "w") as output:
-        trainer = subprocess.Popen([sys.executable, "-m", "train", *args], cwd=REPO, env=subprocess_env(uri), stdout=output, stderr=subprocess.STDOUT)
+        trainer = subprocess.Popen([sys.executable, "-m", "train", *args], cwd=tmp_path, env=subprocess_env(uri), stdout=output, stderr=subprocess.STDOUT)
     client = MlflowClient(uri)
     try:
         deadline = time.monotonic() + 300
@@ -86,3 +87,22 @@ def test_server_stopped_for_20_seconds_mid_run(tmp_path):
         if trainer.poll() is None:
             trainer.kill()
         stop_server(server)
+
+
+@pytest.mark.slow
+def test_a_server_that_never_returns_leaves_a_file_that_uploads_later(tmp_path, tracking_uri):
+    """Metrics that could not be sent are saved; `python -m train.upload` sends them to the store."""
+    from train.metric_buffer import MetricBuffer
+
+    run = MlflowClient().create_run(MlflowClient().create_experiment("later"))
+    gone = MlflowClient(f"http://127.0.0.1:{free_port()}")
+    buffer = MetricBuffer(run.info.run_id, gone)
+    buffer.log({contract.LOSS: 1.5, contract.ACCURACY: 0.25}, step=0)
+    buffer.log({contract.LOSS: 1.2, contract.ACCURACY: 0.5}, step=1)
+    assert not buffer.drain(patience_seconds=1, interval_seconds=0.5)
+    saved = buffer.save(tmp_path)
+    sent = subprocess.run([sys.executable, "-m", "train.upload", str(saved)], cwd=Path.cwd(), env=subprocess_env(tracking_uri), capture_output=True, text=True, timeout=60)
+    assert sent.returncode == 0, sent.stderr
+    assert "sent 2 epochs" in sent.stdout
+    history = MlflowClient().get_metric_history(run.info.run_id, contract.LOSS)
+    assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == [(0, 1.5), (1, 1.2)]
