@@ -31,7 +31,9 @@ def main() -> int:
     parser.add_argument("--augment", action="store_true")
     parser.add_argument("--min-ratio", type=float, default=3.0)
     args = parser.parse_args()
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tempfile.mkdtemp(prefix='bench-pipeline-')}/mlflow.db"
+    store = tempfile.mkdtemp(prefix="bench-pipeline-")
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{store}/mlflow.db"
+    os.chdir(store)  # a new experiment's artifacts go to ./mlruns: keep them out of the checkout
 
     from train.config import TrainConfig
     from train.data import make_datasets

@@ -34,6 +34,7 @@ def main() -> int:
     args = parser.parse_args()
     store = tempfile.mkdtemp(prefix="bench-tracking-")
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{store}/mlflow.db"
+    os.chdir(store)  # a new experiment's artifacts go to ./mlruns: keep them out of the checkout
 
     import keras
 
