@@ -109,3 +109,9 @@ def test_unreachable_tracking_server_is_one_line(tmp_path):
     done = run_train_cli(["--stage", "scratch", "--weights", "none"], "http://127.0.0.1:9")
     assert done.returncode == 2
     assert error_line(done.stderr).startswith("error: tracking server http://127.0.0.1:9 is unreachable")
+
+
+def test_readme_documents_every_parameter():
+    readme = (REPO / "README.md").read_text()
+    missing = [f.name for f in config_module.fields() if f"| `{f.name}` |" not in readme]
+    assert not missing, f"README's parameter table lacks {missing}"
