@@ -74,3 +74,34 @@ OPTIMIZERS = ("adam", "sgd", "rmsprop")
 def tracking_uri() -> str:
     """The tracking URI every part uses: MLFLOW_TRACKING_URI, else the default store."""
     return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+# `python -m train.evaluate` (kind=evaluate): a model's accuracy on an image folder.
+TAG_EVALUATED_RUN_ID = "evaluated_run_id"  # the training run that logged the evaluated model
+PARAM_MODEL_URI = "model_uri"  # the model evaluated, as given (runs:/..., models:/NAME@ALIAS, ...)
+EVAL_ACCURACY = ACCURACY  # fraction of the folder's images predicted right
+EVAL_PRECISION_PREFIX = "precision_"  # + class_metric_suffixes(class names)[i]
+EVAL_RECALL_PREFIX = "recall_"
+EVALUATION_FILE = "evaluation.json"  # accuracy, per-class table, confusion matrix, images skipped
+EVAL_CONFUSION_MATRIX_FILE = CONFUSION_MATRIX_FILE
+EVAL_PREDICTIONS_FILE = "predictions.csv"  # one row per image: path, true class, predicted class, probability
+
+
+def class_metric_suffixes(class_names: list[str]) -> list[str]:
+    """Metric-name-safe, distinct suffixes for class names, in order ('red fox' -> 'red_fox').
+
+    Letters (any script), digits, '_', '-' and '.' are kept; anything else becomes '_'
+    (MLflow refuses most punctuation, and spaces, slashes and colons read badly in names).
+    Names that clash after that get '_2', '_3', ... in order.
+    """
+    import re
+
+    suffixes: list[str] = []
+    for name in class_names:
+        base = re.sub(r"[^\w.\-]", "_", name) or "class"
+        suffix, count = base, 1
+        while suffix in suffixes:
+            count += 1
+            suffix = f"{base}_{count}"
+        suffixes.append(suffix)
+    return suffixes
