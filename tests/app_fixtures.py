@@ -100,10 +100,10 @@ def lab_store(store_template, tmp_path_factory):
 
 
 @contextlib.contextmanager
-def mlflow_server(backend_uri: str, *, app_name: str = "", env: dict[str, str] | None = None, workdir: Path | None = None):
+def mlflow_server(backend_uri: str, *, app_name: str = "", env: dict[str, str] | None = None, workdir: Path | None = None, extra_args: tuple[str, ...] = ()):
     """A real `mlflow server` on a free port over `backend_uri`; yields its http:// URI."""
     port = free_port()
-    command = [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", backend_uri, "--host", "127.0.0.1", "--port", str(port), "--workers", "2"]
+    command = [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", backend_uri, "--host", "127.0.0.1", "--port", str(port), "--workers", "2", *extra_args]
     if app_name:
         command += ["--app-name", app_name]
     log = (workdir or Path(backend_uri.removeprefix("sqlite:///")).parent) / f"server-{port}.log"

@@ -157,7 +157,6 @@ def test_edge_experiment_loads(lab_store):
 
 @pytest.mark.slow
 def test_basic_auth_server_passes_credentials_and_explains_refusals(make_store, tmp_path, monkeypatch):
-    pytest.importorskip("flask_wtf", reason="mlflow's basic-auth app needs Flask-WTF (mlflow[auth])")
     uri = make_store()
     client = MlflowClient(tracking_uri=uri)
     experiment_id = client.create_experiment("secret")

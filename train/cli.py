@@ -21,10 +21,12 @@ def flag_name(field_name: str) -> str:
     return "--" + field_name.replace("_", "-")
 
 
-def _options(command):
+def config_options(command):
     for spec in reversed(config_module.fields()):
+        underscore = ["--" + spec.name] if "_" in spec.name else []  # what `mlflow run -P` passes for an undeclared param
         command = click.option(
             flag_name(spec.name),
+            *underscore,
             spec.name,
             type=_CLICK_TYPES[spec.type],
             default=spec.default,
@@ -35,7 +37,7 @@ def _options(command):
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@_options
+@config_options
 def command(**values) -> None:
     """Train an image classifier and track it in MLflow (MLFLOW_TRACKING_URI, default sqlite:///mlflow.db)."""
     config = TrainConfig(**values)
@@ -45,10 +47,10 @@ def command(**values) -> None:
     train(config, checked)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the command; print any user error as one line and return a non-zero status."""
+def main(argv: list[str] | None = None, command: click.Command = command, prog_name: str = "python -m train") -> int:
+    """Run `command`; print any user error as one line and return a non-zero status."""
     try:
-        command.main(args=argv, prog_name="python -m train", standalone_mode=False)
+        command.main(args=argv, prog_name=prog_name, standalone_mode=False)
     except click.exceptions.Exit as done:
         return done.exit_code
     except (click.exceptions.Abort, KeyboardInterrupt):
@@ -66,4 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingInterrupted as stop:
         print(f"error: {stop}", file=sys.stderr)
         return 128 + stop.signum
+    except Exception as error:  # a server that refuses a write mid-way: one line, not a traceback
+        from train.tracking import access_error
+
+        refused = access_error(error) if hasattr(error, "error_code") else None
+        if refused is None:
+            raise
+        print(f"error: {refused}", file=sys.stderr)
+        return 2
     return 0

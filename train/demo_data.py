@@ -9,7 +9,9 @@ data, so the demo exercises the real path.
 from __future__ import annotations
 
 import colorsys
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -32,16 +34,21 @@ def demo_folder() -> Path:
 
 
 def _generate(folder: Path) -> None:
-    partial = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
+    # Each process writes its own partial folder: eight first runs started together must
+    # not delete each other's half-written images.
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=folder.name + ".partial-", dir=folder.parent))
     rng = np.random.default_rng(1234)
     for class_name in CLASSES:
-        (partial / class_name).mkdir(parents=True)
+        (partial / class_name).mkdir()
         for index in range(IMAGES_PER_CLASS):
             _draw(class_name, rng).save(partial / class_name / f"{class_name}_{index:03d}.png")
     (partial / ".complete").touch()
-    shutil.rmtree(folder, ignore_errors=True)
-    partial.rename(folder)  # atomic: concurrent first runs never see half a data set
+    os.chmod(partial, 0o755)  # mkdtemp makes it private
+    try:
+        partial.rename(folder)  # atomic: concurrent first runs never see half a data set
+    except OSError:  # another process renamed its copy first; the images are the same
+        shutil.rmtree(partial, ignore_errors=True)
 
 
 def _draw(class_name: str, rng: np.random.Generator) -> Image.Image:

@@ -44,15 +44,17 @@ def _choose_experiment(experiment: str) -> None:
     here wins over it in a process that trains more than once, such as a sweep.)
     """
     name = experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME")
-    if name:
-        mlflow.set_experiment(name)
-    elif os.environ.get("MLFLOW_EXPERIMENT_ID"):
+    if not name and os.environ.get("MLFLOW_EXPERIMENT_ID"):
         try:
             mlflow.set_experiment(experiment_id=os.environ["MLFLOW_EXPERIMENT_ID"])
         except MlflowException:
             raise ConfigError(f"MLFLOW_EXPERIMENT_ID={os.environ['MLFLOW_EXPERIMENT_ID']} is not an experiment in {contract.tracking_uri()}; unset it or pass --experiment") from None
-    else:
-        mlflow.set_experiment(contract.DEFAULT_EXPERIMENT)
+        return
+    found = mlflow.set_experiment(name or contract.DEFAULT_EXPERIMENT)
+    # When another process creates the experiment between MLflow's look-up and its create,
+    # set_experiment (3.17) returns it WITHOUT making it active, and the run lands in
+    # experiment 0 (or gets 403 on a server with auth). Activate it by id.
+    mlflow.set_experiment(experiment_id=found.experiment_id)
 
 
 def _create_sqlite_tables_once(uri: str) -> None:
@@ -81,12 +83,30 @@ def check_store(uri: str) -> None:
         except (urllib.error.URLError, OSError) as error:
             reason = getattr(error, "reason", error)
             raise ConfigError(f"tracking server {uri} is unreachable ({reason}); start it (mlflow server ...) or set MLFLOW_TRACKING_URI") from None
+        try:
+            MlflowClient(uri).search_experiments(max_results=1)  # the first call that needs the credentials
+        except MlflowException as error:
+            raise access_error(error, uri) or error from None
     elif uri.startswith("sqlite:///"):
         folder = Path(uri.removeprefix("sqlite:///")).expanduser().resolve().parent
         if not folder.is_dir():
             raise ConfigError(f"tracking store {uri}: folder '{folder}' does not exist; create it or set MLFLOW_TRACKING_URI")
     elif "://" not in uri and not uri.startswith(("databricks", "file:")):
         raise ConfigError(f"tracking URI '{uri}' is not one MLflow 3 can open; use sqlite:///mlflow.db or http://HOST:PORT")
+
+
+def access_error(error: MlflowException, uri: str | None = None) -> ConfigError | None:
+    """A one-line ConfigError when the server refused the credentials or the permission, else None."""
+    uri = uri or contract.tracking_uri()
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME", "")
+    code = getattr(error, "error_code", "")
+    text = str(error)
+    if code == "UNAUTHENTICATED" or "error code 401" in text:
+        who = f"the credentials of '{user}'" if user else "requests without credentials"
+        return ConfigError(f"tracking server {uri} refused {who} (401); set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")
+    if code == "PERMISSION_DENIED" or "error code 403" in text:
+        return ConfigError(f"tracking server {uri}: user '{user}' lacks permission for this (403); ask an admin for EDIT on the experiment, or pick another with --experiment")
+    return None
 
 
 def resolve_model_run(model_uri: str) -> str:
@@ -124,6 +144,13 @@ def log_params_once(params: dict[str, str]) -> None:
     missing = {key: value for key, value in params.items() if key not in existing}
     if missing:
         mlflow.log_params(missing)
+
+
+def model_uri_of_run(run_id: str) -> str:
+    """The logged model of a training run (models:/m-...), for the registry; runs:/ID/model if none is found."""
+    experiment_id = MlflowClient().get_run(run_id).info.experiment_id
+    models = mlflow.search_logged_models(experiment_ids=[experiment_id], filter_string=f"source_run_id = '{run_id}'", output_format="list", max_results=1)
+    return f"models:/{models[0].model_id}" if models else f"runs:/{run_id}/{contract.MODEL_ARTIFACT}"
 
 
 def register(model_uri: str, name: str, alias: str) -> int:
