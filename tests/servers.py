@@ -45,7 +45,9 @@ def postgres_server():
     subprocess.run(_as_postgres([str(binaries / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(folder / "server.log"), "-w", "start"]), check=True, capture_output=True)
 
     def database(name: str) -> str:
-        subprocess.run(_as_postgres([str(binaries / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", name]), check=True, capture_output=True)
+        done = subprocess.run(_as_postgres([str(binaries / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", name]), capture_output=True, text=True)
+        if done.returncode != 0 and "already exists" not in done.stderr:
+            raise RuntimeError(f"createdb {name} failed: {done.stderr.strip()}")
         return f"postgresql://postgres@127.0.0.1:{port}/{name}"
 
     try:

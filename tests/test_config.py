@@ -115,3 +115,17 @@ def test_readme_documents_every_parameter():
     readme = (REPO / "README.md").read_text()
     missing = [f.name for f in config_module.fields() if f"| `{f.name}` |" not in readme]
     assert not missing, f"README's parameter table lacks {missing}"
+
+
+@pytest.mark.parametrize(("entry", "module"), [("sweep", "sweep.cli"), ("lr_find", "train.lr_find"), ("evaluate", "train.evaluate")])
+def test_every_parameter_of_the_other_entry_points_is_an_option(entry, module):
+    """Each declared parameter, given as MLflow renders the command, parses (and an undeclared one too)."""
+    import importlib
+    import shlex
+
+    spec = mlproject()["entry_points"][entry]
+    values = {name: str(param.get("default", "x")) or "v" for name, param in spec["parameters"].items()}
+    argv = shlex.split(spec["command"].format(**values))[3:]  # drop "python -m MODULE"
+    command = importlib.import_module(module).command
+    context = command.make_context(f"python -m {module}", [*argv, "--val_split", "0.3"] if entry != "evaluate" else argv)
+    assert context.params or context.args

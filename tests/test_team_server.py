@@ -52,7 +52,7 @@ def team_server(tmp_path_factory):
                 users = get_app_client("basic-auth", tracking_uri=uri)
                 users.create_user(*ALICE)
                 users.create_user(*BOB)
-            yield uri, artifacts
+            yield uri, artifacts, database
 
 
 def train_at_once(n: int, uri: str, experiment: str, cwd, extra_env=None):
@@ -87,7 +87,7 @@ def assert_all_complete(client: MlflowClient, experiment: str, results, n: int):
 
 
 def test_eight_trainings_at_once_on_postgres_behind_auth(team_server, tmp_path, monkeypatch):
-    uri, artifacts = team_server
+    uri, artifacts, _ = team_server
     results = train_at_once(8, uri, "team", tmp_path, as_user(ALICE))
     for key, value in as_user(ALICE).items():
         monkeypatch.setenv(key, value)
@@ -104,7 +104,7 @@ def test_eight_trainings_at_once_on_one_sqlite_file(tmp_path):
 
 
 def test_wrong_password_is_one_line_before_training(team_server, tmp_path):
-    uri, _ = team_server
+    uri, _, _ = team_server
     env = {**subprocess_env(uri), **as_user((ALICE[0], "wrong"))}
     done = subprocess.run([sys.executable, "-m", "train", *TINY], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
@@ -113,7 +113,7 @@ def test_wrong_password_is_one_line_before_training(team_server, tmp_path):
 
 
 def test_user_without_edit_permission_gets_one_line(team_server, tmp_path, monkeypatch):
-    uri, _ = team_server
+    uri, _, _ = team_server
     for key, value in as_user(ADMIN).items():
         monkeypatch.setenv(key, value)
     MlflowClient(uri).create_experiment("admins-only")  # bob may read it (default READ), not write
@@ -123,3 +123,25 @@ def test_user_without_edit_permission_gets_one_line(team_server, tmp_path, monke
     assert done.stderr.strip().splitlines()[-1].startswith(f"error: tracking server {uri}: user 'bob' lacks permission for this (403)")
     assert "Traceback" not in done.stderr
     assert os.environ["MLFLOW_TRACKING_USERNAME"] == ADMIN[0]
+
+
+def test_sweep_on_postgres_storage_authenticates_and_registers_behind_auth(team_server, tmp_path, monkeypatch):
+    """The multi-machine set-up on one machine: Optuna and the claims in PostgreSQL, runs behind auth."""
+    uri, _, database = team_server
+    env = {**subprocess_env(uri), **as_user(ALICE)}
+    command = [sys.executable, "-m", "sweep", "--lrs", "1e-3", "--stages", "scratch", "--epochs", "1", "--data", "demo", "--image_size", "64",
+               "--alpha", "0.35", "--weights", "none", "--experiment", "team-sweep", "--register-as", "team-model", "--storage", database("optuna")]
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for key, value in as_user(ALICE).items():
+        monkeypatch.setenv(key, value)
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("team-sweep").experiment_id])
+    assert sorted(run.data.tags[contract.TAG_KIND] for run in runs) == [contract.KIND_SWEEP, contract.KIND_TRAIN]
+    assert all(run.info.status == "FINISHED" for run in runs)
+    assert client.get_model_version_by_alias("team-model", contract.CHAMPION_ALIAS).version == "1"
+    import sqlalchemy as sa
+
+    with sa.create_engine(database("optuna")).connect() as connection:
+        claims = connection.execute(sa.text("SELECT state FROM lrlab_sweep_claims")).scalars().all()
+    assert sorted(claims) == ["done", "done"]  # the configuration and the registration

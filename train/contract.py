@@ -44,6 +44,11 @@ TAG_INIT_RUN_ID = "init_run_id"  # the run whose model a finetune run started fr
 TAG_STOP_REASON = "stop_reason"  # why a run ended early (signal, nan loss, pruned, stale)
 TAG_HOST = "host"  # machine and process that train the run, to tell a stale run from a live one
 TAG_PID = "pid"
+TAG_SWEEP_STUDY = "sweep_study"  # on a sweep's parent run and every child: which sweep
+TAG_SWEEP_PHASE = "sweep_phase"  # on a child: the plan phase it belongs to
+TAG_SWEEP_CONFIG = "sweep_config"  # on a child: the configuration's key (a resumed sweep skips it)
+TAG_PRUNED = "pruned"  # "true" on a child that Optuna's pruner stopped early
+CHAMPION_ALIAS = "champion"  # the registry alias of a sweep's overall best model
 
 # Artifacts of a training run.
 MODEL_ARTIFACT = "model"

@@ -66,8 +66,8 @@ def train(config: TrainConfig, checked: Preflight | None = None, callbacks=(), r
     if config.stage == "scratch":
         bn_momentum = config.bn_momentum_value or auto_bn_momentum(steps_per_epoch)
     with devices.strategy.scope():
-        model = _model(config, report, bn_momentum)
-        model.compile(optimizer=_optimizer(config), loss="sparse_categorical_crossentropy", metrics=["accuracy"], jit_compile=config.xla)
+        model = model_for(config, report, bn_momentum)
+        model.compile(optimizer=optimizer_for(config), loss="sparse_categorical_crossentropy", metrics=["accuracy"], jit_compile=config.xla)
     print(f"device: {devices.description}; model: {model.name}, {model.count_params():,} parameters", flush=True)
 
     run_options = {**(run_options or {}), **({"run_id": checked.resume_run_id} if checked.resume_run_id else {})}
@@ -146,7 +146,7 @@ def _send_queued_metrics(metrics: MetricBuffer) -> None:
                         f"the per-epoch history is in {path}: send it with `python -m train.upload {path}`")
 
 
-def _model(config: TrainConfig, report: DataReport, bn_momentum: float | None) -> keras.Model:
+def model_for(config: TrainConfig, report: DataReport, bn_momentum: float | None) -> keras.Model:
     if config.stage != "finetune":
         return build_model(len(report.class_names), config, bn_momentum)
     model = mlflow.keras.load_model(config.init_model)
@@ -159,7 +159,7 @@ def _model(config: TrainConfig, report: DataReport, bn_momentum: float | None) -
     return model
 
 
-def _optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
+def optimizer_for(config: TrainConfig) -> keras.optimizers.Optimizer:
     if config.optimizer == "sgd":
         return keras.optimizers.SGD(learning_rate=config.lr, momentum=0.9)
     if config.optimizer == "rmsprop":

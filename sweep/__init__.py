@@ -1,0 +1,1 @@
+"""Whole experiments in one command: plans of grids, run as MLflow parent + child runs on Optuna."""

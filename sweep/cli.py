@@ -1,0 +1,111 @@
+"""`python -m sweep`: the MLproject `sweep` entry point.
+
+Named options pick the plan and how it runs; every other `--name value` (what `mlflow run
+-P name=value` passes for a parameter the entry point does not declare) overrides that
+training parameter in the plan: `a,b` is a grid axis, `low..high:log` an Optuna range,
+anything else a fixed value, and `--PHASE.name` changes one phase only.
+"""
+
+from __future__ import annotations
+
+import click
+
+from sweep import plan as plans
+from sweep.claims import redact_url
+from train.config import ConfigError
+
+
+@click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--plan", default="", help="A plan YAML file or the name of a ready-made one in plans/ (stages, schedules, efficientnet). Empty: one grid over --lrs x --stages.")
+@click.option("--lrs", default="", help="Learning rates, comma-separated (a grid axis), or LOW..HIGH:log (sampled). Overrides the plan's lr.")
+@click.option("--stages", default="", help="Stages, comma-separated. finetune runs after the others, from the best head run.")
+@click.option("--schedules", default="", help="Schedules, comma-separated. Overrides the plan's schedule.")
+@click.option("--repeats", default=1, show_default=True, type=int, help="Run every configuration this many times, with seeds seed, seed+1, ...")
+@click.option("--trials", default=0, type=int, help="Runs per phase when a parameter is a range (Optuna's TPE sampler). 0: the plan's (10).")
+@click.option("--storage", default="", help="Database URL shared by all workers (Optuna's storage and the claims on configurations), e.g. postgresql://user:pw@host/optuna or sqlite:///sweep.db. Empty: this process only.")
+@click.option("--study", default="", help="Sweep name shared by its workers. Default: <plan>-<hash of the plan>, so the same command resumes the same sweep.")
+@click.option("--pruning", default="none", show_default=True, type=click.Choice(["none", "median", "halving"]), help="Stop runs whose val_accuracy falls behind the others of their phase (Optuna MedianPruner or SuccessiveHalvingPruner).")
+@click.option("--prune-startup", default=2, show_default=True, type=int, help="median: runs that complete before any is pruned.")
+@click.option("--prune-warmup", default=1, show_default=True, type=int, help="Epochs every run trains before it can be pruned.")
+@click.option("--register-as", default="", help="Register the best model of each stage under this name (alias = stage) and the overall best as @champion. Empty: don't register.")
+@click.option("--experiment", default="", help="MLflow experiment (python -m sweep only; under mlflow run use --experiment-name).")
+@click.option("--dry-run", is_flag=True, help="Print the configurations and exit.")
+@click.pass_context
+def command(ctx, plan, lrs, stages, schedules, repeats, trials, storage, study, pruning, prune_startup, prune_warmup, register_as, experiment, dry_run) -> None:
+    """Run a whole experiment grid as one MLflow parent run with a child run per configuration."""
+    overrides = parse_overrides(ctx.args)
+    for name, value in (("lr", lrs), ("stage", stages), ("schedule", schedules)):
+        if value:
+            overrides[name] = value
+    chosen = build_plan(plan, overrides, repeats, trials)
+    if storage:
+        check_storage(storage)
+    print(f"sweep '{chosen.name}': {chosen.size()} configurations in {len(chosen.phases)} phase(s): "
+          + ", ".join(f"{p.name} ({p.size()})" for p in chosen.phases), flush=True)
+    if dry_run:
+        print(chosen.to_yaml())
+        return
+    from sweep.runner import SweepOptions, run_sweep
+
+    run_sweep(SweepOptions(chosen, storage, study, pruning, prune_startup, prune_warmup, register_as, experiment))
+
+
+def build_plan(plan: str, overrides: dict[str, str], repeats: int, trials: int) -> plans.Plan:
+    if plan:
+        chosen = plans.load_plan(plan)
+    else:
+        stages = [s.strip() for s in overrides.pop("stage", "full").split(",") if s.strip()]
+        chosen = plans.default_plan(stages)  # lrs apply to every phase; -P finetune.lr=... sets its own
+    plans.apply_overrides(chosen, overrides)
+    plans.add_repeats(chosen, repeats)
+    if trials:
+        for phase in chosen.phases:
+            phase.trials = trials
+    if repeats < 1:
+        raise ConfigError(f"repeats must be at least 1 (got {repeats})")
+    plans.check_configurations(chosen)
+    return chosen
+
+
+def parse_overrides(args: list[str]) -> dict[str, str]:
+    """['--image_size', '64', '--finetune.lr=1e-6'] -> {'image_size': '64', 'finetune.lr': '1e-6'}."""
+    overrides: dict[str, str] = {}
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        if not arg.startswith("--"):
+            raise ConfigError(f"unexpected argument '{arg}'; give overrides as --name value (or -P name=value under mlflow run)")
+        name, equals, value = arg[2:].partition("=")
+        if not equals:
+            if index + 1 >= len(args):
+                raise ConfigError(f"--{name} needs a value")
+            value = args[index + 1]
+            index += 1
+        name = name.replace("-", "_")
+        if value != "":  # an MLproject parameter left at its empty default means "the plan's value"
+            overrides[name] = value
+        index += 1
+    return overrides
+
+
+def check_storage(url: str) -> None:
+    """Open the shared database now: a wrong URL is one line, before any run starts."""
+    import sqlalchemy as sa
+
+    if "://" not in url:
+        raise ConfigError(f"storage '{url}' is not a database URL; use sqlite:///sweep.db or postgresql://USER:PASSWORD@HOST/DB")
+    try:
+        engine = sa.create_engine(url)
+        with engine.connect():
+            pass
+        engine.dispose()
+    except Exception as error:  # noqa: BLE001 - any driver error: report its first line
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(f"storage '{redact_url(url)}' cannot be opened ({first}); check the URL and that the database server runs") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Errors as one line and an exit status, as `python -m train` does."""
+    from train.cli import main as train_main
+
+    return train_main(argv, command=command, prog_name="python -m sweep")

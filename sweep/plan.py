@@ -1,0 +1,299 @@
+"""Experiment plans: phases of grids over TrainConfig fields, loaded from YAML, overridable.
+
+A plan is a list of phases. Each phase expands to configurations: the product of its
+`grid` (lists) times its `variants` (a list of parameter sets), over its `fixed` values
+and the plan's. A `search` (open ranges such as `lr: 1e-7..1e-2:log`) makes the phase
+sampled by Optuna instead, `trials` times. A phase with `init_from` fine-tunes the best
+run (by best_val_accuracy) of an earlier phase, optionally filtered by params.
+
+    fixed: {epochs: 10}
+    phases:
+      - name: stages
+        grid: {stage: [scratch, full, head], lr: [1e-4, 1e-5, 1e-6]}
+      - name: finetune
+        fixed: {stage: finetune}
+        grid: {lr: [1e-6, 1e-7]}
+        init_from: {phase: stages, stage: head}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+from train.config import ConfigError, TrainConfig, fields
+
+PLANS_DIR = Path(__file__).resolve().parents[1] / "plans"
+CONFIG_FIELDS = {spec.name: spec for spec in fields()}
+# Set by the sweep itself, never by a plan.
+RESERVED = {"init_model", "resume", "run_name", "experiment", "register_as"}
+ALIASES = {"lrs": "lr", "stages": "stage", "schedules": "schedule", "seeds": "seed", "models": "model"}
+
+
+@dataclass(frozen=True)
+class Range:
+    """An open range Optuna samples from: `low..high` or `low..high:log`."""
+
+    low: float
+    high: float
+    log: bool = False
+    integer: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.low:g}..{self.high:g}{':log' if self.log else ''}"
+
+
+@dataclass
+class Phase:
+    name: str
+    fixed: dict = field(default_factory=dict)
+    grid: dict = field(default_factory=dict)
+    variants: list = field(default_factory=lambda: [{}])
+    search: dict = field(default_factory=dict)  # name -> Range
+    trials: int = 10
+    init_from: dict | None = None  # {"phase": NAME, **param filters}
+
+    @property
+    def sampled(self) -> bool:
+        return bool(self.search)
+
+    def configurations(self) -> list[dict]:
+        """Every grid configuration of the phase, in a stable order (empty when sampled)."""
+        if self.sampled:
+            return []
+        names = list(self.grid)
+        combos = itertools.product(*(self.grid[name] for name in names))
+        return [{**self.fixed, **dict(zip(names, combo, strict=True)), **variant} for combo in combos for variant in self.variants]
+
+    def size(self) -> int:
+        return self.trials if self.sampled else len(self.configurations())
+
+
+@dataclass
+class Plan:
+    name: str
+    phases: list[Phase]
+    description: str = ""
+
+    def key(self) -> str:
+        """A short hash of everything that decides what runs: the same sweep has the same key."""
+        payload = json.dumps([_phase_dict(phase) for phase in self.phases], sort_keys=True, default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()[:10]
+
+    def size(self) -> int:
+        return sum(phase.size() for phase in self.phases)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump({"name": self.name, "description": self.description, "phases": [_phase_dict(p) for p in self.phases]}, sort_keys=False)
+
+
+def _phase_dict(phase: Phase) -> dict:
+    data = asdict(phase)
+    data["search"] = {name: str(value) for name, value in phase.search.items()}
+    return data
+
+
+def config_key(phase: str, values: dict) -> str:
+    """Identifies one configuration of a sweep (its child run carries it as a tag)."""
+    payload = json.dumps({"phase": phase, **{k: str(v) for k, v in values.items()}}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def resolve_plan_path(plan: str) -> Path:
+    """A YAML path, or the name of a ready-made plan (`stages` -> plans/stages.yaml)."""
+    path = Path(plan).expanduser()
+    if path.is_file():
+        return path
+    named = PLANS_DIR / f"{plan}.yaml"
+    if named.is_file():
+        return named
+    known = ", ".join(sorted(p.stem for p in PLANS_DIR.glob("*.yaml")))
+    raise ConfigError(f"plan '{plan}' is neither a YAML file nor a ready-made plan ({known})")
+
+
+def load_plan(plan: str) -> Plan:
+    path = resolve_plan_path(plan)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"plan {path}{where} is not valid YAML; fix it or pick one in plans/") from None
+    if not isinstance(data, dict) or not isinstance(data.get("phases"), list) or not data["phases"]:
+        raise ConfigError(f"plan {path} needs a 'phases:' list (see plans/stages.yaml)")
+    return plan_from_dict(data, default_name=path.stem)
+
+
+def plan_from_dict(data: dict, default_name: str) -> Plan:
+    unknown = set(data) - {"name", "description", "fixed", "phases"}
+    if unknown:
+        raise ConfigError(f"plan {default_name}: unknown key(s) {', '.join(sorted(unknown))}; use name, description, fixed, phases")
+    shared = _check_values(data.get("fixed") or {}, f"plan {default_name} fixed")
+    phases = [_phase(raw, shared, index) for index, raw in enumerate(data["phases"])]
+    names = [phase.name for phase in phases]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"plan {default_name}: phase names must be unique (got {', '.join(names)})")
+    for index, phase in enumerate(phases):
+        if phase.init_from and phase.init_from.get("phase") not in names[:index]:
+            raise ConfigError(f"phase '{phase.name}': init_from.phase must name an earlier phase ({', '.join(names[:index]) or 'none'})")
+    return Plan(str(data.get("name") or default_name), phases, str(data.get("description") or ""))
+
+
+def _phase(raw: dict, shared: dict, index: int) -> Phase:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"phase {index + 1} must be a mapping with name, fixed, grid, variants, search, init_from")
+    name = str(raw.get("name") or f"phase{index + 1}")
+    unknown = set(raw) - {"name", "fixed", "grid", "variants", "search", "trials", "init_from"}
+    if unknown:
+        raise ConfigError(f"phase '{name}': unknown key(s) {', '.join(sorted(unknown))}")
+    grid = {key: _as_list(value) for key, value in _check_values(raw.get("grid") or {}, f"phase '{name}' grid").items()}
+    variants = [_check_values(variant, f"phase '{name}' variants") for variant in (raw.get("variants") or [{}])]
+    search = {key: parse_range(str(value), key) for key, value in _check_values(raw.get("search") or {}, f"phase '{name}' search").items()}
+    fixed = {**shared, **_check_values(raw.get("fixed") or {}, f"phase '{name}' fixed")}
+    init_from = raw.get("init_from")
+    if init_from is not None:
+        if not isinstance(init_from, dict) or "phase" not in init_from:
+            raise ConfigError(f"phase '{name}': init_from must be a mapping with 'phase' (and optional param filters)")
+        _check_values({k: v for k, v in init_from.items() if k != "phase"}, f"phase '{name}' init_from")
+    phase = Phase(name, fixed, grid, variants, search, int(raw.get("trials") or 10), init_from)
+    _drop_fixed_shadowed(phase)
+    return phase
+
+
+def _drop_fixed_shadowed(phase: Phase) -> None:
+    for key in [*phase.grid, *phase.search, *{k for v in phase.variants for k in v}]:
+        phase.fixed.pop(key, None)
+
+
+def _check_values(values, where: str) -> dict:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where} must be a mapping of parameter: value")
+    for key in values:
+        if key not in CONFIG_FIELDS:
+            raise ConfigError(f"{where}: '{key}' is not a training parameter (see `python -m train --help`)")
+        if key in RESERVED:
+            raise ConfigError(f"{where}: '{key}' is set by the sweep itself; remove it from the plan")
+    return dict(values)
+
+
+def _as_list(value) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def parse_range(text: str, name: str) -> Range:
+    """`1e-7..1e-2:log` -> Range(1e-7, 1e-2, log=True)."""
+    spec, _, scale = text.partition(":")
+    low, sep, high = spec.partition("..")
+    try:
+        if not sep or scale not in ("", "log"):
+            raise ValueError
+        bounds = float(low), float(high)
+    except ValueError:
+        raise ConfigError(f"{name}={text} is not a range; write LOW..HIGH or LOW..HIGH:log, e.g. 1e-7..1e-2:log") from None
+    if not (math.isfinite(bounds[0]) and math.isfinite(bounds[1]) and bounds[0] < bounds[1]) or (scale == "log" and bounds[0] <= 0):
+        raise ConfigError(f"{name}={text}: need LOW < HIGH (and LOW > 0 for :log)")
+    integer = CONFIG_FIELDS[name].type == "int"
+    return Range(bounds[0], bounds[1], scale == "log", integer)
+
+
+def convert(name: str, text) -> object:
+    """A command-line value in the type of the TrainConfig field."""
+    kind = CONFIG_FIELDS[name].type
+    if not isinstance(text, str):
+        return text
+    try:
+        if kind == "float":
+            return float(text)
+        if kind == "int":
+            return int(text)
+        if kind == "bool":
+            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return text.lower() in ("true", "1", "yes")
+    except ValueError:
+        raise ConfigError(f"{name}={text} is not a {kind}") from None
+    return text
+
+
+def apply_overrides(plan: Plan, overrides: dict[str, str]) -> Plan:
+    """`-P key=value` (or `-P phase.key=value`) replaces that key in every phase (or one phase).
+
+    `a,b,c` makes the key a grid axis, `low..high[:log]` an Optuna search range, anything
+    else a fixed value. `lrs`, `stages`, `schedules`, `seeds` and `models` are aliases.
+    """
+    ordered = sorted(overrides.items(), key=lambda item: "." in item[0])  # phase-specific ones win
+    for raw_key, text in ordered:
+        phase_name, _, key = raw_key.rpartition(".")
+        key = ALIASES.get(key, key)
+        _check_values({key: text}, f"-P {raw_key}")
+        targets = [p for p in plan.phases if not phase_name or p.name == phase_name]
+        if phase_name and not targets:
+            raise ConfigError(f"-P {raw_key}: no phase named '{phase_name}' (phases: {', '.join(p.name for p in plan.phases)})")
+        for phase in targets:
+            _override(phase, key, str(text))
+    return plan
+
+
+def _override(phase: Phase, key: str, text: str) -> None:
+    for variant in phase.variants:
+        variant.pop(key, None)
+    phase.grid.pop(key, None)
+    phase.search.pop(key, None)
+    phase.fixed.pop(key, None)
+    if ".." in text:
+        phase.search[key] = parse_range(text, key)
+    elif "," in text and key != "milestones":
+        phase.grid[key] = [convert(key, part.strip()) for part in text.split(",") if part.strip()]
+    else:
+        phase.fixed[key] = convert(key, text)
+
+
+def add_repeats(plan: Plan, repeats: int) -> None:
+    """Run every configuration `repeats` times with seeds seed, seed+1, ... as a grid axis."""
+    if repeats <= 1:
+        return
+    for phase in plan.phases:
+        base = int(phase.fixed.pop("seed", TrainConfig.seed))
+        phase.grid["seed"] = [base + i for i in range(repeats)]
+
+
+def default_plan(stages: list[str]) -> Plan:
+    """The plan of `-e sweep` without `plan=`: one grid over the stages, finetune after head."""
+    first = [stage for stage in stages if stage != "finetune"]
+    if not first:
+        raise ConfigError("stages=finetune needs a stage to fine-tune from: add head (e.g. -P stages=head,finetune), or give -e main -P init_model=...")
+    phases = [Phase("train", grid={"stage": first})]
+    if "finetune" in stages:
+        source = {"phase": "train", **({"stage": "head"} if "head" in first else {})}
+        phases.append(Phase("finetune", fixed={"stage": "finetune"}, init_from=source))
+    return Plan("grid", phases)
+
+
+def check_configurations(plan: Plan) -> None:
+    """Validate every configuration now (seconds), not after hours of earlier phases."""
+    for phase in plan.phases:
+        samples = phase.configurations() or [{**phase.fixed, **{k: _midpoint(r) for k, r in phase.search.items()}}]
+        for values in samples:
+            config = make_config(values, init_model="runs:/placeholder/model" if values.get("stage") == "finetune" else "")
+            try:
+                config.validate()
+            except ConfigError as error:
+                raise ConfigError(f"phase '{phase.name}': {error}") from None
+            if values.get("stage") == "finetune" and not phase.init_from:
+                raise ConfigError(f"phase '{phase.name}' fine-tunes but has no init_from: add init_from: {{phase: NAME}}")
+
+
+def _midpoint(value: Range):
+    middle = math.sqrt(value.low * value.high) if value.log else (value.low + value.high) / 2
+    return int(middle) if value.integer else middle
+
+
+def make_config(values: dict, **extra) -> TrainConfig:
+    typed = {key: convert(key, value) for key, value in values.items()}
+    return TrainConfig(**{**typed, **extra})

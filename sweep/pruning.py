@@ -1,0 +1,44 @@
+"""The Keras callback that connects a training run to its Optuna trial.
+
+Each epoch it reports `val_accuracy` to the trial (Optuna's pruner compares it with the
+other runs of the phase at the same epoch), tells other workers the claim is alive, and
+stops a hopeless run. A pruned run ends normally, so its curve, model and history are kept;
+its tags say it was pruned and when.
+"""
+
+from __future__ import annotations
+
+import keras
+import mlflow
+import optuna
+
+from train import contract
+
+
+def make_pruner(kind: str, startup_trials: int, warmup_epochs: int) -> optuna.pruners.BasePruner:
+    if kind == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=warmup_epochs)
+    if kind == "halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, warmup_epochs), reduction_factor=3)
+    return optuna.pruners.NopPruner()
+
+
+class TrialReporter(keras.callbacks.Callback):
+    def __init__(self, trial: optuna.Trial, heartbeat=None):
+        super().__init__()
+        self.trial = trial
+        self.heartbeat = heartbeat  # () -> None, once per epoch
+        self.pruned_after: int | None = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.heartbeat:
+            self.heartbeat()
+        value = (logs or {}).get(contract.VAL_ACCURACY)
+        if value is None:
+            return
+        self.trial.report(float(value), epoch)
+        if self.trial.should_prune():
+            self.pruned_after = epoch
+            pruner = type(self.trial.study.pruner).__name__
+            mlflow.set_tags({contract.TAG_PRUNED: "true", contract.TAG_STOP_REASON: f"pruned by Optuna {pruner} after epoch {epoch} (val_accuracy {float(value):.4f})"})
+            self.model.stop_training = True

@@ -1,0 +1,319 @@
+"""Run a plan: a parent MLflow run (kind=sweep) with one child run per configuration.
+
+Phases run in order; a phase with `init_from` starts once the phase it depends on is done
+(on every worker) and fine-tunes that phase's best run. Each configuration is claimed
+before it trains (sweep/claims.py), so workers sharing `storage` split the grid, and a
+configuration whose child already FINISHED is skipped, so a re-launched sweep resumes.
+A failed child is recorded FAILED and the sweep goes on; SIGTERM/SIGINT stop the sweep.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import sys
+import time
+from dataclasses import dataclass, field
+
+import mlflow
+import optuna
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+
+from sweep.claims import DONE, FAILED, Claims, redact_url
+from sweep.plan import Phase, Plan, Range, config_key, make_config
+from sweep.progress import Progress
+from sweep.pruning import TrialReporter, make_pruner
+from train import contract, tracking
+from train.config import ConfigError, TrainingInterrupted
+from train.preflight import preflight
+
+POLL_SECONDS = 5
+
+
+@dataclass
+class SweepOptions:
+    plan: Plan
+    storage: str = ""  # database URL shared by workers (Optuna + claims); "" = this process only
+    study: str = ""  # default: <plan name>-<plan key>
+    pruning: str = "none"  # none | median | halving
+    prune_startup: int = 2
+    prune_warmup: int = 1
+    register_as: str = ""
+    experiment: str = ""
+    wait_timeout: float = 24 * 3600  # longest wait for other workers' runs of an earlier phase
+
+    experiment_id: str = ""  # set once the parent run exists
+
+    @property
+    def study_name(self) -> str:
+        """The sweep's identity: the same plan in the same experiment resumes, elsewhere starts afresh."""
+        return self.study or f"{self.plan.name}-{self.plan.key()}-e{self.experiment_id}"
+
+
+@dataclass
+class SweepResult:
+    parent_run_id: str
+    trained: list[str] = field(default_factory=list)  # child run ids this worker trained
+    failed: list[str] = field(default_factory=list)
+    skipped: int = 0
+    registered: dict[str, int] = field(default_factory=dict)  # alias -> model version
+
+
+def run_sweep(options: SweepOptions) -> SweepResult:
+    tracking.connect(options.experiment)
+    claims = None
+    try:
+        with mlflow.start_run(run_name=f"sweep {options.plan.name}", tags={contract.TAG_KIND: contract.KIND_SWEEP}) as parent:
+            options.experiment_id = parent.info.experiment_id
+            mlflow.set_tag(contract.TAG_SWEEP_STUDY, options.study_name)
+            claims = Claims(options.study_name, options.storage or None)
+            _log_parent(options)
+            result = SweepResult(parent.info.run_id)
+            progress = Progress(options.plan.size())
+            try:
+                for phase in options.plan.phases:
+                    _run_phase(phase, options, claims, result, progress)
+                if options.register_as:
+                    result.registered = _register_best(options, claims)
+            except TrainingInterrupted:
+                mlflow.set_tag(contract.TAG_STOP_REASON, "interrupted; launch the same sweep again to resume")
+                mlflow.end_run("KILLED")
+                print("sweep interrupted: launch the same command again to resume it (finished runs are skipped)", file=sys.stderr, flush=True)
+                raise
+            mlflow.log_metrics({"children_trained": len(result.trained), "children_failed": len(result.failed), "children_skipped": result.skipped})
+            print(progress.final_line(), flush=True)
+        return result
+    finally:
+        if claims is not None:
+            claims.close()
+
+
+def _log_parent(options: SweepOptions) -> None:
+    plan = options.plan
+    mlflow.log_text(plan.to_yaml(), "plan.yaml")
+    params = {
+        "plan": plan.name,
+        "study": options.study_name,
+        "configurations": plan.size(),
+        "storage": redact_url(options.storage) or "in-process",
+        "pruning": options.pruning,
+        "register_as": options.register_as,
+    }
+    tracking.log_params_once({key: str(value) for key, value in params.items()})
+
+
+def _run_phase(phase: Phase, options: SweepOptions, claims: Claims, result: SweepResult, progress: Progress) -> None:
+    init_model = ""
+    if phase.init_from:
+        source = options.plan.phases[[p.name for p in options.plan.phases].index(phase.init_from["phase"])]
+        _wait_for_phase(source, claims, options, progress)
+        init_model = _best_model_uri(options.study_name, phase)
+    study = _study(options, phase)
+    finished = _finished_keys(options.study_name, phase.name)
+    for key, values in _work(phase):
+        if key in finished:
+            result.skipped += 1
+            progress.skipped(phase.name, "finished earlier")
+            continue
+        if not claims.claim(key):
+            progress.skipped(phase.name, "taken by another worker", count=False)
+            continue
+        _run_child(phase, key, values, init_model, study, claims, options, result, progress)
+
+
+def _work(phase: Phase):
+    """(key, values) of every configuration; a sampled phase's values are drawn by Optuna later."""
+    if phase.sampled:
+        return [(f"{phase.name}-trial-{index}", None) for index in range(phase.trials)]
+    return [(config_key(phase.name, values), values) for values in phase.configurations()]
+
+
+def _study(options: SweepOptions, phase: Phase) -> optuna.Study:
+    """The phase's Optuna study: its pruner compares runs of one phase, its sampler draws ranges."""
+    name = f"{options.study_name}.{phase.name}"
+    pruner = make_pruner(options.pruning, options.prune_startup, options.prune_warmup)
+    sampler = optuna.samplers.TPESampler(seed=int(hashlib.sha256(name.encode()).hexdigest()[:8], 16))
+    for attempt in range(5):  # workers started together race to create Optuna's tables
+        try:
+            return optuna.create_study(study_name=name, storage=options.storage or None, direction="maximize", pruner=pruner, sampler=sampler, load_if_exists=True)
+        except Exception:  # noqa: BLE001 - a lost race shows up as any of several SQLAlchemy errors
+            if attempt == 4:
+                raise
+            time.sleep(1 + attempt)
+    raise AssertionError("unreachable")
+
+
+def _run_child(phase: Phase, key: str, values: dict | None, init_model: str, study: optuna.Study, claims: Claims, options: SweepOptions, result: SweepResult, progress: Progress) -> None:
+    trial = study.ask()
+    trial.set_user_attr(contract.TAG_SWEEP_CONFIG, key)
+    if values is None:
+        values = _sample(trial, phase)
+    child_id = _create_child(options.study_name, phase, key, values)
+    trial.set_user_attr("run_id", child_id)
+    started = time.monotonic()
+    reporter = TrialReporter(trial, heartbeat=lambda: claims.beat(key))
+    try:
+        config = make_config(values, init_model=init_model, experiment=options.experiment)
+        checked = preflight(config)
+        from train.trainer import train  # TensorFlow loads once the first configuration is known good
+
+        outcome = train(config, checked, callbacks=[reporter], run_options={"run_id": child_id, "nested": True})
+    except TrainingInterrupted:
+        claims.finish(key, FAILED)
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        raise
+    except Exception as error:  # noqa: BLE001 - any failure of one child is recorded and the sweep goes on
+        _record_failure(child_id, error)
+        claims.finish(key, FAILED)
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        result.failed.append(child_id)
+        progress.failed(phase.name, values, error, time.monotonic() - started)
+        return
+    finally:
+        _release_memory()
+    claims.finish(key, DONE)
+    if reporter.pruned_after is not None:
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    else:
+        study.tell(trial, outcome.best_val_accuracy)
+    result.trained.append(child_id)
+    progress.done(phase.name, values, outcome.best_val_accuracy, time.monotonic() - started, pruned=reporter.pruned_after)
+
+
+def _sample(trial: optuna.Trial, phase: Phase) -> dict:
+    values = dict(phase.fixed)
+    for name, choices in phase.grid.items():
+        values[name] = trial.suggest_categorical(name, choices)
+    if len(phase.variants) > 1:
+        values.update(phase.variants[trial.suggest_categorical("variant", list(range(len(phase.variants))))])
+    for name, bounds in phase.search.items():
+        values[name] = _suggest(trial, name, bounds)
+    return values
+
+
+def _suggest(trial: optuna.Trial, name: str, bounds: Range):
+    if bounds.integer:
+        return trial.suggest_int(name, int(bounds.low), int(bounds.high), log=bounds.log)
+    return trial.suggest_float(name, bounds.low, bounds.high, log=bounds.log)
+
+
+def _create_child(study: str, phase: Phase, key: str, values: dict) -> str:
+    """The child run, created up front so a configuration that fails before training is recorded too."""
+    parent = mlflow.active_run()
+    varied = {name: values[name] for name in [*phase.grid, *phase.search, *{k for v in phase.variants for k in v}] if name in values}
+    name = f"{phase.name} " + " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in varied.items())
+    tags = {
+        MLFLOW_PARENT_RUN_ID: parent.info.run_id,
+        MLFLOW_RUN_NAME: name.strip(),
+        contract.TAG_KIND: contract.KIND_TRAIN,
+        contract.TAG_SWEEP_STUDY: study,
+        contract.TAG_SWEEP_PHASE: phase.name,
+        contract.TAG_SWEEP_CONFIG: key,
+    }
+    return MlflowClient().create_run(parent.info.experiment_id, tags=tags, run_name=name.strip()).info.run_id
+
+
+def _record_failure(child_id: str, error: Exception) -> None:
+    client = MlflowClient()
+    message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    client.set_tag(child_id, contract.TAG_STOP_REASON, f"failed: {message}"[:500])
+    if client.get_run(child_id).info.status == "RUNNING":  # failed before training started
+        client.set_terminated(child_id, "FAILED")
+    if mlflow.active_run() and mlflow.active_run().info.run_id == child_id:
+        mlflow.end_run("FAILED")
+
+
+def _release_memory() -> None:
+    import keras
+
+    keras.backend.clear_session()
+    gc.collect()
+
+
+def _experiment_ids() -> list[str]:
+    """A sweep lives in its parent's experiment: the same plan in another experiment is another sweep."""
+    return [mlflow.active_run().info.experiment_id]
+
+
+def _finished_keys(study: str, phase: str) -> set[str]:
+    runs = mlflow.search_runs(
+        experiment_ids=_experiment_ids(),
+        filter_string=f"tags.{contract.TAG_SWEEP_STUDY} = '{study}' AND tags.{contract.TAG_SWEEP_PHASE} = '{phase}' AND attributes.status = 'FINISHED'",
+        output_format="list",
+    )
+    return {run.data.tags[contract.TAG_SWEEP_CONFIG] for run in runs}
+
+
+def _wait_for_phase(phase: Phase, claims: Claims, options: SweepOptions, progress: Progress) -> None:
+    """Block until no worker is still training a configuration of `phase`."""
+    keys = [key for key, _ in _work(phase)]
+    deadline = time.monotonic() + options.wait_timeout
+    announced = False
+    while True:
+        states = claims.states(keys)
+        running = [key for key, state in states.items() if state not in (DONE, FAILED)]
+        if not running:
+            return
+        if not announced:
+            print(f"sweep: waiting for {len(running)} run(s) of phase '{phase.name}' on other workers", flush=True)
+            announced = True
+        if time.monotonic() > deadline:
+            raise ConfigError(f"phase '{phase.name}' still has {len(running)} run(s) on other workers after {options.wait_timeout:.0f} s")
+        time.sleep(POLL_SECONDS)
+
+
+def _best_model_uri(study: str, phase: Phase) -> str:
+    """runs:/ID/model of the best FINISHED run of the phase named in init_from (and its filters)."""
+    source = dict(phase.init_from)
+    source_phase = source.pop("phase")
+    filters = [f"tags.{contract.TAG_SWEEP_STUDY} = '{study}'", f"tags.{contract.TAG_SWEEP_PHASE} = '{source_phase}'", "attributes.status = 'FINISHED'"]
+    runs = mlflow.search_runs(experiment_ids=_experiment_ids(), filter_string=" AND ".join(filters), order_by=[f"metrics.{contract.BEST_VAL_ACCURACY} DESC"], output_format="list")
+    runs = [run for run in runs if all(_param_matches(run.data.params.get(k), v) for k, v in source.items()) and contract.BEST_VAL_ACCURACY in run.data.metrics]
+    if not runs:
+        wanted = ", ".join(f"{k}={v}" for k, v in source.items()) or "any"
+        raise ConfigError(f"phase '{phase.name}' fine-tunes the best run of phase '{source_phase}' ({wanted}) but none FINISHED")
+    best = runs[0]
+    print(f"sweep: phase '{phase.name}' starts from run {best.info.run_id} ({best.info.run_name}, best_val_accuracy {best.data.metrics[contract.BEST_VAL_ACCURACY]:.4f})", flush=True)
+    return f"runs:/{best.info.run_id}/{contract.MODEL_ARTIFACT}"
+
+
+def _param_matches(logged: str | None, wanted) -> bool:
+    if logged is None:
+        return False
+    try:
+        return float(logged) == float(wanted)
+    except (TypeError, ValueError):
+        return str(logged).lower() == str(wanted).lower()
+
+
+def _register_best(options: SweepOptions, claims: Claims) -> dict[str, int]:
+    """Register the best FINISHED child of each stage (alias = stage) and alias the best of all `champion`."""
+    for phase in options.plan.phases:
+        _wait_for_phase(phase, claims, options, Progress(0))
+    runs = mlflow.search_runs(
+        experiment_ids=_experiment_ids(),
+        filter_string=f"tags.{contract.TAG_SWEEP_STUDY} = '{options.study_name}' AND tags.{contract.TAG_KIND} = '{contract.KIND_TRAIN}' AND attributes.status = 'FINISHED'",
+        order_by=[f"metrics.{contract.BEST_VAL_ACCURACY} DESC"],
+        output_format="list",
+    )
+    runs = [run for run in runs if contract.BEST_VAL_ACCURACY in run.data.metrics and run.data.tags.get(contract.TAG_PRUNED) != "true"]
+    if not runs:
+        print("sweep: no finished run to register", file=sys.stderr, flush=True)
+        return {}
+    best_per_stage: dict[str, mlflow.entities.Run] = {}
+    for run in runs:  # best first, so the first run of each stage wins
+        best_per_stage.setdefault(run.data.params.get(contract.PARAM_STAGE, "model"), run)
+    ticket = "register-" + hashlib.sha256(",".join(sorted(r.info.run_id for r in best_per_stage.values())).encode()).hexdigest()[:12]
+    if not claims.claim(ticket):  # another worker registers this same set
+        return {}
+    registered = {}
+    for stage, run in best_per_stage.items():
+        registered[stage] = tracking.register(tracking.model_uri_of_run(run.info.run_id), options.register_as, stage)
+    champion_stage = runs[0].data.params.get(contract.PARAM_STAGE, "model")
+    MlflowClient().set_registered_model_alias(options.register_as, contract.CHAMPION_ALIAS, registered[champion_stage])
+    registered[contract.CHAMPION_ALIAS] = registered[champion_stage]
+    claims.finish(ticket, DONE)
+    for alias, version in registered.items():
+        print(f"sweep: registered models:/{options.register_as}@{alias} (version {version})", flush=True)
+    return registered

@@ -1,0 +1,143 @@
+"""Sweeps for real: parent + child runs in a SQLite store, dependencies, resume, workers, pruning, registry."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+from sweep.cli import main
+from tests.conftest import subprocess_env
+from train import contract
+
+SMALL = ["--image_size", "64", "--alpha", "0.35", "--weights", "none", "--batch_size", "16"]
+TINY = ["--data", "demo", *SMALL]
+
+
+def children(parent_id: str):
+    runs = mlflow.search_runs(search_all_experiments=True, filter_string=f"tags.mlflow.parentRunId = '{parent_id}'", output_format="list")
+    return sorted(runs, key=lambda run: run.info.start_time)
+
+
+def sweep_runs():
+    return mlflow.search_runs(search_all_experiments=True, filter_string=f"tags.{contract.TAG_KIND} = '{contract.KIND_SWEEP}'", output_format="list")
+
+
+def history(run_id: str, name: str) -> list[float]:
+    return [m.value for m in sorted(MlflowClient().get_metric_history(run_id, name), key=lambda m: m.step)]
+
+
+@pytest.fixture
+def head_then_finetune(tmp_path):
+    one_class = tmp_path / "one_class" / "only"
+    one_class.mkdir(parents=True)
+    Image.new("RGB", (64, 64)).save(one_class / "black.png")
+    plan = tmp_path / "two_phases.yaml"
+    plan.write_text(
+        "name: two_phases\n"
+        "fixed: {epochs: 1}\n"
+        "phases:\n"
+        "  - name: heads\n"
+        "    fixed: {stage: head}\n"
+        f"    grid: {{data: [demo, '{one_class.parent}'], lr: [1.0e-9, 3.0e-3]}}\n"  # the second folder fails its data check
+        "  - name: finetune\n"
+        "    fixed: {stage: finetune, lr: 1.0e-4}\n"
+        "    init_from: {phase: heads}\n"
+    )
+    return str(plan)
+
+
+def test_plan_with_dependency_runs_in_order_resumes_and_registers(head_then_finetune, tracking_uri, capsys):
+    assert main(["--plan", head_then_finetune, *SMALL, "--register-as", "shapes", "--experiment", "sweeps"]) == 0
+    out = capsys.readouterr().out
+    assert "sweep [1/5]" in out and "FAILED (data folder" in out and "going on" in out and "ETA" in out
+
+    (parent,) = sweep_runs()
+    assert parent.data.tags[contract.TAG_KIND] == contract.KIND_SWEEP
+    assert "plan.yaml" in {a.path for a in MlflowClient().list_artifacts(parent.info.run_id)}
+    runs = children(parent.info.run_id)
+    assert [r.data.tags[contract.TAG_SWEEP_PHASE] for r in runs] == ["heads"] * 4 + ["finetune"]
+    heads = [r for r in runs if r.data.tags[contract.TAG_SWEEP_PHASE] == "heads"]
+    failed = [r for r in heads if r.info.status == "FAILED"]
+    assert len(failed) == 2 and all("needs at least 2 class sub-folders" in r.data.tags[contract.TAG_STOP_REASON] for r in failed)
+    finished = [r for r in heads if r.info.status == "FINISHED"]
+    assert sorted(float(r.data.params["lr"]) for r in finished) == [1e-9, 3e-3]
+    best_accuracy = max(r.data.metrics[contract.BEST_VAL_ACCURACY] for r in finished)
+    by_id = {r.info.run_id: r for r in runs}
+    finetune = runs[-1]
+    assert finetune.info.status == "FINISHED"
+    source = by_id[finetune.data.tags[contract.TAG_INIT_RUN_ID]]
+    assert source in finished and source.data.metrics[contract.BEST_VAL_ACCURACY] == best_accuracy, "starts from the best head"
+    assert finetune.data.params["init_model"] == f"runs:/{source.info.run_id}/model"
+    assert finetune.info.start_time >= max(r.info.end_time for r in heads)
+
+    client = MlflowClient()
+    def registered(alias):
+        return by_id[client.get_model_version_by_alias("shapes", alias).run_id].data.metrics[contract.BEST_VAL_ACCURACY]
+
+    assert registered(contract.CHAMPION_ALIAS) == max(best_accuracy, finetune.data.metrics[contract.BEST_VAL_ACCURACY])
+    assert registered("head") == best_accuracy
+    assert client.get_model_version_by_alias("shapes", "finetune").run_id == finetune.info.run_id
+
+    # The same command again: finished children are skipped, only the failed ones run again.
+    assert main(["--plan", head_then_finetune, *SMALL, "--experiment", "sweeps"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("skipped a configuration (finished earlier)") == 3
+    second = max(sweep_runs(), key=lambda r: r.info.start_time)
+    retried = children(second.info.run_id)
+    assert len(retried) == 2 and all(r.info.status == "FAILED" for r in retried)
+    study = parent.data.tags[contract.TAG_SWEEP_STUDY]
+    everything = mlflow.search_runs(search_all_experiments=True, filter_string=f"tags.{contract.TAG_SWEEP_STUDY} = '{study}' AND attributes.status = 'FINISHED'", output_format="list")
+    assert len([r for r in everything if r.data.tags.get(contract.TAG_KIND) == contract.KIND_TRAIN]) == 3
+
+
+@pytest.mark.slow
+def test_two_workers_split_a_grid_without_running_any_configuration_twice(tmp_path, tracking_uri):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    command = [sys.executable, "-m", "sweep", "--lrs", "1e-3,2e-3,3e-3,4e-3,5e-3", "--stages", "scratch", "--epochs", "1", *TINY,
+               "--storage", storage, "--experiment", "workers"]
+    logs = [open(tmp_path / f"worker{i}.log", "w+") for i in range(2)]
+    workers = [subprocess.Popen(command, cwd=tmp_path, env=subprocess_env(tracking_uri), stdout=log, stderr=subprocess.STDOUT) for log in logs]
+    for worker, log in zip(workers, logs, strict=True):
+        assert worker.wait(timeout=900) == 0, log.seek(0) or log.read()[-3000:]
+    runs = mlflow.search_runs(search_all_experiments=True, filter_string=f"tags.{contract.TAG_KIND} = '{contract.KIND_TRAIN}'", output_format="list")
+    lrs = sorted(float(r.data.params["lr"]) for r in runs)
+    assert lrs == [1e-3, 2e-3, 3e-3, 4e-3, 5e-3], "each configuration exactly once"
+    assert all(r.info.status == "FINISHED" for r in runs)
+    parents = {r.data.tags["mlflow.parentRunId"] for r in runs}
+    assert len(parents) == 2, "both workers trained a share"
+
+
+@pytest.mark.slow
+def test_pruning_stops_a_hopeless_learning_rate_and_keeps_its_curve(tracking_uri, capsys):
+    epochs = 4
+    assert main(["--lrs", "3e-3,1e-9", "--stages", "scratch", "--epochs", str(epochs), *TINY, "--pruning", "median", "--prune-startup", "1", "--prune-warmup", "1"]) == 0
+    (parent,) = sweep_runs()
+    runs = {float(r.data.params["lr"]): r for r in children(parent.info.run_id)}
+    best, hopeless = runs[3e-3], runs[1e-9]
+    assert len(history(best.info.run_id, contract.VAL_ACCURACY)) == epochs
+    assert contract.TAG_PRUNED not in best.data.tags
+    assert hopeless.data.tags[contract.TAG_PRUNED] == "true"
+    assert "pruned by Optuna MedianPruner" in hopeless.data.tags[contract.TAG_STOP_REASON]
+    kept = history(hopeless.info.run_id, contract.VAL_ACCURACY)
+    assert 1 <= len(kept) < epochs, "stopped early, curve kept"
+    assert "1 pruned" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_mlflow_run_sweep_entry_point_passes_plan_overrides(tmp_path, tracking_uri):
+    from tests.conftest import REPO
+
+    command = ["mlflow", "run", str(REPO), "--env-manager", "local", "-e", "sweep", "--experiment-name", "entry",
+               "-P", "lrs=1e-3,3e-3", "-P", "stages=scratch", "-P", "epochs=1", "-P", "image_size=64", "-P", "alpha=0.35", "-P", "weights=none"]
+    done = subprocess.run(command, cwd=tmp_path, env=subprocess_env(tracking_uri), capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (parent,) = sweep_runs()
+    assert parent.info.status == "FINISHED"
+    runs = children(parent.info.run_id)
+    assert sorted(float(r.data.params["lr"]) for r in runs) == [1e-3, 3e-3]
+    assert {r.data.params["image_size"] for r in runs} == {"64"}

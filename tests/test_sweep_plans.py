@@ -1,0 +1,98 @@
+"""Plans: the ready-made YAML files, overrides from -P, and one-line errors. No training here."""
+
+from __future__ import annotations
+
+import pytest
+
+from sweep import plan as plans
+from sweep.cli import build_plan, main, parse_overrides
+from train.config import ConfigError
+
+
+def test_ready_made_plans_reproduce_the_labs():
+    stages = plans.load_plan("stages")
+    assert [p.name for p in stages.phases] == ["stages", "finetune"]
+    assert {c["stage"] for c in stages.phases[0].configurations()} == {"scratch", "full", "head"}
+    assert stages.phases[1].init_from == {"phase": "stages", "stage": "head"}
+    assert stages.size() == 9 + 2
+
+    schedules = plans.load_plan("plans/schedules.yaml").phases[0].configurations()
+    exponential = sorted(c["decay"] for c in schedules if c["schedule"] == "exponential" and not c.get("warmup_epochs"))
+    assert exponential == [0.3, 0.5, 0.7, 0.9]
+    assert {"schedule": "step", "drop": 0.1, "milestones": "40,60", "warmup_epochs": 5}.items() <= next(c for c in schedules if c.get("milestones")).items()
+    assert any(c["schedule"] == "exponential" and c.get("warmup_epochs") for c in schedules)
+
+    efficientnet = plans.load_plan("efficientnet")
+    finetune = efficientnet.phases[1].configurations()
+    assert sorted(c["lr"] for c in finetune) == [1e-8, 1e-7]
+    assert all(c["model"] == "efficientnet_b0" and c["augment"] is True for c in finetune)
+
+
+def test_every_ready_made_plan_validates():
+    for path in plans.PLANS_DIR.glob("*.yaml"):
+        plans.check_configurations(plans.load_plan(str(path)))
+
+
+def test_overrides_global_phase_specific_grid_and_range():
+    plan = build_plan("stages", parse_overrides(["--epochs", "2", "--lr", "1e-3,1e-4", "--finetune.lr=1e-6", "--image_size", "64"]), repeats=2, trials=0)
+    first, finetune = plan.phases
+    assert first.grid["lr"] == [1e-3, 1e-4] and first.grid["seed"] == [42, 43]
+    assert finetune.fixed["lr"] == 1e-6 and "lr" not in finetune.grid
+    assert all(c["epochs"] == 2 and c["image_size"] == 64 for c in first.configurations() + finetune.configurations())
+    assert plan.size() == 3 * 2 * 2 + 2
+
+    sampled = build_plan("", {"lr": "1e-7..1e-2:log", "stage": "head"}, repeats=1, trials=5)
+    assert sampled.phases[0].search["lr"] == plans.Range(1e-7, 1e-2, log=True)
+    assert sampled.size() == 5
+
+
+def test_stages_with_finetune_start_from_the_best_head():
+    plan = build_plan("", {"stage": "head,finetune", "lr": "1e-3"}, repeats=1, trials=0)
+    assert [p.name for p in plan.phases] == ["train", "finetune"]
+    assert plan.phases[1].init_from == {"phase": "train", "stage": "head"}
+
+
+def test_the_same_command_gives_the_same_sweep_key():
+    one = build_plan("stages", {"epochs": "1"}, 1, 0)
+    two = build_plan("stages", {"epochs": "1"}, 1, 0)
+    other = build_plan("stages", {"epochs": "2"}, 1, 0)
+    assert one.key() == two.key() != other.key()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--plan", "nope"], "plan 'nope' is neither a YAML file nor a ready-made plan"),
+        (["--bogus", "1"], "'bogus' is not a training parameter"),
+        (["--lrs", "1e-3,fast"], "lr=fast is not a float"),
+        (["--lrs", "1e-2..1e-5:log"], "need LOW < HIGH"),
+        (["--stages", "finetune"], "stages=finetune needs a stage to fine-tune from"),
+        (["--stages", "scratch", "--lr", "-1"], "lr must be a number greater than 0"),
+        (["--nope.lr", "1e-3"], "no phase named 'nope'"),
+        (["--storage", "postgresql://u:secret@127.0.0.1:9/x"], "storage 'postgresql://u:***@127.0.0.1:9/x' cannot be opened"),
+    ],
+)
+def test_bad_input_is_one_line_before_any_run(argv, message, capsys, tracking_uri):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0] and "Traceback" not in err, err
+    assert "secret" not in err
+    import mlflow
+
+    assert mlflow.search_runs(search_all_experiments=True, output_format="list") == []
+
+
+def test_plan_file_errors_name_the_file(tmp_path):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("phases: [\n")
+    with pytest.raises(ConfigError, match="broken.yaml line 2 is not valid YAML"):
+        plans.load_plan(str(broken))
+    orphan = tmp_path / "orphan.yaml"
+    orphan.write_text("phases:\n  - name: ft\n    fixed: {stage: finetune}\n")
+    with pytest.raises(ConfigError, match="phase 'ft' fine-tunes but has no init_from"):
+        plans.check_configurations(plans.load_plan(str(orphan)))
+    reserved = tmp_path / "reserved.yaml"
+    reserved.write_text("phases:\n  - grid: {init_model: [a]}\n")
+    with pytest.raises(ConfigError, match="'init_model' is set by the sweep itself"):
+        plans.load_plan(str(reserved))
