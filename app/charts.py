@@ -9,6 +9,7 @@ into a run name is evaluated by Vega.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import altair as alt
@@ -31,6 +32,8 @@ LR_AXIS = alt.Axis(format="~e", values=[10.0**k for k in range(-12, 3)])
 NOT_TRAINING = (contract.KIND_LR_FIND, contract.KIND_EVALUATE)  # their lr is no training rate
 HEIGHT = 320
 FULL_WIDTH = 1000
+# Points per line and split the page draws; longer curves are thinned for the browser (exports keep all).
+PAGE_MAX_POINTS = 500
 
 
 @dataclass
@@ -44,8 +47,7 @@ class ColorScale:
     def encoding(self, field: str = "color") -> alt.Color:
         return alt.Color(
             f"{field}:N",
-            scale=alt.Scale(domain=self.domain, range=self.range),
-            sort=self.domain,
+            scale=alt.Scale(domain=self.domain, range=self.range),  # the legend follows the domain's order
             title=self.title,
             legend=alt.Legend(orient="top", direction="horizontal", columns=min(max(len(self.domain), 1), 8), symbolStrokeWidth=3, symbolSize=180, symbolOpacity=1, labelLimit=220),
         )
@@ -116,11 +118,33 @@ def _value_tooltips(metric: str, smoothed: bool, grouped: bool) -> list[alt.Tool
     ]
 
 
-def compact(curves: frames.Curves, smoothing: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+def thin(points: pd.DataFrame, max_points: int) -> pd.DataFrame:
+    """At most about `max_points` points per line and split, for drawing: a curve longer than that
+    keeps, per bucket of consecutive epochs, its lowest and highest value (spikes stay visible), and
+    its first, last and best points. Shorter curves are untouched."""
+    if points.empty or max_points <= 0:
+        return points
+    groups = points.groupby(["line", "split"], sort=False)["epoch"]
+    size = groups.transform("size")
+    if (size <= max_points).all():
+        return points
+    ordered = points.sort_values(["line", "split", "epoch"], kind="stable")
+    size = size.reindex(ordered.index)
+    rank = ordered.groupby(["line", "split"], sort=False).cumcount()
+    buckets = max(1, max_points // 2)
+    bucket = (rank * buckets // size).where(size > max_points, rank)
+    by_value = ordered.assign(_bucket=bucket).sort_values("value", kind="stable", na_position="first")
+    keys = ["line", "split", "_bucket"]
+    keep = set(by_value.groupby(keys, sort=False).head(1).index) | set(by_value.groupby(keys, sort=False).tail(1).index)
+    keep |= set(ordered.index[(rank == 0) | (rank == size - 1) | ordered["best"].fillna(False).astype(bool)])
+    return points.loc[sorted(keep)]
+
+
+def compact(curves: frames.Curves, smoothing: float, max_points: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The points as the browser gets them: per point only what varies (line number, split, epoch,
     values), per line the rest (colour, facet, names), joined back by a Vega lookup. A fifth of
-    the bytes, and Vega builds that many fewer objects."""
-    points = curves.points
+    the bytes, and Vega builds that many fewer objects. `max_points` > 0 thins long curves (`thin`)."""
+    points = thin(curves.points, max_points)
     codes, lines = pd.factorize(points["line"])
     per_line = points.assign(line=codes).drop_duplicates("line")[["line", *LOOKUP_FIELDS]]
     keep = ["split", "epoch", "value", "best", "role"]
@@ -139,15 +163,17 @@ def compact(curves: frames.Curves, smoothing: float) -> tuple[pd.DataFrame, pd.D
     return data, per_line
 
 
-def curves_chart(curves: frames.Curves, *, metric: str, colors: ColorScale, facet_title: str = "", smoothing: float = 0.0, log_y: bool = False, title: str = ""):
+def curves_chart(
+    curves: frames.Curves, *, metric: str, colors: ColorScale, facet_title: str = "", smoothing: float = 0.0, log_y: bool = False, title: str = "", max_points: int = 0
+):
     """A metric against epoch: colour = learning rate, dash = train/validation, a column per facet value.
 
     Smoothed lines over faint raw ones, bands for groups of repeats, a diamond at each best
     epoch, dotted rules where a continued run starts its next stage. Click a legend entry to
-    highlight its learning rate.
+    highlight its learning rate. `max_points` > 0 draws long curves thinned (`thin`).
     """
     points = curves.points
-    data, per_line = compact(curves, smoothing)
+    data, per_line = compact(curves, smoothing, max_points)
     grouped = bool((points["role"] == "mean").any())
     tooltips = _value_tooltips(metric, smoothing > 0, grouped)
     pick = alt.selection_point(name="pick", fields=["color"], bind="legend")
@@ -156,37 +182,46 @@ def curves_chart(curves: frames.Curves, *, metric: str, colors: ColorScale, face
     x = alt.X("epoch:Q", title="epoch", axis=alt.Axis(tickMinStep=1, format="d"))
     y_title = f"{metric} (log)" if log_y else metric
     base = alt.Chart().encode(x=x, color=color, detail=[alt.Detail("line:N"), alt.Detail("split:N")])
+    # Marks carry aria=False: Vega-Lite would otherwise build an ARIA description string for every
+    # point (thousands, each through Streamlit's expression interpreter); the runs table says it in words.
     drawn = alt.FieldOneOfPredicate(field="role", oneOf=["run", "mean"])
+    # Streamlit's Vega evaluates expressions with its (slow, CSP-safe) interpreter, point by point:
+    # filter only when there is something to leave out (group members, stage boundaries).
+    filtered = not set(data["role"].dropna()) <= {"run", "mean"}
+
+    def only_drawn(layer):
+        return layer.transform_filter(drawn) if filtered else layer
     dash = alt.StrokeDash("split:N", scale=SPLIT_DASH, title="split", legend=SPLIT_LEGEND)
     layers = []
     if grouped:
         layers.append(
-            base.mark_area(interpolate="linear")
+            base.mark_area(interpolate="linear", aria=False)
             .encode(y=alt.Y("low:Q", scale=y_scale, title=y_title), y2="high:Q", opacity=alt.condition(pick, alt.value(0.16), alt.value(0.03)))
             .transform_filter(alt.FieldEqualPredicate(field="role", equal="mean"))
         )
     if (points["role"] == "member").any():
         layers.append(
-            base.mark_line(strokeWidth=0.9)
+            base.mark_line(strokeWidth=0.9, aria=False)
             .encode(y=alt.Y("value:Q", scale=y_scale, title=y_title), strokeDash=alt.StrokeDash("split:N", scale=SPLIT_DASH, legend=None),
                     opacity=alt.condition(pick, alt.value(0.35), alt.value(0.04)), tooltip=_value_tooltips(metric, False, False))
             .transform_filter(alt.FieldEqualPredicate(field="role", equal="member"))
         )  # fmt: skip
     raw_opacity = 0.25 if smoothing > 0 else 0.95
     layers.append(
-        base.mark_line(strokeWidth=1.2 if smoothing > 0 else 2)
-        .encode(y=alt.Y("value:Q", scale=y_scale, title=y_title), strokeDash=dash, opacity=alt.condition(pick, alt.value(raw_opacity), alt.value(0.05)), tooltip=tooltips)
-        .transform_filter(drawn)
-        .add_params(pick)
+        only_drawn(
+            base.mark_line(strokeWidth=1.2 if smoothing > 0 else 2, aria=False)
+            .encode(y=alt.Y("value:Q", scale=y_scale, title=y_title), strokeDash=dash, opacity=alt.condition(pick, alt.value(raw_opacity), alt.value(0.05)), tooltip=tooltips)
+        ).add_params(pick)
     )
     if smoothing > 0:
         layers.append(
-            base.mark_line(strokeWidth=2.2)
-            .encode(y=alt.Y("smoothed:Q", scale=y_scale, title=y_title), strokeDash=dash, opacity=alt.condition(pick, alt.value(1.0), alt.value(0.06)), tooltip=tooltips)
-            .transform_filter(drawn)
+            only_drawn(
+                base.mark_line(strokeWidth=2.2, aria=False)
+                .encode(y=alt.Y("smoothed:Q", scale=y_scale, title=y_title), strokeDash=dash, opacity=alt.condition(pick, alt.value(1.0), alt.value(0.06)), tooltip=tooltips)
+            )
         )
     layers.append(
-        base.mark_point(shape="diamond", filled=True, size=90, stroke="white", strokeWidth=1)
+        base.mark_point(shape="diamond", filled=True, size=90, stroke="white", strokeWidth=1, aria=False)
         .encode(y=alt.Y("value:Q", scale=y_scale, title=y_title), opacity=alt.condition(pick, alt.value(1.0), alt.value(0.1)),
                 tooltip=[alt.Tooltip("label:N", title="best epoch of"), *tooltips[1:]])
         .transform_filter(alt.FieldEqualPredicate(field="best", equal=True))
@@ -250,3 +285,51 @@ def lr_finder_chart(frame: pd.DataFrame):
         x="suggested_lr:Q", color=color, tooltip=[alt.Tooltip("run_name:N", title="run"), alt.Tooltip("suggested_lr:Q", title="suggested lr", format=".3~e")]
     )
     return alt.layer(line, rules).properties(width=FULL_WIDTH - 300, height=HEIGHT, title="Learning-rate finder: loss against learning rate")
+
+
+# ---------------------------------------------------------------------------------------
+# The page's form of a chart
+
+# Properties only a top-level Vega-Lite spec may have.
+TOP_LEVEL_ONLY = ("$schema", "config", "autosize", "padding", "background", "usermeta")
+
+
+def page_spec(chart) -> dict:
+    """`chart` as the Vega-Lite dict the page sends: the same chart, its data inline in the JSON.
+
+    Streamlit moves a spec's top-level `data` and `datasets` into Arrow tables, and its front end
+    turns those back into JavaScript rows one cell at a time: about 0.5 s for the 4,000 points x 6
+    fields of 40 runs on a 2-core machine, seconds for 200 runs. Data inline in a nested view stay
+    JSON, which the browser parses in milliseconds. So named datasets are written into the views
+    that use them, and a chart with top-level data is wrapped in a one-view `vconcat` (the
+    picture is the same). The chart is not validated again here: the builders' output is.
+    """
+    spec = chart.to_dict(validate=False)
+    datasets = spec.pop("datasets", {})
+    # Values written from pandas are typed already: no per-point parsing (Vega-Lite adds a
+    # toNumber() for each point otherwise), unless a temporal field needs its strings parsed.
+    typed = '"temporal"' not in json.dumps(spec)
+    spec = _inline_data(spec, datasets, typed)
+    if "data" not in spec:
+        return spec
+    top = {key: spec.pop(key) for key in TOP_LEVEL_ONLY if key in spec}
+    params = spec.get("params", [])
+    if params and all("views" in p or "select" not in p for p in params):
+        top["params"] = spec.pop("params")  # a view inside a composition may not hold them
+    return {**top, "vconcat": [spec]}
+
+
+def _inline_data(node, datasets: dict, typed: bool):
+    if isinstance(node, dict):
+        out = {}
+        for key, value in node.items():
+            if key == "data" and isinstance(value, dict) and value.get("name") in datasets:
+                out[key] = {**{k: v for k, v in value.items() if k != "name"}, "values": datasets[value["name"]]}
+                if typed:
+                    out[key]["format"] = {**out[key].get("format", {}), "parse": None}
+            else:
+                out[key] = _inline_data(value, datasets, typed)
+        return out
+    if isinstance(node, list):
+        return [_inline_data(item, datasets, typed) for item in node]
+    return node

@@ -15,6 +15,7 @@ _ROOT = str(Path(__file__).resolve().parents[1])
 if _ROOT not in sys.path:  # `streamlit run app/dashboard.py` puts app/, not the repo root, on the path
     sys.path.insert(0, _ROOT)
 
+import dataclasses  # noqa: E402
 import os  # noqa: E402
 import time  # noqa: E402
 
@@ -26,7 +27,7 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
 import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
-from app import frames, queries, report, url_state, views  # noqa: E402
+from app import charts, frames, queries, report, url_state, views  # noqa: E402
 from train import contract  # noqa: E402
 
 LOG_SCALE_METRICS = {frames.split_metric(contract.LOSS)[0], views.LEARNING_RATE}
@@ -34,30 +35,69 @@ NO_FACET_LABEL = "(none)"
 VIEWS = ["Runs", "LR sensitivity", "Schedules", "LR finder", "Groups", "Export"]
 
 
-@st.cache_resource(show_spinner=False)
-def client_for(uri: str):
-    return queries.open_client(uri)
+# Every cache below is shared by all sessions of the process and keyed on `queries.store_key`: the
+# store and the credentials reading it. The run search is asked again after a minute (or on "Reload
+# runs", or by live refresh); everything built from the runs is keyed on their fingerprint
+# (`queries.runs_version`: states, params, tags and each run's latest update), so a new session,
+# and a reload that finds nothing new, reads no history and builds no chart.
 
 
 @st.cache_resource(show_spinner=False)
-def history_cache_for(uri: str) -> queries.HistoryCache:
+def client_for(key: str, _uri: str):
+    return queries.open_client(_uri)
+
+
+@st.cache_resource(show_spinner=False)
+def history_cache_for(key: str) -> queries.HistoryCache:
     return queries.HistoryCache()
 
 
 @st.cache_data(show_spinner=False, ttl=60)
-def experiments_of(uri: str, token: int) -> pd.DataFrame:
+def experiments_of(key: str, token: int, _uri: str) -> pd.DataFrame:
     try:
-        return queries.list_experiments(client_for(uri))
+        return queries.list_experiments(client_for(key, _uri))
     except Exception as error:  # noqa: BLE001
-        raise queries.explain(error, uri) from None
+        raise queries.explain(error, _uri) from None
 
 
 @st.cache_data(show_spinner=False, ttl=60, max_entries=64)
-def runs_of(uri: str, experiment_ids: tuple[str, ...], filter_string: str, token: int) -> pd.DataFrame:
+def runs_of(key: str, experiment_ids: tuple[str, ...], filter_string: str, token: int, _uri: str) -> pd.DataFrame:
     try:
-        return queries.search_runs(client_for(uri), list(experiment_ids), filter_string)
+        return queries.search_runs(client_for(key, _uri), list(experiment_ids), filter_string)
     except Exception as error:  # noqa: BLE001
-        raise queries.explain(error, uri) from None
+        raise queries.explain(error, _uri) from None
+
+
+@st.cache_resource(show_spinner=False, max_entries=4, ttl=3600)
+def history_of(key: str, version: str, filters: tuple, join: bool, _uri: str, _selected, _runs_all):
+    """The selected runs' histories (tidy), and with `join` those of the runs they continue from:
+    (history, the runs to draw from, every run the views may refer to). One copy for all sessions
+    and settings of the same runs."""
+    try:
+        client = client_for(key, _uri)
+        wanted, known = _selected, _runs_all
+        if join:
+            ancestors, _ = queries.predecessors(client, _selected, _runs_all)
+            wanted = pd.concat([_selected, ancestors], ignore_index=True).drop_duplicates("run_id")
+            known = pd.concat([_runs_all, ancestors], ignore_index=True).drop_duplicates("run_id")
+        cache = history_cache_for(key)
+        raw = cache.load(client, wanted)
+    except Exception as error:  # noqa: BLE001 - a store failure is a message, never a traceback
+        raise queries.explain(error, _uri) from None
+    return frames.tidy_history(raw, wanted), known, cache.last
+
+
+@st.cache_resource(show_spinner=False, max_entries=16, ttl=3600)
+def views_of(key: str, version: str, filters: tuple, options: tuple, stale_after_s: float, clock: int, ui_base: str, _uri: str, _selected, _runs_all) -> views.Views:
+    """What the page shows of the selected runs, built once per fingerprint of the runs (`version`)
+    and settings, and shared by every session. `clock` moves on while a selected run is active (its
+    state and duration depend on the time); it is 0 otherwise."""
+    started = time.monotonic()
+    curve_options = frames.CurveOptions(*options)
+    history, known, load_stats = history_of(key, version, filters, curve_options.join, _uri, _selected, _runs_all)
+    built = views.build(_selected, history, curve_options, all_runs=known, now_ms=time.time() * 1000, stale_after_s=stale_after_s, ui_base=ui_base).prepare()
+    built.load_stats, built.build_seconds, built.built_at = load_stats, time.monotonic() - started, time.strftime("%H:%M:%S")
+    return built
 
 
 def plain(text) -> str:
@@ -71,93 +111,77 @@ def main() -> None:
     url_state.restore(state, st.query_params)
     state["_last_full_run"] = started = time.monotonic()
     uri = queries.tracking_uri()
+    key = queries.store_key(uri)
     st.title("Learning rates, stages and schedules")
     st.caption(plain(f"Tracking store: {queries.display_uri(uri)}"))
     token = state.get("_tick", 0)
     try:
-        experiments = experiments_of(uri, token)
+        experiments = experiments_of(key, token, uri)
     except queries.StoreError as error:
         st.error(plain(error), icon="🚫")
         return
     if experiments.empty:
         st.info("This tracking store has no experiments yet. Train a model first: `python -m train --data demo`.")
         return
-    runs_all = _pick_runs(uri, experiments, token)
-    if runs_all is None:
-        return
-    _publish_url()
-    if runs_all.empty:
-        st.info("No runs in the chosen experiment(s) match. Start one (`python -m train --data demo`) or relax the MLflow filter.")
-        return
-    selected = frames.apply_filters(runs_all, {key: state[key] for key in frames.FILTER_COLUMNS})
-    if selected.empty:
-        st.info("No runs match these filters.")
-        return
-    loaded = _load_history(uri, selected, runs_all)
-    if loaded is None:
-        return
-    history, known = loaded
-    options = _chart_settings(selected, runs_all, history)
-    _publish_url()
-    now_ms = time.time() * 1000
-    built = views.build(selected, history, options, all_runs=known, now_ms=now_ms, stale_after_s=state["stale"] * 60, ui_base=queries.ui_base_url(uri))
-    _draw(built, selected, history, options)
-    _live(built, started)
-
-
-def _pick_runs(uri, experiments: pd.DataFrame, token: int):
-    """Sidebar: experiments, the MLflow filter, then filters over the found runs' values."""
-    state = st.session_state
     names = experiments["name"].tolist()
     if not state["exp"] or not set(state["exp"]) & set(names):
         state["exp"] = [contract.DEFAULT_EXPERIMENT] if contract.DEFAULT_EXPERIMENT in names else names[:1]
     state["exp"] = [name for name in state["exp"] if name in names]
-    with st.sidebar:
-        st.header("Runs")
-        st.multiselect("Experiments", names, key="exp")
-        st.text_input("MLflow filter", key="q", placeholder="params.optimizer = 'adam' and metrics.best_val_accuracy > 0.8", help="Any MLflow search filter; applied by the tracking server.")
-        if st.button("Reload runs", help="Read the run list again (it is cached for a minute)."):
-            state["_tick"] = token + 1
-            st.rerun()
     ids = tuple(experiments.loc[experiments["name"].isin(state["exp"]), "experiment_id"])
+    runs_all = _search(key, uri, ids, token)
+    filters = _filter_choices(runs_all) if runs_all is not None else {}
+    chart, built = None, None
+    if runs_all is not None and runs_all.empty:
+        st.info("No runs in the chosen experiment(s) match. Start one (`python -m train --data demo`) or relax the MLflow filter.")
+    elif runs_all is not None:
+        chosen = {name: state[name] for name in frames.FILTER_COLUMNS}
+        selected = frames.apply_filters(runs_all, chosen)
+        if selected.empty:
+            st.info("No runs match these filters.")
+        else:
+            chart = _chart_choices(selected, runs_all)
+            built = _build(key, uri, selected, runs_all, chosen)
+            if built is not None:
+                _draw(built, built.options)
+    # The sidebar comes last: its widgets hold the settings already used above (session state,
+    # restored from the URL), and the browser draws the chart before the sidebar's widgets.
+    _sidebar(names, filters, chart)
+    _publish_url()
+    if built is not None:
+        _live(built, started)
+
+
+def _search(key: str, uri: str, ids: tuple[str, ...], token: int) -> pd.DataFrame | None:
+    """The runs of the chosen experiments that match the MLflow filter; None after a message."""
+    query = st.session_state["q"].strip()
     try:
-        runs_all = runs_of(uri, ids, state["q"].strip(), token)
+        return runs_of(key, ids, query, token, uri)
     except queries.StoreError as error:
-        if state["q"].strip() and error.kind == "other":
+        if query and error.kind == "other":
             st.error(plain(f"The MLflow filter was refused: {error}"), icon="⚠️")
         else:
             st.error(plain(error), icon="🚫")
         return None
-    with st.sidebar:
-        for key, label in (("stage", "Stage"), ("model", "Model"), ("schedule", "Schedule"), ("lr", "Learning rate"), ("status", "Status"), ("data", "Dataset")):
-            options = frames.filter_options(runs_all, key) if not runs_all.empty else []
-            state[key] = [value for value in state[key] if value in options]
-            st.multiselect(label, options, key=key, placeholder="all")
-    return runs_all
 
 
-def _load_history(uri, selected: pd.DataFrame, runs_all: pd.DataFrame):
-    """Histories of the selected runs and, when continuing runs, of the runs they started from.
-
-    Returns (history, the runs the views may refer to), or None after showing a message.
-    """
-    wanted, known = selected, runs_all
-    try:
-        client = client_for(uri)
-        if st.session_state["join"]:
-            ancestors, _ = queries.predecessors(client, selected, runs_all)
-            wanted = pd.concat([selected, ancestors], ignore_index=True).drop_duplicates("run_id")
-            known = pd.concat([runs_all, ancestors], ignore_index=True).drop_duplicates("run_id")
-        raw = history_cache_for(uri).load(client, wanted)
-    except Exception as error:  # noqa: BLE001 - a store failure is a message, never a traceback
-        st.error(plain(queries.explain(error, uri)), icon="🚫")
-        return None
-    return frames.tidy_history(raw, wanted), known
+FILTER_LABELS = {"stage": "Stage", "model": "Model", "schedule": "Schedule", "lr": "Learning rate", "status": "Status", "data": "Dataset"}
 
 
-def _chart_settings(selected: pd.DataFrame, runs_all: pd.DataFrame, history: pd.DataFrame) -> frames.CurveOptions:
+def _filter_choices(runs_all: pd.DataFrame) -> dict[str, list[str]]:
+    """The values each sidebar filter offers; choices no longer among them are dropped."""
     state = st.session_state
-    metrics = frames.chart_metrics(history) or [url_state.SPEC["metric"][1]]
+    choices = {}
+    for name in FILTER_LABELS:
+        choices[name] = frames.filter_options(runs_all, name) if not runs_all.empty else []
+        state[name] = [value for value in state[name] if value in choices[name]]
+    return choices
+
+
+def _chart_choices(selected: pd.DataFrame, runs_all: pd.DataFrame) -> dict[str, list[str]]:
+    """The values each chart setting offers (metrics from the run search: no history needed);
+    settings no longer among them fall back to a default."""
+    state = st.session_state
+    metrics = frames.logged_metrics(selected) or [url_state.SPEC["metric"][1]]
     if state["metric"] not in metrics:
         state["metric"] = metrics[0]
     params = frames.varying_params(runs_all) or [contract.PARAM_STAGE]
@@ -172,27 +196,79 @@ def _chart_settings(selected: pd.DataFrame, runs_all: pd.DataFrame, history: pd.
     state["smooth"] = min(max(float(state["smooth"]), 0.0), 0.95)
     if state["band"] not in (frames.MINMAX, frames.STD):
         state["band"] = frames.MINMAX
-    with st.sidebar:
-        st.header("Chart")
-        st.selectbox("Metric", metrics, key="metric", on_change=_metric_changed)
-        st.slider("Smoothing (EMA)", 0.0, 0.95, step=0.05, key="smooth", help="TensorBoard-style exponential moving average; the raw line stays faint.")
-        st.checkbox("Log-scale y", key="logy")
-        st.selectbox("Columns by", facets, key="facet", format_func=lambda name: name or NO_FACET_LABEL, help="One chart column per value of this parameter.")
-        st.selectbox("Colour by", colors, key="color", help="Learning rate uses one ordered palette everywhere.")
-        st.checkbox("Average repeats (mean and band)", key="group", help="Runs that differ only in the parameters below are drawn as one mean line.")
-        if state["group"]:
-            st.multiselect("Repeats differ in", all_params, key="vary")
-            st.radio("Band", [frames.MINMAX, frames.STD], key="band", horizontal=True)
-            st.checkbox("Show member runs", key="members")
-        st.checkbox("Continue fine-tuning from its head run", key="join", help="A run with an init_run_id tag is drawn after the run whose model it started from.")
-        st.header("Live")
-        st.checkbox("Auto-refresh while runs are running", key="live")
-        st.number_input("Every (seconds)", min_value=5, max_value=3600, step=5, key="every")
-        st.number_input("Stale after (minutes without a metric)", min_value=1, max_value=10_000, key="stale")
+    state["top"] = min(max(int(state["top"]), 0), 100_000)  # a URL value the number input would refuse
+    return {"metrics": metrics, "facets": facets, "colors": colors, "params": all_params}
+
+
+def _curve_options() -> frames.CurveOptions:
+    state = st.session_state
     return frames.CurveOptions(
         metric=state["metric"], smoothing=float(state["smooth"]), facet=state["facet"], color=state["color"],
         group=state["group"], vary=tuple(state["vary"]), band=state["band"], members=state["members"], join=state["join"], log_y=state["logy"],
+        top=int(state["top"]),
     )  # fmt: skip
+
+
+def _build(key: str, uri: str, selected: pd.DataFrame, runs_all: pd.DataFrame, chosen: dict[str, list[str]]) -> views.Views | None:
+    """The views of the selected runs, from the cache every session shares; None after a message."""
+    state = st.session_state
+    active = bool(selected["status"].isin(queries.ACTIVE_STATUSES).any())
+    try:
+        return views_of(
+            key, queries.runs_version(runs_all), tuple((name, tuple(values)) for name, values in chosen.items()),
+            dataclasses.astuple(_curve_options()), float(state["stale"] * 60), int(time.time() // 30) if active else 0,
+            queries.ui_base_url(uri), uri, selected, runs_all,
+        )  # fmt: skip
+    except queries.StoreError as error:
+        st.error(plain(error), icon="🚫")
+        return None
+
+
+def _sidebar(experiments: list[str], filters: dict[str, list[str]], chart: dict[str, list[str]] | None) -> None:
+    """Experiments, the MLflow filter and the filters over the found runs' values; then, when there
+    are runs to draw, the chart settings and live refresh."""
+    state = st.session_state
+    with st.sidebar:
+        st.header("Runs")
+        st.multiselect("Experiments", experiments, key="exp")
+        st.text_input("MLflow filter", key="q", placeholder="params.optimizer = 'adam' and metrics.best_val_accuracy > 0.8", help="Any MLflow search filter; applied by the tracking server.")
+        st.button("Reload runs", help="Read the run list again (it is cached for a minute).", on_click=_reload)
+        same = {}
+        for name, options in filters.items():
+            if len(options) > 1 or state[name]:
+                st.multiselect(FILTER_LABELS[name], options, key=name, placeholder="all")
+            elif options:
+                same[FILTER_LABELS[name].lower()] = options[0]
+        if same:  # a filter with one value to offer filters nothing: say the value instead
+            st.caption(plain("The same for every run: " + "; ".join(f"{label} {value or '(empty)'}" for label, value in same.items())))
+        if chart is None:
+            return
+        st.header("Chart")
+        st.selectbox("Metric", chart["metrics"], key="metric", on_change=_metric_changed)
+        st.slider("Smoothing (EMA)", 0.0, 0.95, step=0.05, key="smooth", help="TensorBoard-style exponential moving average; the raw line stays faint.")
+        st.checkbox("Log-scale y", key="logy")
+        st.selectbox("Columns by", chart["facets"], key="facet", format_func=lambda name: name or NO_FACET_LABEL, help="One chart column per value of this parameter.")
+        st.selectbox("Colour by", chart["colors"], key="color", help="Learning rate uses one ordered palette everywhere.")
+        st.checkbox("Average repeats (mean and band)", key="group", help="Runs that differ only in the parameters below are drawn as one mean line.")
+        if state["group"]:
+            st.multiselect("Repeats differ in", chart["params"], key="vary")
+            st.radio("Band", [frames.MINMAX, frames.STD], key="band", horizontal=True)
+            st.checkbox("Show member runs", key="members")
+        st.checkbox("Continue fine-tuning from its head run", key="join", help="A run with an init_run_id tag is drawn after the run whose model it started from.")
+        st.number_input(
+            "Curves of at most this many runs (0 = all)", min_value=0, max_value=100_000, step=10, key="top",
+            help="Without averaging, the chart draws the runs of best validation accuracy first; the table lists every run. "
+            "Hundreds of curves take the browser seconds to draw.",
+        )  # fmt: skip
+        st.header("Live")
+        st.checkbox("Auto-refresh while runs are running", key="live")
+        if state["live"]:
+            st.number_input("Every (seconds)", min_value=5, max_value=3600, step=5, key="every")
+        st.number_input("Stale after (minutes without a metric)", min_value=1, max_value=10_000, key="stale")
+
+
+def _reload() -> None:
+    st.session_state["_tick"] = st.session_state.get("_tick", 0) + 1
 
 
 def _metric_changed() -> None:
@@ -205,14 +281,24 @@ def _publish_url() -> None:
         st.query_params.from_dict(query)
 
 
-def _draw(built: views.Views, selected: pd.DataFrame, history: pd.DataFrame, options: frames.CurveOptions) -> None:
+def _draw(built: views.Views, options: frames.CurveOptions) -> None:
     for note in built.notes:
         st.warning(note)
-    _state_notes(built, selected, history)
+    _state_notes(built)
     if built.curves.points.empty:
         st.info(plain(f"None of the {len(built.summary)} run(s) has logged {options.metric} yet."))
     else:
-        st.altair_chart(built.curves_chart, theme=None, width="content" if options.facet else "stretch")
+        _chart(built.page_spec("curves"))
+        if built.hidden:
+            st.caption(
+                f"Drawing the {len(built.drawn)} runs of best validation accuracy; {built.hidden} more are in the table. "
+                "Raise “Curves of at most” in the sidebar (0 = all) or filter the runs to draw others."
+            )
+        if built.thinned:
+            st.caption(
+                f"Curves longer than {charts.PAGE_MAX_POINTS} points are drawn thinned (per stretch of epochs the lowest and highest "
+                "value, and the first, last and best points); exports and CSVs hold every point."
+            )
     # One view at a time: only what is looked at is sent to the browser and drawn.
     if st.session_state["view"] not in VIEWS:
         st.session_state["view"] = VIEWS[0]
@@ -220,11 +306,11 @@ def _draw(built: views.Views, selected: pd.DataFrame, history: pd.DataFrame, opt
     if view == "Runs":
         _summary_table(built.summary)
     elif view == "LR sensitivity":
-        _chart_or_note(built.sensitivity_chart, "No run has a best validation accuracy yet.")
+        _chart_or_note(built.page_spec("sensitivity"), "No run has a best validation accuracy yet.")
     elif view == "Schedules":
-        _chart_or_note(built.schedule_chart, "No run logged its learning rate per epoch.")
+        _chart_or_note(built.page_spec("schedule"), "No run logged its learning rate per epoch.")
     elif view == "LR finder":
-        _chart_or_note(built.lr_finder_chart, "No lr-finder run (tag kind=lr_find) among the selected runs.")
+        _chart_or_note(built.page_spec("lr_finder"), "No lr-finder run (tag kind=lr_find) among the selected runs.")
     elif view == "Groups":
         if built.curves.groups.empty:
             st.info("Turn on “Average repeats” to see which runs each mean line averages.")
@@ -234,23 +320,24 @@ def _draw(built: views.Views, selected: pd.DataFrame, history: pd.DataFrame, opt
         _export(built, queries.tracking_uri(), list(st.session_state["exp"]))
 
 
-def _chart_or_note(chart, note: str) -> None:
-    if chart is None:
+def _chart(spec: dict) -> None:
+    """A chart in its page form (`charts.page_spec`: data inline in the JSON), at its own size."""
+    st.vega_lite_chart(spec, theme=None, width="content")
+
+
+def _chart_or_note(spec: dict | None, note: str) -> None:
+    if spec is None:
         st.info(note)
     else:
-        st.altair_chart(chart, theme=None, width="content")
+        _chart(spec)
 
 
-def _state_notes(built: views.Views, selected: pd.DataFrame, history: pd.DataFrame) -> None:
-    summary = built.summary
-    no_metrics = summary["epochs"].isna().sum() if not summary.empty else 0
+def _state_notes(built: views.Views) -> None:
+    no_metrics, without_val, stale = built.state_counts
     if no_metrics:
         st.caption(f"{no_metrics} run(s) have no metrics yet; they are listed in the table.")
-    with_val = set(history.loc[history["split"] == frames.VALIDATION, "run_id"])
-    without_val = [r for r in summary["run_id"] if r not in with_val and r in set(history["run_id"])]
     if without_val:
-        st.caption(f"{len(without_val)} run(s) logged no validation metrics; only their train curves are drawn.")
-    stale = int((summary["state"] == "STALE").sum()) if not summary.empty else 0
+        st.caption(f"{without_val} run(s) logged no validation metrics; only their train curves are drawn.")
     if stale:
         st.warning(f"{stale} run(s) are RUNNING but have logged nothing for over {st.session_state['stale']} min: their process is probably gone (shown as STALE).")
 
@@ -286,11 +373,12 @@ def _live(built: views.Views, started: float) -> None:
     """Re-run the page on the chosen interval while a selected run is RUNNING (and not stale)."""
     state = st.session_state
     running = int((built.summary["state"] == "RUNNING").sum()) if not built.summary.empty else 0
-    stats = history_cache_for(queries.tracking_uri()).last
+    stats = built.load_stats
     with st.sidebar:
         st.caption(
-            f"Last load: {stats.cached} run(s) from cache, {stats.full} read whole, {stats.incremental} re-read from their last step "
-            f"({stats.seconds:.2f} s); page built in {time.monotonic() - started:.2f} s."
+            f"Charts and table built at {built.built_at} in {built.build_seconds:.2f} s (histories: {stats.full} run(s) read whole, "
+            f"{stats.incremental} re-read from their last step, {stats.cached} from cache, {stats.seconds:.2f} s); shared by every "
+            f"session until the runs change. This page took {time.monotonic() - started:.2f} s."
         )
     if not (state["live"] and running):
         return

@@ -52,7 +52,15 @@ def tidy_history(raw: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
 
 def chart_metrics(history: pd.DataFrame) -> list[str]:
     """Metrics that can be drawn per epoch, the contract's first (accuracy, loss, learning rate)."""
-    present = set(history["metric"].unique()) if not history.empty else set()
+    return _ordered_metrics(set(history["metric"].unique()) if not history.empty else set())
+
+
+def logged_metrics(runs: pd.DataFrame) -> list[str]:
+    """The same as `chart_metrics` of the runs' histories, from the run search alone (no history read)."""
+    return _ordered_metrics({split_metric(key)[0] for key in queries.history_keys(runs)} if not runs.empty else set())
+
+
+def _ordered_metrics(present: set[str]) -> list[str]:
     first = (contract.ACCURACY, contract.LOSS, contract.LEARNING_RATE)
     preferred = [split_metric(key)[0] for key in (*first, *contract.EPOCH_METRICS)]
     lr_find = {split_metric(queries.LR_FIND_LOSS)[0], split_metric(queries.LR_FIND_LR)[0]}
@@ -119,6 +127,7 @@ class CurveOptions:
     members: bool = False  # with groups: draw the member runs too
     join: bool = False  # continue a run from the run whose model it started from
     log_y: bool = False
+    top: int = 0  # without averaging: draw only the `top` runs of best val accuracy (0 = every run)
 
 
 @dataclass

@@ -11,8 +11,11 @@ Nothing here imports Streamlit: the page, the report command and the benchmark s
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
+import sys
 import threading
 import time
 import urllib.parse
@@ -25,7 +28,6 @@ import requests
 from mlflow.entities import ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.store.tracking.rest_store import RestStore
-from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from mlflow.utils.rest_utils import http_request, verify_rest_response
@@ -267,7 +269,7 @@ def _to_float(text) -> float:
 
 
 RUN_COLUMNS = [
-    "run_id", "run_name", "experiment_id", "experiment", "status", "start_time", "end_time",
+    "run_id", "run_name", "experiment_id", "experiment", "status", "start_time", "end_time", "last_update",
     "lr", "lr_label", "stage", "model", "schedule", "seed", "data", "kind",
     "init_run_id", "parent_run_id", "stop_reason", "metric_keys", "params", "tags", "metrics",
 ]  # fmt: skip
@@ -275,7 +277,8 @@ RUN_COLUMNS = [
 
 def runs_frame(runs, experiment_names: dict[str, str]) -> pd.DataFrame:
     """One row per run: info, the contract's params and tags as columns, and all params, tags and
-    latest metrics as dicts (`params`, `tags`, `metrics`). Times are milliseconds since the epoch."""
+    latest metrics as dicts (`params`, `tags`, `metrics`). Times are milliseconds since the epoch;
+    `last_update` is the run's latest start, end or metric time."""
     rows = []
     for run in runs:
         params, tags, metrics = dict(run.data.params), dict(run.data.tags), dict(run.data.metrics)
@@ -288,6 +291,7 @@ def runs_frame(runs, experiment_names: dict[str, str]) -> pd.DataFrame:
             "status": run.info.status,
             "start_time": run.info.start_time,
             "end_time": run.info.end_time,
+            "last_update": max([run.info.start_time or 0, run.info.end_time or 0, *(m.timestamp or 0 for m in run.data._metric_objs)]),
             "lr": lr,
             "lr_label": format_lr(lr),
             "stage": params.get(contract.PARAM_STAGE, ""),
@@ -309,6 +313,21 @@ def runs_frame(runs, experiment_names: dict[str, str]) -> pd.DataFrame:
     return frame
 
 
+def runs_version(runs: pd.DataFrame) -> str:
+    """A fingerprint of what the runs hold: ids, names, states, params, tags and each run's latest
+    update (start, end or newest metric). Equal fingerprints mean the page built from them is the
+    same, so sessions can share it without asking the store again."""
+    rows = runs.sort_values("run_id")[["run_id", "run_name", "status", "end_time", "last_update", "params", "tags", "metrics"]]
+    text = json.dumps(rows.to_numpy().tolist(), sort_keys=True, default=str, allow_nan=True)
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+def store_key(uri: str) -> str:
+    """The store and who reads it (the credentials hashed), to key caches shared by sessions."""
+    who = [os.environ.get(name, "") for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")]
+    return f"{uri}#{hashlib.sha1(chr(0).join(who).encode()).hexdigest()[:16]}"
+
+
 # ---------------------------------------------------------------------------------------
 # Histories
 
@@ -326,11 +345,18 @@ def fetch_history(client: MlflowClient, run_ids: list[str], keys: list[str], sta
     store = _store(client)
     if isinstance(store, RestStore):
         frame = _fetch_rest(store, run_ids, keys, start_step)
-    elif isinstance(store, SqlAlchemyStore):
+    elif _is_sql_store(store):
         frame = _fetch_sql(store, run_ids, keys, start_step)
     else:
         frame = _fetch_generic(store, run_ids, keys, start_step)
     return _clean_history(frame)
+
+
+def _is_sql_store(store) -> bool:
+    # MLflow's SQLAlchemy store costs a second to import; a client over HTTP never loads it, and
+    # a store that is one has loaded it already.
+    module = sys.modules.get("mlflow.store.tracking.sqlalchemy_store")
+    return module is not None and isinstance(store, module.SqlAlchemyStore)
 
 
 def _empty_history() -> pd.DataFrame:
@@ -411,7 +437,7 @@ def _interval_reader(creds, start_step):
     return read
 
 
-def _fetch_sql(store: SqlAlchemyStore, run_ids, keys, start_step) -> pd.DataFrame:
+def _fetch_sql(store, run_ids, keys, start_step) -> pd.DataFrame:
     from mlflow.store.tracking.dbmodels.models import SqlMetric
 
     parts = []

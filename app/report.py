@@ -21,7 +21,6 @@ from pathlib import Path
 
 import altair as alt
 import pandas as pd
-import vl_convert as vlc
 
 from app import frames, queries, views
 from train import contract
@@ -35,10 +34,14 @@ _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~])")
 
 
 def to_svg(chart) -> str:
+    import vl_convert as vlc  # only when a figure is exported: the page itself never needs it
+
     return vlc.vegalite_to_svg(chart.to_json(), vl_version=VL_VERSION)
 
 
 def to_png(chart, scale: float = 2.0) -> bytes:
+    import vl_convert as vlc
+
     return vlc.vegalite_to_png(chart.to_json(), vl_version=VL_VERSION, scale=scale)
 
 

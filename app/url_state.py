@@ -34,6 +34,7 @@ SPEC: dict[str, tuple[str, object]] = {
     "band": (TEXT, frames.MINMAX),
     "members": (BOOL, False),
     "join": (BOOL, False),
+    "top": (INT, 60),
     "live": (BOOL, False),
     "every": (INT, 30),
     "stale": (INT, 10),

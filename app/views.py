@@ -37,10 +37,32 @@ class Views:
         self.metric = options.metric
         self.training = runs[~runs["kind"].isin(charts.NOT_TRAINING)]
         self.colors = charts.color_scale(all_runs, options.color)
+        self._page_specs: dict[str, dict | None] = {}
+        # Set by whoever loaded the history (the page): what the load read, and when and how long the build took.
+        self.load_stats = None
+        self.build_seconds = 0.0
+        self.built_at = ""
+
+    @cached_property
+    def drawn(self) -> pd.DataFrame:
+        """The training runs the curve chart draws: every one, or (with `options.top`, when repeats
+        are not averaged) the `top` runs of best validation accuracy. The table lists them all."""
+        top = self.options.top
+        if not top or self.options.group or len(self.training) <= top:
+            return self.training
+        best = self.summary.set_index("run_id")["best_val_accuracy"]
+        ranked = self.training.assign(_best=self.training["run_id"].map(best).astype(float))
+        ranked = ranked.sort_values("_best", ascending=False, na_position="last", kind="stable").head(top)
+        return self.training.loc[ranked.sort_index().index]
+
+    @property
+    def hidden(self) -> int:
+        """Training runs left out of the curve chart by `options.top`."""
+        return len(self.training) - len(self.drawn)
 
     @cached_property
     def curves(self) -> frames.Curves:
-        return frames.curves(self.history, self.training, self.options, all_runs=self.all_runs)
+        return frames.curves(self.history, self.drawn, self.options, all_runs=self.all_runs)
 
     @cached_property
     def curves_chart(self):
@@ -77,6 +99,45 @@ class Views:
     @cached_property
     def lr_finder_chart(self):
         return charts.lr_finder_chart(self.lr_finder) if not self.lr_finder.empty else None
+
+    @cached_property
+    def state_counts(self) -> tuple[int, int, int]:
+        """(runs with no metrics yet, runs that logged no validation metric, runs shown as STALE)."""
+        summary = self.summary
+        if summary.empty:
+            return 0, 0, 0
+        logged = set(self.history["run_id"])
+        with_val = set(self.history.loc[self.history["split"] == frames.VALIDATION, "run_id"])
+        without_val = sum(1 for run_id in summary["run_id"] if run_id in logged and run_id not in with_val)
+        return int(summary["epochs"].isna().sum()), without_val, int((summary["state"] == "STALE").sum())
+
+    @cached_property
+    def thinned(self) -> bool:
+        """Whether the page draws some curve of the chosen metric thinned (see `charts.thin`)."""
+        points = self.curves.points
+        if points.empty or points["epoch"].max() - points["epoch"].min() < charts.PAGE_MAX_POINTS:
+            return False  # one point per line, split and epoch: no curve can be longer
+        return bool((points.groupby(["line", "split"]).size() > charts.PAGE_MAX_POINTS).any())
+
+    def page_spec(self, name: str) -> dict | None:
+        """The chart `name` (curves, sensitivity, schedule, lr_finder) as the page sends it
+        (`charts.page_spec`: data inline, long curves thinned); None when there is nothing to draw."""
+        if name not in self._page_specs:
+            if name == "curves" and self.thinned:
+                o = self.options
+                chart = charts.curves_chart(
+                    self.curves, metric=o.metric, colors=self.colors, facet_title=o.facet or "", smoothing=o.smoothing, log_y=o.log_y, max_points=charts.PAGE_MAX_POINTS
+                )
+            else:
+                chart = getattr(self, f"{name}_chart")
+            self._page_specs[name] = charts.page_spec(chart) if chart is not None else None
+        return self._page_specs[name]
+
+    def prepare(self) -> Views:
+        """Compute what the page's first view shows (curve chart, runs table, notes) now: done once
+        before the object is shared by sessions, so none of them waits on another's work."""
+        _ = self.page_spec("curves"), self.summary, self.state_counts, self.notes
+        return self
 
     @property
     def notes(self) -> list[str]:

@@ -1,25 +1,37 @@
-"""Benchmark of the dashboard's loading, measured side by side in one run.
+"""Benchmark of the dashboard's loading and first render, measured side by side in one run.
 
 A store of 200 runs x 100 epochs x 7 metrics behind a real `mlflow server`:
   1. the project's loader (run search + the bulk history endpoint, 100 runs a call)
      against the naive loop (run search + `MlflowClient.get_metric_history` per run and metric);
   2. the same two on the SQLite store directly;
   3. a reload served by the history cache;
-  4. the first full page render in headless Chromium: from opening the URL until the
-     curve chart has drawn, for the first session of a fresh `streamlit run` (cold: the
-     server process still imports MLflow and Altair) and for later sessions (warm), each in
-     a fresh browser; beside it the same for a page with one 10-point chart (the floor).
+  4. the first page render in headless Chromium, from opening the URL until the curve chart has
+     drawn, each session in a fresh browser, on a typical experiment (--render 40x50: 40 runs x 50
+     epochs) and a large one (200x100), served by `mlflow server`:
+       - warm: a new session of a `streamlit run` that has served one before, in a fresh browser
+         (it fetches and compiles Streamlit's ~150 script files); and the same in a new tab of a
+         browser that has shown the page before (files cached);
+       - cold: the first session of a fresh `streamlit run` (it still imports MLflow, pandas and
+         Altair and reads every history over HTTP);
+     this checkout's dashboard against the one at --old-rev (the page before cross-session caching
+     and inline chart data, extracted with `git archive`), sessions alternating between the two
+     servers so both see the same machine load; beside them a page with one 10-point chart and a
+     10-row table (the floor of this browser set-up).
 
-    .venv/bin/python bench/bench_dashboard.py [--runs 200] [--epochs 100] [--repeats 3] [--json out.json]
+    .venv/bin/python bench/bench_dashboard.py [--runs 200] [--epochs 100] [--repeats 3]
+        [--render 40x50 --render 200x100] [--sessions 4] [--cold 2] [--old-rev REV] [--skip-loaders] [--json out.json]
 
-The store is built once under --store (default /tmp/lrlab-bench) and reused.
+Stores are built once under --store (default /tmp/lrlab-bench) and reused.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -36,6 +48,9 @@ from tests.app_fixtures import chromium_page, dashboard_server, mlflow_server, w
 from train import contract  # noqa: E402
 
 EXPERIMENT = "bench"
+# The dashboard before this benchmark's render figures were improved: per-session chart building,
+# chart data as Arrow tables the browser unpacks cell by cell, the sidebar before the chart.
+OLD_REV = "0465035"
 
 
 def build_store(path: Path, runs: int, epochs: int) -> str:
@@ -114,20 +129,137 @@ BASELINE_PAGE = """
 import altair as alt, pandas as pd, streamlit as st
 st.title("baseline")
 st.altair_chart(alt.Chart(pd.DataFrame({"x": range(10), "y": range(10)})).mark_line().encode(x="x", y="y").properties(width=400, height=300))
+st.dataframe(pd.DataFrame({"x": range(10), "y": range(10)}))
 """
 
 
-def page_render(http_uri: str, log_dir: Path, sessions: int = 2, script: Path | None = None) -> list[float]:
-    """Seconds from opening the page to its first chart drawn, in a fresh browser, for successive sessions."""
-    seconds = []
-    with dashboard_server(http_uri, log_dir=log_dir, script=script) as url:
-        for _ in range(sessions):
-            with chromium_page() as page:
-                started = time.perf_counter()
-                page.goto(f"{url}/?exp={EXPERIMENT}")
-                wait_for_chart(page, timeout_ms=120_000)
-                seconds.append(time.perf_counter() - started)
-    return seconds
+def open_session(url: str, page=None) -> float:
+    """Seconds from opening the page to its first chart drawn: in a fresh browser, or in `page`
+    (a new tab of a browser that has shown the dashboard before: its files are cached)."""
+    with chromium_page() if page is None else contextlib.nullcontext(page) as tab:
+        started = time.perf_counter()
+        tab.goto(f"{url}/?exp={EXPERIMENT}")
+        wait_for_chart(tab, timeout_ms=120_000)
+        return time.perf_counter() - started
+
+
+def old_dashboard(rev: str, folder: Path) -> Path | None:
+    """The dashboard at `rev` (with the contract it read), extracted under `folder`; None without git."""
+    target = folder / f"dashboard-{rev}"
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    try:
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "app", "train/__init__.py", "train/contract.py"], capture_output=True, check=True)
+    except (OSError, subprocess.CalledProcessError) as error:
+        print(f"old dashboard at {rev} not available ({error}); measuring this checkout only", flush=True)
+        return None
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
+    return target / "app" / "dashboard.py"
+
+
+def render_side_by_side(http_uri: str, pages: dict[str, Path], log_dir: Path, *, cold: int, sessions: int) -> dict[str, dict]:
+    """Per page and fresh `streamlit run` process (`cold` of them): its first session, `sessions`
+    later sessions each in a fresh browser, and `sessions` new tabs of one browser that has shown
+    the page once before. The pages' sessions alternate. Seconds, every measurement kept."""
+    times = {name: {"cold": [], "warm": [], "returning": []} for name in pages}
+    for _ in range(cold):
+        with contextlib.ExitStack() as stack:
+            urls = {name: stack.enter_context(dashboard_server(http_uri, log_dir=log_dir, script=script)) for name, script in pages.items()}
+            for name, url in urls.items():
+                times[name]["cold"].append(open_session(url))
+            for _ in range(sessions):
+                for name, url in urls.items():
+                    times[name]["warm"].append(open_session(url))
+            browser = stack.enter_context(chromium_page()).context.browser
+            contexts = {name: browser.new_context(viewport={"width": 1600, "height": 1100}) for name in urls}
+            for name, url in urls.items():
+                open_session(url, contexts[name].new_page())  # the browser's first visit: fills its cache
+            for _ in range(sessions):
+                for name, url in urls.items():
+                    tab = contexts[name].new_page()
+                    times[name]["returning"].append(open_session(url, tab))
+                    tab.close()
+    return times
+
+
+SCRIPT_RUNS = """
+import json, re, sys, time
+from streamlit.testing.v1 import AppTest
+seconds = []
+for _ in range({sessions}):
+    page = AppTest.from_file({script!r}, default_timeout=300)
+    page.query_params["exp"] = {experiment!r}
+    started = time.perf_counter()
+    page.run()
+    wall = time.perf_counter() - started
+    assert not page.exception and not page.error and page.get("vega_lite_chart"), [e.value for e in (*page.exception, *page.error)]
+    own = [float(m.group(1)) for c in page.sidebar.caption for m in [re.search(r"(?:page built in|This page took) ([0-9.]+) s", c.value)] if m]
+    seconds.append([wall, own[0]])
+print("SECONDS", json.dumps(seconds))
+"""
+
+
+def script_runs(http_uri: str, script: Path, sessions: int) -> list[list[float]]:
+    """The page's script alone (no browser), run by Streamlit's AppTest for `sessions` new sessions
+    in one fresh process: per session [wall seconds of the run, the seconds the page reports it
+    took (its main function, after the imports)]. The first session pays the imports and the
+    store's reads; later ones are what a new session of a running server costs the server."""
+    import os
+
+    code = SCRIPT_RUNS.format(sessions=sessions, script=str(script), experiment=EXPERIMENT)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": http_uri}
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("SECONDS ")), None)
+    if done.returncode or line is None:
+        raise RuntimeError(f"{script}: {done.stderr[-2000:]}")
+    return json.loads(line.removeprefix("SECONDS "))
+
+
+def render_figures(label: str, http_uri: str, args, log_dir: Path) -> dict:
+    """The page script's time on the server and, unless --no-browser, the render in Chromium, for
+    this checkout and the dashboard at --old-rev side by side."""
+    pages = {"this": REPO / "app" / "dashboard.py"}
+    old = old_dashboard(args.old_rev, log_dir) if args.old_rev else None
+    if old:
+        pages["before"] = old
+    result = {"server_script": server_figures(label, http_uri, pages, args)}
+    if not args.no_browser:
+        floor = log_dir / "baseline_page.py"
+        floor.write_text(BASELINE_PAGE)
+        result["browser"] = browser_figures(label, http_uri, {**pages, "floor": floor}, args, log_dir)
+    return result
+
+
+def _line(what: str, result: dict, kind: str, args, width: int) -> str:
+    this = result["this"][kind]
+    line = f"  {what:<{width}} this {this:5.2f} s"
+    if "before" in result:
+        before = result["before"][kind]
+        result[f"{kind}_speedup"] = before / this
+        line += f"   before ({args.old_rev}) {before:5.2f} s   {before / this:5.1f}x faster"
+    return line
+
+
+def server_figures(label: str, http_uri: str, pages: dict[str, Path], args) -> dict:
+    runs = {name: [] for name in pages}
+    for _ in range(args.cold):
+        for name, script in pages.items():
+            runs[name].append(script_runs(http_uri, script, 1 + args.sessions))
+    result = {name: {"cold": statistics.median(r[0][0] for r in found), "warm": statistics.median(own for r in found for _, own in r[1:]), "all_s": found} for name, found in runs.items()}
+    print(f"page script on the server (AppTest, no browser), {label}, medians of {args.cold} processes x {1 + args.sessions} sessions:", flush=True)
+    print(_line("new session (page's own time)", result, "warm", args, 30), flush=True)
+    print(_line("first session of a process", result, "cold", args, 30), flush=True)
+    return result
+
+
+def browser_figures(label: str, http_uri: str, pages: dict[str, Path], args, log_dir: Path) -> dict:
+    times = render_side_by_side(http_uri, pages, log_dir, cold=args.cold, sessions=args.sessions)
+    result = {name: {kind: statistics.median(values) for kind, values in kinds.items()} for name, kinds in times.items()}
+    result["all_s"] = {name: {kind: [round(v, 2) for v in values] for kind, values in kinds.items()} for name, kinds in times.items()}
+    print(f"first page render in Chromium, {label}, fresh browser per session (medians; cold of {args.cold}, warm of {args.cold * args.sessions}):", flush=True)
+    for kind, what in (("warm", "new session, warm server"), ("returning", "  same, browser seen it before"), ("cold", "first session, cold process")):
+        print(_line(what, result, kind, args, 30) + f"   (floor {result['floor'][kind]:.2f} s)", flush=True)
+    return result
 
 
 def main(argv=None) -> int:
@@ -136,31 +268,37 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--store", type=Path, default=Path(tempfile.gettempdir()) / "lrlab-bench")
-    parser.add_argument("--no-browser", action="store_true", help="skip the page-render measurement")
+    parser.add_argument("--render", action="append", default=[], metavar="RUNSxEPOCHS", help="experiment sizes for the page render (default 40x50 and 200x100)")
+    parser.add_argument("--sessions", type=int, default=4, help="warm sessions per server start")
+    parser.add_argument("--cold", type=int, default=2, help="fresh `streamlit run` starts per page")
+    parser.add_argument("--old-rev", default=OLD_REV, help="git revision of the dashboard to compare with ('' for none)")
+    parser.add_argument("--skip-loaders", action="store_true", help="only the page render")
+    parser.add_argument("--no-browser", action="store_true", help="the page script's time only, no Chromium ('--render none': neither)")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     args = parser.parse_args(argv)
-    db = args.store / f"runs{args.runs}-epochs{args.epochs}.db"
-    sqlite_uri = build_store(db, args.runs, args.epochs)
-    expected = args.runs * args.epochs * len(contract.EPOCH_METRICS)
-    results = {"runs": args.runs, "epochs": args.epochs, "metrics": len(contract.EPOCH_METRICS), "points": expected}
-    print(f"store: {args.runs} runs x {args.epochs} epochs x {len(contract.EPOCH_METRICS)} metrics = {expected:,} points; median of {args.repeats}", flush=True)
-    with mlflow_server(sqlite_uri, workdir=args.store) as http_uri:
-        results["http"] = side_by_side("mlflow server (HTTP)", http_uri, args.repeats, expected)
-        results["sqlite"] = side_by_side("SQLite store", sqlite_uri, args.repeats, expected)
-        cache = queries.HistoryCache()
-        cached_reload(http_uri, cache)
-        seconds, _ = timed(cached_reload, http_uri, cache)
-        results["cached_reload_s"] = seconds
-        print(f"{'reload, all cached':<22} {seconds:7.2f} s (run search only; {cache.last.cached} runs from the cache)", flush=True)
-        if not args.no_browser:
-            renders = page_render(http_uri, args.store, sessions=3)
-            results["page_render_cold_s"], results["page_render_warm_s"] = renders[0], statistics.median(renders[1:])
-            print(f"{'first page render':<22} cold {renders[0]:5.2f} s (fresh streamlit process)   warm {results['page_render_warm_s']:5.2f} s (a new session)", flush=True)
-            baseline = args.store / "baseline_page.py"
-            baseline.write_text(BASELINE_PAGE)
-            floor = page_render(http_uri, args.store, sessions=3, script=baseline)
-            results["baseline_page_s"] = statistics.median(floor[1:])
-            print(f"{'baseline page':<22} {results['baseline_page_s']:5.2f} s (a title and a 10-point chart, same browser set-up: the floor here)", flush=True)
+    results: dict = {}
+    if not args.skip_loaders:
+        db = args.store / f"runs{args.runs}-epochs{args.epochs}.db"
+        sqlite_uri = build_store(db, args.runs, args.epochs)
+        expected = args.runs * args.epochs * len(contract.EPOCH_METRICS)
+        results.update({"runs": args.runs, "epochs": args.epochs, "metrics": len(contract.EPOCH_METRICS), "points": expected})
+        print(f"store: {args.runs} runs x {args.epochs} epochs x {len(contract.EPOCH_METRICS)} metrics = {expected:,} points; median of {args.repeats}", flush=True)
+        with mlflow_server(sqlite_uri, workdir=args.store) as http_uri:
+            results["http"] = side_by_side("mlflow server (HTTP)", http_uri, args.repeats, expected)
+            results["sqlite"] = side_by_side("SQLite store", sqlite_uri, args.repeats, expected)
+            cache = queries.HistoryCache()
+            cached_reload(http_uri, cache)
+            seconds, _ = timed(cached_reload, http_uri, cache)
+            results["cached_reload_s"] = seconds
+            print(f"{'reload, all cached':<22} {seconds:7.2f} s (run search only; {cache.last.cached} runs from the cache)", flush=True)
+    if args.render != ["none"]:
+        results["render"] = {}
+        for size in args.render or ["40x50", "200x100"]:
+            runs, epochs = (int(n) for n in size.lower().split("x"))
+            db = args.store / f"runs{runs}-epochs{epochs}.db"
+            with mlflow_server(build_store(db, runs, epochs), workdir=args.store) as http_uri:
+                label = f"{runs} runs x {epochs} epochs"
+                results["render"][size] = render_figures(label, http_uri, args, args.store)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import shutil
 import socket
@@ -134,12 +135,47 @@ def mlflow_server(backend_uri: str, *, app_name: str = "", env: dict[str, str] |
             process.kill()
 
 
+def server_requests(uri: str, folder: Path) -> list[str]:
+    """The API requests a `mlflow_server(..., workdir=folder)` at `uri` has logged so far (uvicorn's
+    access log: method, path and status), health checks left out."""
+    time.sleep(0.3)  # the workers write their access lines as they answer; let the last ones land
+    log = folder / f"server-{uri.rsplit(':', 1)[1]}.log"
+    lines = log.read_text().splitlines() if log.exists() else []
+    return [line.split('"', 2)[1] + line.split('"', 2)[2] for line in lines if '"GET ' in line or '"POST ' in line if "/health" not in line]
+
+
 def chart_data(element) -> pd.DataFrame:
-    """The data an AppTest vega-lite chart element carries (Arrow), as a DataFrame."""
+    """The data an AppTest vega-lite chart element carries (Arrow datasets, and data inline in its
+    spec, the page's form: `charts.page_spec`), as one DataFrame."""
     import pyarrow as pa
 
     frames = [pa.ipc.open_stream(io.BytesIO(dataset.data.data)).read_all().to_pandas() for dataset in element.proto.datasets]
+    frames += [pd.DataFrame(values) for values in inline_values(json.loads(element.proto.spec))]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def inline_values(node) -> list[list[dict]]:
+    """Every `data: {values: [...]}` in a Vega-Lite spec."""
+    found = []
+    if isinstance(node, dict):
+        data = node.get("data")
+        if isinstance(data, dict) and isinstance(data.get("values"), list):
+            found.append(data["values"])
+        for key, value in node.items():
+            if key != "data":
+                found += inline_values(value)
+    elif isinstance(node, list):
+        for item in node:
+            found += inline_values(item)
+    return found
+
+
+def chart_spec(element) -> dict:
+    """The Vega-Lite spec of an AppTest chart element; the chart itself when the page wrapped it in
+    a one-view `vconcat` (`charts.page_spec`)."""
+    spec = json.loads(element.proto.spec)
+    views = spec.get("vconcat", [])
+    return {**{k: v for k, v in spec.items() if k != "vconcat"}, **views[0]} if len(views) == 1 else spec
 
 
 def load(uri: str, experiment: str = contract.DEFAULT_EXPERIMENT):

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 
+import numpy as np
+import pandas as pd
 import pytest
 import vl_convert as vlc
 
 from app import charts, frames, report, views
 from tests.app_fixtures import *  # noqa: F403
-from tests.app_fixtures import EDGE_EXPERIMENT, HOSTILE_NAME, HOSTILE_PARAM, load
+from tests.app_fixtures import EDGE_EXPERIMENT, HOSTILE_NAME, HOSTILE_PARAM, inline_values, load
 from train import contract
 
 # Every field a chart may encode or filter on: fixed names, never a user's string.
@@ -153,3 +156,63 @@ def test_hostile_names_and_params_stay_data(lab_store):
     assert any(row.get("label") == HOSTILE_NAME for rows in data.values() for row in rows)
     svg = report.to_svg(chart)  # the legend shows the hostile schedule value as text
     assert "<img" not in svg and "&lt;img src=x onerror=alert(1)&gt;" in svg
+
+
+def test_the_page_sends_each_chart_with_its_data_inline(lab_store, lab):
+    """What the page hands Streamlit: no top-level data or datasets (Streamlit would turn them into
+    Arrow tables the browser unpacks cell by cell), the same data inline, a spec Vega-Lite compiles
+    to the same picture, and hostile names still only data."""
+    runs, history = lab
+    built = views.build(runs, history, frames.CurveOptions(join=True, smoothing=0.5), now_ms=time.time() * 1000, stale_after_s=600, ui_base="")
+    grouped = views.build(runs, history, frames.CurveOptions(group=True, members=True, facet=frames.NO_FACET), now_ms=time.time() * 1000, stale_after_s=600, ui_base="")
+    _, edge_runs, edge_history = load(lab_store["uri"], EDGE_EXPERIMENT)
+    hostile = views.build(edge_runs, edge_history, frames.CurveOptions(color=contract.PARAM_SCHEDULE), now_ms=time.time() * 1000, stale_after_s=600, ui_base="")
+    cases = [(b, name) for b in (built, grouped, hostile) for name in ("curves", "sensitivity", "schedule", "lr_finder") if getattr(b, f"{name}_chart") is not None]
+    assert len(cases) >= 9
+    for source, name in cases:
+        chart, page = getattr(source, f"{name}_chart"), source.page_spec(name)
+        assert not {"data", "datasets"} & set(page), name
+        datasets = chart.to_dict()["datasets"]
+        assert sorted(map(json.dumps, inline_values(page))) == sorted(json.dumps(rows) for rows in datasets.values() for _ in range(count_uses(chart, rows))), name
+        assert fields(page) <= KNOWN_FIELDS
+        drawn, expected = vlc.vegalite_to_svg(json.dumps(page), vl_version=report.VL_VERSION), report.to_svg(chart)
+        assert marks_of(drawn) == marks_of(expected), name  # the same lines, points and axes, at the same places
+        assert all(abs(a - b) <= 6 for a, b in zip(size_of(drawn), size_of(expected), strict=True)), name  # a wrapping view's few pixels of padding
+    page = hostile.page_spec("curves")
+    assert HOSTILE_NAME in {row.get("label") for rows in inline_values(page) for row in rows}  # as a data value
+    outside_data = json.dumps(page)
+    for rows in inline_values(page):
+        outside_data = outside_data.replace(json.dumps(rows), "[]")
+    assert "<script>" not in outside_data and "alert(1)" not in outside_data.replace(json.dumps(HOSTILE_PARAM)[1:-1], "")  # the legend's domain holds it as text
+
+
+def marks_of(svg: str) -> list[str]:
+    """The drawn paths of an SVG (lines, points, rules, axes), without the groups' frames."""
+    return sorted(re.findall(r'<path(?! class="(?:background|foreground)")[^>]*>', svg))
+
+
+def size_of(svg: str) -> tuple[float, float]:
+    return float(re.search(r'width="([0-9.]+)"', svg).group(1)), float(re.search(r'height="([0-9.]+)"', svg).group(1))
+
+
+def count_uses(chart, rows) -> int:
+    """How many views of `chart` refer to the dataset holding `rows` (each gets its own inline copy)."""
+    spec = chart.to_dict()
+    name = next(key for key, value in spec["datasets"].items() if value == rows)
+    return json.dumps({k: v for k, v in spec.items() if k != "datasets"}).count(json.dumps(name))
+
+
+def test_long_curves_are_thinned_for_the_page_keeping_their_shape():
+    epochs = 3000
+    value = np.sin(np.arange(epochs) / 200.0)
+    value[1234] = 9.0  # a spike
+    long = pd.DataFrame({"line": "a", "split": frames.VALIDATION, "epoch": np.arange(epochs), "value": value, "best": np.arange(epochs) == 2100})
+    short = pd.DataFrame({"line": "b", "split": frames.TRAIN, "epoch": np.arange(40), "value": np.arange(40.0), "best": False})
+    points = pd.concat([long, short], ignore_index=True)
+    thinned = charts.thin(points, 500)
+    kept = thinned[thinned["line"] == "a"]
+    assert len(kept) <= 500 + 3
+    assert {0, epochs - 1, 2100, 1234} <= set(kept["epoch"])  # first, last, best, the spike
+    assert kept["value"].min() == value.min() and kept["epoch"].is_monotonic_increasing
+    pd.testing.assert_frame_equal(thinned[thinned["line"] == "b"], short.set_axis(range(epochs, epochs + 40)))
+    assert charts.thin(short, 500) is short

@@ -9,7 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.app_fixtures import *  # noqa: F403
-from tests.app_fixtures import EDGE_EXPERIMENT, HOSTILE_NAME, REPO, chart_data, free_port
+from tests.app_fixtures import EDGE_EXPERIMENT, HOSTILE_NAME, REPO, chart_data, chart_spec, free_port
 from train import contract
 
 PAGE = str(REPO / "app" / "dashboard.py")
@@ -25,7 +25,7 @@ def open_page(monkeypatch, uri: str, query: dict | None = None) -> AppTest:
 def curves_of(page: AppTest):
     charts = page.get("vega_lite_chart")
     assert charts, "no chart on the page"
-    return chart_data(charts[0]), json.loads(charts[0].proto.spec)
+    return chart_data(charts[0]), chart_spec(charts[0])
 
 
 def no_failure(page: AppTest) -> None:
