@@ -141,7 +141,6 @@ def _study(options: SweepOptions, phase: Phase) -> optuna.Study:
             if attempt == 4:
                 raise
             time.sleep(1 + attempt)
-    raise AssertionError("unreachable")
 
 
 def _run_child(phase: Phase, key: str, values: dict | None, init_model: str, study: optuna.Study, claims: Claims, options: SweepOptions, result: SweepResult, progress: Progress) -> None:

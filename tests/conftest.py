@@ -46,6 +46,15 @@ def tracking_uri(tmp_path, monkeypatch):
         yield uri
 
 
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """One SQLite tracking store (and working folder) shared by the tests of a module."""
+    folder = tmp_path_factory.mktemp("store")
+    with pytest.MonkeyPatch.context() as patch, use_store(sqlite_uri(folder), patch):
+        patch.chdir(folder)
+        yield folder
+
+
 @contextlib.contextmanager
 def use_store(uri: str, monkeypatch):
     """Point both the environment and MLflow's in-process default at `uri` (train() sets the latter)."""

@@ -30,6 +30,18 @@ def _as_postgres(command: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
 
 
+def basic_auth_env(folder: Path, admin: tuple[str, str], secret: str) -> dict[str, str]:
+    """Write a basic-auth ini in `folder` (default READ, `admin` as admin); return the server's env."""
+    config = folder / "basic_auth.ini"
+    config.write_text(
+        "[mlflow]\ndefault_permission = READ\n"
+        f"database_uri = sqlite:///{folder / 'auth.db'}\n"
+        f"admin_username = {admin[0]}\nadmin_password = {admin[1]}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+    return {"MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_FLASK_SERVER_SECRET_KEY": secret}
+
+
 @contextlib.contextmanager
 def postgres_server():
     """Start PostgreSQL on a free loopback port; yield a function that makes a database URI."""

@@ -15,6 +15,7 @@ from streamlit.testing.v1 import AppTest
 from app import synthetic
 from tests.app_fixtures import *  # noqa: F403
 from tests.app_fixtures import REPO, chart_data, free_port, mlflow_server, server_requests
+from tests.servers import basic_auth_env
 
 pytestmark = pytest.mark.slow
 
@@ -32,14 +33,7 @@ def auth_server(store_template, tmp_path_factory):
     folder = tmp_path_factory.mktemp("auth")
     store = folder / "mlflow.db"
     store.write_bytes(store_template.read_bytes())
-    config = folder / "basic_auth.ini"
-    config.write_text(
-        "[mlflow]\ndefault_permission = READ\n"
-        f"database_uri = sqlite:///{folder / 'auth.db'}\n"
-        f"admin_username = {ADMIN[0]}\nadmin_password = {ADMIN[1]}\n"
-        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
-    )
-    env = {"MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_FLASK_SERVER_SECRET_KEY": "dashboard-test-secret"}
+    env = basic_auth_env(folder, ADMIN, "dashboard-test-secret")
     with mlflow_server(f"sqlite:///{store}", app_name="basic-auth", env=env, workdir=folder) as uri:
         with pytest.MonkeyPatch.context() as patch:
             patch.setenv("MLFLOW_TRACKING_USERNAME", ADMIN[0])

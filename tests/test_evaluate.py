@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import sqlite_uri, subprocess_env, tiny_config, use_store
+from tests.conftest import sqlite_uri, subprocess_env, tiny_config
 from train import contract
 from train.evaluate import main, metrics_of, per_class_table
 
@@ -32,14 +32,6 @@ def error_line(stderr: str) -> str:
     assert len(lines) == 1, stderr
     assert lines[0].startswith("error: "), stderr
     return lines[0]
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("store")
-    with pytest.MonkeyPatch.context() as patch, use_store(sqlite_uri(folder), patch):
-        patch.chdir(folder)
-        yield folder
 
 
 @pytest.fixture(scope="module")

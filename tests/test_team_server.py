@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.app_fixtures import mlflow_server
 from tests.conftest import subprocess_env
-from tests.servers import postgres_server
+from tests.servers import basic_auth_env, postgres_server
 from train import contract
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -34,14 +34,7 @@ def as_user(user):
 @pytest.fixture(scope="module")
 def team_server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("team")
-    config = folder / "basic_auth.ini"
-    config.write_text(
-        "[mlflow]\ndefault_permission = READ\n"
-        f"database_uri = sqlite:///{folder / 'auth.db'}\n"
-        f"admin_username = {ADMIN[0]}\nadmin_password = {ADMIN[1]}\n"
-        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
-    )
-    env = {"MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_FLASK_SERVER_SECRET_KEY": "team-test-secret"}
+    env = basic_auth_env(folder, ADMIN, "team-test-secret")
     with postgres_server() as database:
         backend = database("mlflow")
         artifacts = folder / "artifacts"

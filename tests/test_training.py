@@ -16,18 +16,10 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import sqlite_uri, tiny_config, use_store
+from tests.conftest import tiny_config
 from train import contract
 from train.config import TrainConfig
 from train.schedules import learning_rate_at
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("store")
-    with pytest.MonkeyPatch.context() as patch, use_store(sqlite_uri(folder), patch):
-        patch.chdir(folder)
-        yield folder
 
 
 def _train(config: TrainConfig):

@@ -421,21 +421,10 @@ def command(model_uri: str, data: str, image_size: str, batch_size: int, experim
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command; print any user error as one line (exit 2)."""
-    try:
-        command.main(args=argv, prog_name="python -m train.evaluate", standalone_mode=False)
-    except click.exceptions.Exit as done:
-        return done.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt):
-        print("error: interrupted", file=sys.stderr)
-        return 130
-    except click.UsageError as error:
-        print(f"error: {error.format_message()}", file=sys.stderr)
-        return 2
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    """Run the command; print any user error as one line (exit 2), as `python -m train` does."""
+    from train.cli import main as train_main
+
+    return train_main(argv, command=command, prog_name="python -m train.evaluate")
 
 
 if __name__ == "__main__":
