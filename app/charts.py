@@ -29,7 +29,7 @@ STAGE_COLORS = dict(zip(contract.STAGES, ["#7f7f7f", "#1f77b4", "#ff7f0e", "#2ca
 SPLIT_DASH = alt.Scale(domain=[frames.TRAIN, frames.VALIDATION], range=[[5, 3], [1, 0]])
 SPLIT_LEGEND = alt.Legend(orient="top", direction="horizontal", symbolOpacity=1, symbolStrokeWidth=2, symbolStrokeColor="#333", symbolSize=300)
 LR_AXIS = alt.Axis(format="~e", values=[10.0**k for k in range(-12, 3)])
-NOT_TRAINING = (contract.KIND_LR_FIND, contract.KIND_EVALUATE)  # their lr is no training rate
+NOT_TRAINING = (contract.KIND_LR_FIND, contract.KIND_EVALUATE, contract.KIND_SWEEP)  # no training curves, or an lr that is no training rate
 HEIGHT = 320
 FULL_WIDTH = 1000
 # Points per line and split the page draws; longer curves are thinned for the browser (exports keep all).
@@ -54,11 +54,13 @@ class ColorScale:
 
 
 def ordered_colors(n: int) -> list[str]:
-    """n colours from the ordered palette: anchors themselves up to 10, interpolated beyond."""
+    """n colours from the ordered palette: anchors themselves up to 10, interpolated beyond. Up
+    to 8 skip the two darkest ends: side by side, deep violet and deep maroon read as one colour."""
     if n <= 0:
         return []
     if n <= len(LR_ANCHORS):
-        return [LR_ANCHORS[round(i)] for i in np.linspace(0, len(LR_ANCHORS) - 1, n)] if n > 1 else [LR_ANCHORS[2]]
+        ends = (1, len(LR_ANCHORS) - 2) if n <= len(LR_ANCHORS) - 2 else (0, len(LR_ANCHORS) - 1)
+        return [LR_ANCHORS[round(i)] for i in np.linspace(*ends, n)] if n > 1 else [LR_ANCHORS[2]]
     rgb = np.array([[int(c[i : i + 2], 16) for i in (1, 3, 5)] for c in LR_ANCHORS], dtype=float)
     positions = np.linspace(0, len(LR_ANCHORS) - 1, n)
     channels = [np.interp(positions, np.arange(len(LR_ANCHORS)), rgb[:, k]) for k in range(3)]

@@ -164,7 +164,7 @@ def _search(key: str, uri: str, ids: tuple[str, ...], token: int) -> pd.DataFram
         return None
 
 
-FILTER_LABELS = {"stage": "Stage", "model": "Model", "schedule": "Schedule", "lr": "Learning rate", "status": "Status", "data": "Dataset"}
+FILTER_LABELS = {"stage": "Stage", "model": "Model", "schedule": "Schedule", "lr": "Learning rate", "status": "Status", "data": "Dataset", "sweep": "Sweep"}
 
 
 def _filter_choices(runs_all: pd.DataFrame) -> dict[str, list[str]]:

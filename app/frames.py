@@ -432,10 +432,13 @@ def lr_finder(runs: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
 
 
 # Filters of the page: setting -> column of the runs frame.
-FILTER_COLUMNS = {"stage": "stage", "model": "model", "schedule": "schedule", "lr": "lr_label", "status": "status", "data": "data"}
+FILTER_COLUMNS = {"stage": "stage", "model": "model", "schedule": "schedule", "lr": "lr_label", "status": "status", "data": "data", "sweep": "sweep"}
 
 
 def filter_options(runs: pd.DataFrame, setting: str) -> list[str]:
+    """The values a filter offers: those of the runs, less a sweep's parent run (no training
+    params: its empty stage or data set would be offered as a choice of its own)."""
+    runs = runs[runs["kind"] != contract.KIND_SWEEP]
     values = runs[FILTER_COLUMNS[setting]].fillna("").astype(str).unique().tolist()
     if setting == "lr":
         return sorted(values, key=lambda v: queries._to_float(v) if v else math.inf)

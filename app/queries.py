@@ -270,7 +270,7 @@ def _to_float(text) -> float:
 
 RUN_COLUMNS = [
     "run_id", "run_name", "experiment_id", "experiment", "status", "start_time", "end_time", "last_update",
-    "lr", "lr_label", "stage", "model", "schedule", "seed", "data", "kind",
+    "lr", "lr_label", "stage", "model", "schedule", "seed", "data", "kind", "sweep",
     "init_run_id", "parent_run_id", "stop_reason", "metric_keys", "params", "tags", "metrics",
 ]  # fmt: skip
 
@@ -300,6 +300,7 @@ def runs_frame(runs, experiment_names: dict[str, str]) -> pd.DataFrame:
             "seed": params.get(contract.PARAM_SEED, ""),
             "data": params.get(contract.PARAM_DATA, ""),
             "kind": tags.get(contract.TAG_KIND, ""),
+            "sweep": tags.get(contract.TAG_SWEEP_STUDY, ""),
             "init_run_id": tags.get(contract.TAG_INIT_RUN_ID, ""),
             "parent_run_id": tags.get(MLFLOW_PARENT_RUN_ID, ""),
             "stop_reason": tags.get(contract.TAG_STOP_REASON, ""),

@@ -23,6 +23,7 @@ SPEC: dict[str, tuple[str, object]] = {
     "lr": (LIST, []),
     "status": (LIST, []),
     "data": (LIST, []),
+    "sweep": (LIST, []),
     "q": (TEXT, ""),
     "metric": (TEXT, frames.split_metric(contract.ACCURACY)[0]),
     "smooth": (FLOAT, 0.0),

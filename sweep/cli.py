@@ -16,7 +16,7 @@ from train.config import ConfigError
 
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--plan", default="", help="A plan YAML file or the name of a ready-made one in plans/ (stages, schedules, efficientnet). Empty: one grid over --lrs x --stages.")
+@click.option("--plan", default="", help="A plan YAML file or the name of a ready-made one in plans/ (stages, schedules, efficientnet, demo). Empty: one grid over --lrs x --stages.")
 @click.option("--lrs", default="", help="Learning rates, comma-separated (a grid axis), or LOW..HIGH:log (sampled). Overrides the plan's lr.")
 @click.option("--stages", default="", help="Stages, comma-separated. finetune runs after the others, from the best head run.")
 @click.option("--schedules", default="", help="Schedules, comma-separated. Overrides the plan's schedule.")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from sweep.plan import Phase, Plan, Range, config_key, make_config
 from sweep.progress import Progress
 from sweep.pruning import TrialReporter, make_pruner
 from train import contract, tracking
-from train.config import ConfigError, TrainingInterrupted
+from train.config import STOP_SIGNALS, ConfigError, TrainingInterrupted, stop_signals_to
 from train.preflight import preflight
 
 POLL_SECONDS = 5
@@ -60,11 +61,18 @@ class SweepResult:
     registered: dict[str, int] = field(default_factory=dict)  # alias -> model version
 
 
+def _interrupt(signum, frame):
+    """Outside a child's fit() (where the trainer's GracefulStop takes over and finishes the
+    batch) a sweep waits for other workers, loads data or builds the next model: nothing worth
+    finishing, and the default handlers would end the process with the parent run RUNNING."""
+    raise TrainingInterrupted(signum, None)
+
+
 def run_sweep(options: SweepOptions) -> SweepResult:
     tracking.connect(options.experiment)
     claims = None
     try:
-        with mlflow.start_run(run_name=f"sweep {options.plan.name}", tags={contract.TAG_KIND: contract.KIND_SWEEP}) as parent:
+        with stop_signals_to(_interrupt), mlflow.start_run(run_name=f"sweep {options.plan.name}", tags={contract.TAG_KIND: contract.KIND_SWEEP}) as parent:
             options.experiment_id = parent.info.experiment_id
             mlflow.set_tag(contract.TAG_SWEEP_STUDY, options.study_name)
             claims = Claims(options.study_name, options.storage or None)
@@ -76,7 +84,10 @@ def run_sweep(options: SweepOptions) -> SweepResult:
                     _run_phase(phase, options, claims, result, progress)
                 if options.register_as:
                     result.registered = _register_best(options, claims)
-            except TrainingInterrupted:
+            except TrainingInterrupted as stop:
+                for signum in STOP_SIGNALS:  # a second signal must not cut the bookkeeping short
+                    signal.signal(signum, signal.SIG_IGN)
+                _close_children(parent.info.run_id, f"{stop}; launch the same sweep again to resume")
                 mlflow.set_tag(contract.TAG_STOP_REASON, "interrupted; launch the same sweep again to resume")
                 mlflow.end_run("KILLED")
                 print("sweep interrupted: launch the same command again to resume it (finished runs are skipped)", file=sys.stderr, flush=True)
@@ -221,6 +232,16 @@ def _record_failure(child_id: str, error: Exception) -> None:
         client.set_terminated(child_id, "FAILED")
     if mlflow.active_run() and mlflow.active_run().info.run_id == child_id:
         mlflow.end_run("FAILED")
+
+
+def _close_children(parent_id: str, reason: str) -> None:
+    """KILLED for this worker's children still RUNNING: one stopped before its training began."""
+    client = MlflowClient()
+    for run in client.search_runs([mlflow.active_run().info.experiment_id], f"tags.{MLFLOW_PARENT_RUN_ID} = '{parent_id}' AND attributes.status = 'RUNNING'"):
+        client.set_tag(run.info.run_id, contract.TAG_STOP_REASON, reason[:500])
+        client.set_terminated(run.info.run_id, "KILLED")
+    while mlflow.active_run() and mlflow.active_run().info.run_id != parent_id:  # a child the trainer did not end
+        mlflow.end_run("KILLED")
 
 
 def _release_memory() -> None:

@@ -244,6 +244,19 @@ def chromium_page(width: int = 1600, height: int = 1100):
             browser.close()
 
 
+def wait_for_full_page(page, timeout_ms: int = 60_000) -> None:
+    """Until the whole first screen is there: the first chart drawn, the page script done (Streamlit
+    marks its app `data-test-script-state=notRunning` once every element has arrived) and every
+    table's grid drawn."""
+    wait_for_chart(page, timeout_ms)
+    page.wait_for_function(
+        "() => document.querySelector(\"[data-test-script-state='notRunning']\")"
+        " && [...document.querySelectorAll(\"[data-testid='stDataFrame']\")].every("
+        "t => (c => c && c.getBoundingClientRect().height > 50)(t.querySelector('canvas')))",
+        timeout=timeout_ms,
+    )
+
+
 def wait_for_chart(page, timeout_ms: int = 60_000) -> None:
     """Until the first chart has drawn marks (Vega's canvas or SVG is in the page and sized)."""
     page.wait_for_selector(CHART_SELECTOR, state="visible", timeout=timeout_ms)

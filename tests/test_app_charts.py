@@ -118,6 +118,8 @@ def test_ordered_palette_is_distinct_and_ordered():
         colors = charts.ordered_colors(n)
         assert len(colors) == n == len(set(colors))
     assert charts.ordered_colors(10) == charts.LR_ANCHORS
+    for n in range(2, 9):  # the lowest and the highest rate of a typical study must not both be near-black
+        assert {charts.ordered_colors(n)[0], charts.ordered_colors(n)[-1]}.isdisjoint({charts.LR_ANCHORS[0], charts.LR_ANCHORS[-1]})
 
 
 def test_continued_runs_draw_stage_boundaries(lab):

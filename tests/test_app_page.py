@@ -136,3 +136,36 @@ def test_switching_metric_turns_on_the_log_scale(lab_store, monkeypatch, metric)
     assert page.sidebar.checkbox(key="logy").value is True
     _, spec = curves_of(page)
     assert f'"{metric} (log)"' in json.dumps(spec)
+
+
+def test_a_sweep_filter_picks_one_sweep_and_its_parent_run_is_no_curve(make_store, monkeypatch):
+    """Real sweeps log a parent run (kind=sweep: plan, counts, no per-epoch metrics) beside their
+    children; the page offers each sweep as a filter and never draws or lists the parent."""
+    from mlflow.tracking import MlflowClient
+
+    from app import synthetic
+
+    uri = make_store()
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment(contract.DEFAULT_EXPERIMENT)
+    for study, rates in (("stages-aaa-e1", (1e-3, 1e-4)), ("stages-bbb-e1", (1e-2,))):
+        tags = {contract.TAG_SWEEP_STUDY: study}
+        parent = synthetic.log_run(client, experiment_id, name=f"sweep {study}", params={"plan": "stages"}, values={"children_trained": [len(rates)]},
+                                   tags={**tags, contract.TAG_KIND: contract.KIND_SWEEP})  # fmt: skip
+        for lr in rates:
+            synthetic.log_run(client, experiment_id, name=f"stages lr={lr:g}", params=synthetic.params_for(lr, "scratch", seed=1),
+                              values=synthetic.history(lr, "scratch", 4, 1), tags=tags, parent_run_id=parent)  # fmt: skip
+    page = open_page(monkeypatch, uri)
+    no_failure(page)
+    assert not [c.value for c in page.caption if "no metrics" in c.value or "no validation" in c.value], "the parent runs are not training runs"
+    assert sorted(page.dataframe[0].value["run"]) == ["stages lr=0.0001", "stages lr=0.001", "stages lr=0.01"]
+    offered = {widget.key for widget in page.sidebar.multiselect}
+    assert "sweep" in offered and not {"model", "data"} & offered, "the parents' empty params are no choice"
+    data, _ = curves_of(page)
+    assert set(data["lr_label"].dropna()) == {"0.01", "0.001", "0.0001"}
+    page.sidebar.multiselect(key="sweep").set_value(["stages-aaa-e1"]).run()
+    no_failure(page)
+    data, _ = curves_of(page)
+    assert set(data["lr_label"].dropna()) == {"0.001", "0.0001"}
+    assert len(page.dataframe[0].value) == 2
+    assert page.query_params["sweep"] in ("stages-aaa-e1", ["stages-aaa-e1"])

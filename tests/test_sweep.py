@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import time
 
 import mlflow
 import pytest
@@ -110,6 +113,26 @@ def test_two_workers_split_a_grid_without_running_any_configuration_twice(tmp_pa
     assert all(r.info.status == "FINISHED" for r in runs)
     parents = {r.data.tags["mlflow.parentRunId"] for r in runs}
     assert len(parents) == 2, "both workers trained a share"
+
+
+@pytest.mark.slow
+def test_sigterm_before_a_child_trains_ends_the_sweep_killed_not_running(tmp_path, tracking_uri):
+    """The signal lands while the sweep sets up (TensorFlow's import, data, the model), outside any
+    fit(): the default handler would kill the process and leave the parent RUNNING for ever."""
+    command = [sys.executable, "-m", "sweep", "--lrs", "1e-3,1e-4", "--stages", "scratch", "--epochs", "1", *TINY, "--experiment", "stopped"]
+    with open(tmp_path / "sweep.log", "w+") as log:
+        process = subprocess.Popen(command, cwd=tmp_path, env=subprocess_env(tracking_uri), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 120
+        while not sweep_runs() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        os.killpg(process.pid, signal.SIGTERM)
+        assert process.wait(timeout=120) == 128 + signal.SIGTERM, log.seek(0) or log.read()[-3000:]
+        log.seek(0)
+        output = log.read()
+    (parent,) = sweep_runs()
+    assert parent.info.status == "KILLED" and "resume" in parent.data.tags[contract.TAG_STOP_REASON]
+    assert all(child.info.status == "KILLED" for child in children(parent.info.run_id)), "no child left RUNNING"
+    assert "sweep interrupted" in output and "Traceback" not in output, output[-3000:]
 
 
 @pytest.mark.slow

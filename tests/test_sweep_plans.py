@@ -9,6 +9,17 @@ from sweep.cli import build_plan, main, parse_overrides
 from train.config import ConfigError
 
 
+def test_demo_plan_runs_offline_on_the_demo_data():
+    demo = plans.load_plan("demo")
+    plans.check_configurations(demo)
+    configurations = [c for phase in demo.phases for c in phase.configurations()]
+    assert demo.size() == len(configurations) == 6 + 2
+    assert {c["stage"] for c in configurations} == {"scratch", "finetune"}, "no ImageNet weights needed"
+    assert all(c["data"] == "demo" and c["image_size"] == 64 for c in configurations)
+    assert {c["schedule"] for c in configurations if c["stage"] == "scratch"} == {"constant", "cosine"}
+    assert demo.phases[1].init_from == {"phase": "scratch"}
+
+
 def test_ready_made_plans_reproduce_the_labs():
     stages = plans.load_plan("stages")
     assert [p.name for p in stages.phases] == ["stages", "finetune"]

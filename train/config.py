@@ -8,9 +8,12 @@ seconds, not a crashed epoch.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
+import signal
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,13 +24,30 @@ class ConfigError(ValueError):
     """A parameter the user gave is wrong; the message names it and says what to do."""
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)  # what a pre-empting scheduler and Ctrl-C send
+
+
+@contextlib.contextmanager
+def stop_signals_to(handler):
+    """SIGTERM and SIGINT go to `handler` inside the block, to the previous handlers after it.
+    Only the main thread receives signals; elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
 class TrainingInterrupted(Exception):
     """SIGTERM or SIGINT stopped training; the run is KILLED and can be resumed."""
 
-    def __init__(self, signum: int, epoch: int):
-        import signal
-
-        super().__init__(f"stopped by {signal.Signals(signum).name} during epoch {epoch}")
+    def __init__(self, signum: int, epoch: int | None):
+        where = f"during epoch {epoch}" if epoch is not None else "between runs"
+        super().__init__(f"stopped by {signal.Signals(signum).name} {where}")
         self.signum = signum
         self.epoch = epoch
 

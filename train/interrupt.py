@@ -9,15 +9,11 @@ KILLED. `--resume RUN_ID`, or `mlflow run --run-id RUN_ID`, continues from there
 from __future__ import annotations
 
 import json
-import signal
-import threading
 from pathlib import Path
 
 import keras
 
-from train.config import TrainingInterrupted, cache_root
-
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+from train.config import TrainingInterrupted, cache_root, stop_signals_to
 
 
 class GracefulStop(keras.callbacks.Callback):
@@ -27,18 +23,15 @@ class GracefulStop(keras.callbacks.Callback):
         super().__init__()
         self.signum: int | None = None
         self.epoch = 0
-        self._previous = {}
+        self._routing = None
 
     def __enter__(self):
-        if threading.current_thread() is threading.main_thread():  # signals only reach the main thread
-            for signum in STOP_SIGNALS:
-                self._previous[signum] = signal.signal(signum, self._handle)
+        self._routing = stop_signals_to(self._handle)
+        self._routing.__enter__()
         return self
 
     def __exit__(self, *exc):
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-        self._previous.clear()
+        self._routing.__exit__(*exc)
 
     def _handle(self, signum, frame):
         if self.signum is not None:  # a second signal: stop now, the user means it
