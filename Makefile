@@ -30,7 +30,7 @@ demo-sweep: $(STAMP)
 	@echo "Compare runs: make dashboard, then open http://localhost:8501/?exp=demo&join=true"
 
 dashboard: $(STAMP)
-	$(RUN) streamlit run app/dashboard.py
+	$(RUN) streamlit run app/serve.py
 
 test: $(STAMP)
 	bash .ci/system-deps.sh

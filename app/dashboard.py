@@ -16,19 +16,15 @@ if _ROOT not in sys.path:  # `streamlit run app/dashboard.py` puts app/, not the
     sys.path.insert(0, _ROOT)
 
 import dataclasses  # noqa: E402
-import os  # noqa: E402
 import time  # noqa: E402
-
-# A dashboard should say "server down" in seconds, not after MLflow's minutes of retries.
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
 
 import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
 from app import charts, frames, queries, report, url_state, views  # noqa: E402
 from train import contract  # noqa: E402
+
+queries.fail_fast()
 
 LOG_SCALE_METRICS = {frames.split_metric(contract.LOSS)[0], views.LEARNING_RATE}
 NO_FACET_LABEL = "(none)"
@@ -45,11 +41,6 @@ VIEWS = ["Runs", "LR sensitivity", "Schedules", "LR finder", "Groups", "Export"]
 @st.cache_resource(show_spinner=False)
 def client_for(key: str, _uri: str):
     return queries.open_client(_uri)
-
-
-@st.cache_resource(show_spinner=False)
-def history_cache_for(key: str) -> queries.HistoryCache:
-    return queries.HistoryCache()
 
 
 @st.cache_data(show_spinner=False, ttl=60)
@@ -80,7 +71,7 @@ def history_of(key: str, version: str, filters: tuple, join: bool, _uri: str, _s
             ancestors, _ = queries.predecessors(client, _selected, _runs_all)
             wanted = pd.concat([_selected, ancestors], ignore_index=True).drop_duplicates("run_id")
             known = pd.concat([_runs_all, ancestors], ignore_index=True).drop_duplicates("run_id")
-        cache = history_cache_for(key)
+        cache = queries.shared_history_cache(key)
         raw = cache.load(client, wanted)
     except Exception as error:  # noqa: BLE001 - a store failure is a message, never a traceback
         raise queries.explain(error, _uri) from None
@@ -125,7 +116,7 @@ def main() -> None:
         return
     names = experiments["name"].tolist()
     if not state["exp"] or not set(state["exp"]) & set(names):
-        state["exp"] = [contract.DEFAULT_EXPERIMENT] if contract.DEFAULT_EXPERIMENT in names else names[:1]
+        state["exp"] = queries.default_experiments(names)
     state["exp"] = [name for name in state["exp"] if name in names]
     ids = tuple(experiments.loc[experiments["name"].isin(state["exp"]), "experiment_id"])
     runs_all = _search(key, uri, ids, token)

@@ -74,6 +74,14 @@ class StoreError(RuntimeError):
 # Addresses
 
 
+def fail_fast() -> None:
+    """A dashboard should say "server down" in seconds, not after MLflow's minutes of retries
+    (MLflow reads these at each request; a value the user set wins)."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+
+
 def tracking_uri() -> str:
     return contract.tracking_uri()
 
@@ -514,7 +522,7 @@ class LoadStats:
 class HistoryCache:
     """Metric histories by run: finished runs are read once, running ones from their last step.
 
-    Shared by every session of one dashboard process, so it locks.
+    Shared by every session of one dashboard process (see `shared_history_cache`), so it locks.
     """
 
     entries: dict[str, _Entry] = field(default_factory=dict)
@@ -522,35 +530,39 @@ class HistoryCache:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def load(self, client: MlflowClient, runs: pd.DataFrame, keys: list[str] | None = None) -> pd.DataFrame:
-        """Histories of `runs` (long: run_id, key, step, value, timestamp), reading only what changed."""
+        """Histories of `runs` (long: run_id, key, step, value, timestamp), reading only what changed.
+        Loads take turns: a session that arrives while another (or the warm-up) reads the same
+        runs waits and then finds them cached, rather than reading them a second time."""
+        with self._lock:
+            return self._load(client, runs, keys)
+
+    def _load(self, client: MlflowClient, runs: pd.DataFrame, keys: list[str] | None) -> pd.DataFrame:
         started = time.perf_counter()
         keys = keys if keys is not None else history_keys(runs)
         own_keys = {run_id: frozenset(keys) & set(logged) for run_id, logged in zip(runs["run_id"], runs["metric_keys"], strict=True)}
         status = dict(zip(runs["run_id"], runs["status"], strict=True))
         end_time = {run_id: _ms(value) for run_id, value in zip(runs["run_id"], runs["end_time"], strict=True)}
         stats, full, incremental, starts = LoadStats(), [], [], []
-        with self._lock:
-            for run_id in runs["run_id"]:
-                entry = self.entries.get(run_id)
-                if entry is None or entry.frame.empty or not own_keys[run_id] <= entry.keys:
-                    full.append(run_id)
-                elif entry.status in ACTIVE_STATUSES or status[run_id] in ACTIVE_STATUSES:
-                    incremental.append(run_id)
-                    starts.append(self._last_step(entry, own_keys[run_id]))
-                elif entry.status != status[run_id] or entry.end_time != end_time[run_id]:
-                    full.append(run_id)
-                else:
-                    stats.cached += 1
+        for run_id in runs["run_id"]:
+            entry = self.entries.get(run_id)
+            if entry is None or entry.frame.empty or not own_keys[run_id] <= entry.keys:
+                full.append(run_id)
+            elif entry.status in ACTIVE_STATUSES or status[run_id] in ACTIVE_STATUSES:
+                incremental.append(run_id)
+                starts.append(self._last_step(entry, own_keys[run_id]))
+            elif entry.status != status[run_id] or entry.end_time != end_time[run_id]:
+                full.append(run_id)
+            else:
+                stats.cached += 1
         fetched_full = fetch_history(client, full, keys) if full else _empty_history()
         fetched_new = fetch_history(client, incremental, keys, start_step=min(starts)) if incremental else _empty_history()
-        with self._lock:
-            for run_id, part in _by_run(fetched_full, full):
-                self.entries[run_id] = _Entry(part, status[run_id], end_time[run_id], own_keys[run_id])
-            for run_id, part in _by_run(fetched_new, incremental):
-                old = self.entries[run_id]
-                merged = _clean_history(pd.concat([old.frame, part], ignore_index=True)) if not part.empty else old.frame
-                self.entries[run_id] = _Entry(merged, status[run_id], end_time[run_id], old.keys | own_keys[run_id])
-            frames = [self.entries[run_id].frame for run_id in runs["run_id"] if run_id in self.entries]
+        for run_id, part in _by_run(fetched_full, full):
+            self.entries[run_id] = _Entry(part, status[run_id], end_time[run_id], own_keys[run_id])
+        for run_id, part in _by_run(fetched_new, incremental):
+            old = self.entries[run_id]
+            merged = _clean_history(pd.concat([old.frame, part], ignore_index=True)) if not part.empty else old.frame
+            self.entries[run_id] = _Entry(merged, status[run_id], end_time[run_id], old.keys | own_keys[run_id])
+        frames = [self.entries[run_id].frame for run_id in runs["run_id"] if run_id in self.entries]
         stats.full, stats.incremental = len(full), len(incremental)
         stats.seconds = time.perf_counter() - started
         self.last = stats
@@ -562,6 +574,23 @@ class HistoryCache:
         """The step to re-read from: the smallest last step over the run's keys (a key not seen yet: 0)."""
         last = entry.frame.groupby("key")["step"].max()
         return int(min((last.get(key, 0) for key in keys), default=0))
+
+
+_SHARED: dict[str, HistoryCache] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_history_cache(key: str) -> HistoryCache:
+    """The history cache of one store and reader (`store_key`), one per process: every session
+    of the dashboard and its warm-up (app/warmup.py) fill and read the same one."""
+    with _SHARED_LOCK:
+        return _SHARED.setdefault(key, HistoryCache())
+
+
+def default_experiments(names: list[str]) -> list[str]:
+    """The experiment(s) a page opens on when its URL names none: the contract's default
+    experiment when the store has it, else the most recently updated (`names` is newest first)."""
+    return [contract.DEFAULT_EXPERIMENT] if contract.DEFAULT_EXPERIMENT in names else names[:1]
 
 
 def _ms(value) -> float | None:

@@ -15,8 +15,10 @@ A store of 200 runs x 100 epochs x 7 metrics behind a real `mlflow server`:
          Altair and reads every history over HTTP);
      this checkout's dashboard against the one at --old-rev (the page before cross-session caching
      and inline chart data, extracted with `git archive`), sessions alternating between the two
-     servers so both see the same machine load; beside them a page with one 10-point chart and a
-     10-row table (the floor of this browser set-up).
+     servers so both see the same machine load; beside them `streamlit run app/serve.py` (the same
+     page, the store read by its warm-up as the server starts) and a page with one 10-point chart
+     and a 10-row table (the floor of this browser set-up). Each session is timed until the curve
+     chart has drawn and until the full page (script done, every table drawn).
 
     .venv/bin/python bench/bench_dashboard.py [--runs 200] [--epochs 100] [--repeats 3]
         [--render 40x50 --render 200x100] [--sessions 4] [--cold 2] [--old-rev REV] [--skip-loaders] [--json out.json]
@@ -229,7 +231,8 @@ def render_figures(label: str, http_uri: str, args, log_dir: Path) -> dict:
     if not args.no_browser:
         floor = log_dir / "baseline_page.py"
         floor.write_text(BASELINE_PAGE)
-        result["browser"] = browser_figures(label, http_uri, {**pages, "floor": floor}, args, log_dir)
+        served = {"serve": REPO / "app" / "serve.py"}  # the same page, the store read as the server starts
+        result["browser"] = browser_figures(label, http_uri, {**pages, **served, "floor": floor}, args, log_dir)
     return result
 
 
@@ -240,6 +243,8 @@ def _line(what: str, result: dict, kind: str, args, width: int) -> str:
         before = result["before"][kind]
         result[f"{kind}_speedup"] = before / this
         line += f"   before ({args.old_rev}) {before:5.2f} s   {before / this:5.1f}x faster"
+    if "serve" in result:
+        line += f"   app/serve.py {result['serve'][kind]:5.2f} s"
     return line
 
 

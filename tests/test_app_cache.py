@@ -112,3 +112,32 @@ def test_many_runs_draw_the_best_first_and_list_every_one(lab_store, monkeypatch
     assert len(table) == 25 and len(drawn) == top
     assert drawn == sorted(table.sort_values("best_val_accuracy", ascending=False)["run"].head(top))
     assert any(f"Drawing the {top} runs" in caption.value for caption in page.caption)
+
+
+def test_warm_up_fills_the_shared_cache_so_the_first_session_reads_no_history(make_store, tmp_path, monkeypatch):
+    """What `streamlit run app/serve.py` does as the server starts: afterwards, the first session
+    of the page asks the server for the run list only."""
+    from app import queries, warmup
+
+    uri = make_store()
+    client = MlflowClient(tracking_uri=uri)
+    experiment_id = client.create_experiment(contract.DEFAULT_EXPERIMENT)
+    client.create_experiment("newer, not opened by default")
+    for lr in (1e-2, 1e-3):
+        synthetic.log_run(client, experiment_id, name=f"full lr={lr:g}", params=synthetic.params_for(lr, "full"), values=synthetic.history(lr, "full", 6))
+    with mlflow_server(uri, workdir=tmp_path) as served:
+        summary = warmup.warm_up(served)
+        assert summary["experiments"] == [contract.DEFAULT_EXPERIMENT] and summary["runs"] == 2
+        assert len(queries.shared_history_cache(queries.store_key(served)).entries) == 2
+        before = server_requests(served, tmp_path)
+        page = session(monkeypatch, served, contract.DEFAULT_EXPERIMENT)
+        assert not history_calls(server_requests(served, tmp_path)[len(before) :])
+        assert "0 run(s) read whole" in built(page) and "2 from cache" in built(page)
+
+
+def test_warm_up_of_a_store_that_is_down_leaves_it_to_the_page(monkeypatch):
+    from app import warmup
+    from tests.app_fixtures import free_port
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    assert warmup.warm_up(f"http://127.0.0.1:{free_port()}")["runs"] == 0  # no exception: a warning in the log

@@ -25,6 +25,16 @@ def test_suggestions_follow_the_stated_rules():
     assert minimum == pytest.approx(lrs[int(np.argmin(loss))] / 10)
 
 
+def test_steepest_ignores_a_dip_in_the_flat_noise_decades_before_the_minimum():
+    """The demo data's case: flat for decades, one steep wiggle early, the real fall near 1e-2."""
+    lrs = list(np.logspace(-6, 0, 61))
+    loss = [2.0 - 0.3 / (1 + math.exp(-(math.log10(lr) + 2.3) * 6)) + (max(0, math.log10(lr) + 1.5) ** 2) * 3 for lr in lrs]
+    loss[20] -= 0.15  # 1e-4: a noisy stretch the moving average kept, steeper than the real fall
+    steepest, minimum = suggestions(lrs, loss)
+    lowest = lrs[int(np.argmin(loss))]
+    assert lowest / 10 <= steepest <= lowest and 1e-3 <= steepest <= 1e-2
+
+
 def test_range_test_restores_the_weights(tracking_uri):
     import keras
 

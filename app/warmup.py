@@ -1,0 +1,52 @@
+"""Read the tracking store before the first visitor: what `app/serve.py` starts with the server.
+
+Streamlit runs a page's script only when a session opens, so the first visitor of a fresh
+`streamlit run app/dashboard.py` waits for the page's imports (pandas, MLflow, Altair) and for
+every history of the experiment it opens. The warm-up does both as the server starts, in a
+thread so the server answers at once: it imports the page's modules and loads the runs of the
+experiment a page opens on without `?exp=` (`queries.default_experiments`), or those of
+`LRLAB_WARM_EXPERIMENTS` (comma-separated names), into the history cache every session shares.
+A session that arrives while it reads waits for it and then finds the histories cached. A store
+that is down is left for the page to report.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+
+ENV_EXPERIMENTS = "LRLAB_WARM_EXPERIMENTS"
+log = logging.getLogger("lrlab.warmup")
+
+
+def warm_up(uri: str | None = None) -> dict:
+    """Load what a page will ask for first; a summary of what was read (also logged)."""
+    started = time.perf_counter()
+    from app import charts, frames, queries, report, views  # noqa: F401 - imported now, not by the first visitor
+
+    queries.fail_fast()
+    uri = uri or queries.tracking_uri()
+    try:
+        client = queries.open_client(uri)
+        experiments = queries.list_experiments(client)
+        wanted = [n.strip() for n in os.environ.get(ENV_EXPERIMENTS, "").split(",") if n.strip()] or queries.default_experiments(experiments["name"].tolist())
+        ids = list(experiments.loc[experiments["name"].isin(wanted), "experiment_id"])
+        runs = queries.search_runs(client, ids)
+        cache = queries.shared_history_cache(queries.store_key(uri))
+        cache.load(client, runs)
+    except Exception as error:  # noqa: BLE001 - the page says what is wrong with the store
+        log.warning("warm-up of %s skipped: %s", queries.display_uri(uri), str(error).splitlines()[0] if str(error) else type(error).__name__)
+        return {"experiments": [], "runs": 0, "seconds": time.perf_counter() - started}
+    summary = {"experiments": wanted, "runs": len(runs), "seconds": time.perf_counter() - started}
+    log.warning("warm-up: %d run(s) of %s read in %.1f s", summary["runs"], ", ".join(wanted) or "no experiment", summary["seconds"])
+    return summary
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app):
+    """st.App's lifespan hook: start the warm-up and let the server answer meanwhile."""
+    threading.Thread(target=warm_up, name="lrlab-warm-up", daemon=True).start()
+    yield None
