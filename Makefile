@@ -32,9 +32,10 @@ demo-sweep: $(STAMP)
 dashboard: $(STAMP)
 	$(RUN) streamlit run app/serve.py
 
+# Two workers: most slow tests train in one process that keeps about one core busy.
 test: $(STAMP)
 	bash .ci/system-deps.sh
-	$(RUN) pytest
+	$(RUN) pytest -n 2 --dist loadfile
 
 test-fast: $(STAMP)
 	$(RUN) pytest -m "not slow and not browser and not postgres"

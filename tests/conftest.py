@@ -33,6 +33,16 @@ def tiny_config(**overrides):
     return TrainConfig(**{**TINY, "stage": "scratch", "experiment": "tests", **overrides})
 
 
+# `make test` runs two pytest-xdist workers, a file per worker at a time (--dist loadfile). The
+# files that train the most start first, so the rest fill in beside them rather than after.
+LONGEST_FILES = ("test_team_server.py", "test_sweep.py", "test_faults.py", "test_lr_find.py", "test_mlflow_run.py", "test_training.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file keeps its own order
+
+
 def sqlite_uri(folder: Path) -> str:
     return f"sqlite:///{folder / 'mlflow.db'}"
 
@@ -55,13 +65,26 @@ def store(tmp_path_factory):
         yield folder
 
 
+LEAKED_RUN_ENV = ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID")
+
+
+@pytest.fixture(autouse=True)
+def forget_mlflow_run_env():
+    """mlflow.set_experiment exports MLFLOW_EXPERIMENT_ID into os.environ, and nothing takes it
+    back: without this, whichever test runs next (in another order, or on another xdist worker)
+    inherits an experiment ID from a store it does not use."""
+    yield
+    for name in LEAKED_RUN_ENV:
+        os.environ.pop(name, None)
+
+
 @contextlib.contextmanager
 def use_store(uri: str, monkeypatch):
     """Point both the environment and MLflow's in-process default at `uri` (train() sets the latter)."""
     import mlflow
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    for leaked in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID"):
+    for leaked in LEAKED_RUN_ENV:
         monkeypatch.delenv(leaked, raising=False)  # mlflow.set_experiment exports the ID; the next store lacks it
     mlflow.set_tracking_uri(uri)
     mlflow.MlflowClient(uri).search_experiments(max_results=1)  # create the tables before any subprocess races for them
@@ -73,7 +96,7 @@ def use_store(uri: str, monkeypatch):
 
 def subprocess_env(tracking_uri: str, **extra) -> dict[str, str]:
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", **extra}
-    for leaked in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+    for leaked in LEAKED_RUN_ENV:
         env.pop(leaked, None)
     return env
 

@@ -49,6 +49,10 @@ def test_serve_reads_the_store_as_it_starts_so_the_first_visitor_waits_for_nothi
         with chromium_page() as page:
             page.goto(f"{url}/?exp={contract.DEFAULT_EXPERIMENT}")
             wait_for_full_page(page)
+            try:  # the sidebar's last caption can paint a moment after the script is done
+                page.wait_for_function("() => document.querySelector(\"[data-testid='stSidebar']\").innerText.includes('built at')", timeout=30_000)
+            except Exception:  # noqa: BLE001 - say what the page shows instead
+                pytest.fail(f"no build note on the page: {page.inner_text('body')[-3000:]}")
             note = page.locator("[data-testid='stSidebar']").inner_text()
             assert "0 run(s) read whole" in note and "26 from cache" in note, note
             assert "Traceback" not in page.inner_text("body")

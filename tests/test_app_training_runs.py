@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ from streamlit.testing.v1 import AppTest
 from app import frames, queries, views
 from tests.app_fixtures import *  # noqa: F403
 from tests.app_fixtures import REPO, chart_data
+from tests.conftest import subprocess_env
 from train import contract
 
 TINY = ["--data", "demo", "--epochs", "2", "--image-size", "64", "--alpha", "0.35", "--stage", "scratch", "--weights", "none", "--batch-size", "32"]
@@ -24,7 +24,7 @@ def trained_store(tmp_path_factory):
     """Two tiny real trainings (two learning rates) in a fresh SQLite store."""
     folder = tmp_path_factory.mktemp("trained")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "CUDA_VISIBLE_DEVICES": ""}
+    env = subprocess_env(uri, CUDA_VISIBLE_DEVICES="")
     for lr in RATES:
         done = subprocess.run([sys.executable, "-m", "train", *TINY, "--lr", lr], cwd=folder, env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
