@@ -156,6 +156,7 @@ def _search(key: str, uri: str, ids: tuple[str, ...], token: int) -> pd.DataFram
 
 
 FILTER_LABELS = {"stage": "Stage", "model": "Model", "schedule": "Schedule", "lr": "Learning rate", "status": "Status", "data": "Dataset", "sweep": "Sweep"}
+OPTIONAL_FILTERS = {"sweep"}  # empty for every run (no sweep): nothing worth a word
 
 
 def _filter_choices(runs_all: pd.DataFrame) -> dict[str, list[str]]:
@@ -228,7 +229,7 @@ def _sidebar(experiments: list[str], filters: dict[str, list[str]], chart: dict[
         for name, options in filters.items():
             if len(options) > 1 or state[name]:
                 st.multiselect(FILTER_LABELS[name], options, key=name, placeholder="all")
-            elif options:
+            elif options and (options[0] or name not in OPTIONAL_FILTERS):
                 same[FILTER_LABELS[name].lower()] = options[0]
         if same:  # a filter with one value to offer filters nothing: say the value instead
             st.caption(plain("The same for every run: " + "; ".join(f"{label} {value or '(empty)'}" for label, value in same.items())))

@@ -169,3 +169,10 @@ def test_a_sweep_filter_picks_one_sweep_and_its_parent_run_is_no_curve(make_stor
     assert set(data["lr_label"].dropna()) == {"0.001", "0.0001"}
     assert len(page.dataframe[0].value) == 2
     assert page.query_params["sweep"] in ("stages-aaa-e1", ["stages-aaa-e1"])
+
+
+def test_a_store_without_sweeps_says_nothing_about_sweeps(lab_store, monkeypatch):
+    page = open_page(monkeypatch, lab_store["uri"])
+    no_failure(page)
+    assert "sweep" not in {widget.key for widget in page.sidebar.multiselect}
+    assert not [c.value for c in page.sidebar.caption if "sweep" in c.value.lower()]
