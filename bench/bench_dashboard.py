@@ -231,8 +231,8 @@ def render_figures(label: str, http_uri: str, args, log_dir: Path) -> dict:
     if not args.no_browser:
         floor = log_dir / "baseline_page.py"
         floor.write_text(BASELINE_PAGE)
-        served = {"serve": REPO / "app" / "serve.py"}  # the same page, the store read as the server starts
-        result["browser"] = browser_figures(label, http_uri, {**pages, **served, "floor": floor}, args, log_dir)
+        serve = REPO / "app" / "serve.py"  # the same page, the store read as the server starts
+        result["browser"] = browser_figures(label, http_uri, {**pages, "serve": serve, "floor": floor}, args, log_dir)
     return result
 
 

@@ -1,7 +1,7 @@
 """The README's screenshot: the dashboard on a tracking store, drawn by headless Chromium.
 
-    # the demo experiment it shows: eleven small runs on the built-in demo data (~10 min on 2 cores)
-    MLFLOW_TRACKING_URI=sqlite:////tmp/demo/mlflow.db python -m sweep --plan demo --data demo --experiment demo
+    # the demo experiment it shows: plans/demo.yaml, 8 small runs on the built-in demo data (~8 min on 2 cores)
+    MLFLOW_TRACKING_URI=sqlite:////tmp/demo/mlflow.db python -m sweep --plan demo --experiment demo
     python docs/screenshot.py sqlite:////tmp/demo/mlflow.db --query "exp=demo&join=true" --out docs/dashboard.png
 
 The page is served by `streamlit run` on a free port, opened at 1600 x 1100, and captured once
@@ -18,7 +18,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.app_fixtures import chromium_page, dashboard_server, wait_for_chart  # noqa: E402
+from tests.app_fixtures import chromium_page, dashboard_server, wait_for_full_page  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,8 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as logs, dashboard_server(args.tracking_uri, log_dir=Path(logs)) as url, chromium_page() as page:
         page.goto(f"{url}/?{args.query}")
-        wait_for_chart(page, timeout_ms=120_000)
-        page.wait_for_selector("[data-testid='stDataFrame'] canvas", state="visible", timeout=60_000)
+        wait_for_full_page(page, timeout_ms=120_000)
         page.wait_for_timeout(1500)  # Vega's and the grid's last paints
         page.screenshot(path=str(args.out), full_page=args.full_page)
     print(f"wrote {args.out}")

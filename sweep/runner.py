@@ -26,7 +26,7 @@ from sweep.plan import Phase, Plan, Range, config_key, make_config
 from sweep.progress import Progress
 from sweep.pruning import TrialReporter, make_pruner
 from train import contract, tracking
-from train.config import STOP_SIGNALS, ConfigError, TrainingInterrupted, stop_signals_to
+from train.config import ConfigError, TrainingInterrupted, stop_signals_to
 from train.preflight import preflight
 
 POLL_SECONDS = 5
@@ -70,34 +70,35 @@ def _interrupt(signum, frame):
 
 def run_sweep(options: SweepOptions) -> SweepResult:
     tracking.connect(options.experiment)
-    claims = None
-    try:
-        with stop_signals_to(_interrupt), mlflow.start_run(run_name=f"sweep {options.plan.name}", tags={contract.TAG_KIND: contract.KIND_SWEEP}) as parent:
-            options.experiment_id = parent.info.experiment_id
-            mlflow.set_tag(contract.TAG_SWEEP_STUDY, options.study_name)
-            claims = Claims(options.study_name, options.storage or None)
-            _log_parent(options)
-            result = SweepResult(parent.info.run_id)
-            progress = Progress(options.plan.size())
-            try:
-                for phase in options.plan.phases:
-                    _run_phase(phase, options, claims, result, progress)
-                if options.register_as:
-                    result.registered = _register_best(options, claims)
-            except TrainingInterrupted as stop:
-                for signum in STOP_SIGNALS:  # a second signal must not cut the bookkeeping short
-                    signal.signal(signum, signal.SIG_IGN)
+    with stop_signals_to(_interrupt), mlflow.start_run(run_name=f"sweep {options.plan.name}", tags={contract.TAG_KIND: contract.KIND_SWEEP}) as parent:
+        try:  # from the parent run's first moment: a signal anywhere ends it KILLED, not FAILED
+            return _run_plan(options, parent)
+        except TrainingInterrupted as stop:
+            with stop_signals_to(signal.SIG_IGN):  # a second signal must not cut the bookkeeping short
                 _close_children(parent.info.run_id, f"{stop}; launch the same sweep again to resume")
                 mlflow.set_tag(contract.TAG_STOP_REASON, "interrupted; launch the same sweep again to resume")
                 mlflow.end_run("KILLED")
-                print("sweep interrupted: launch the same command again to resume it (finished runs are skipped)", file=sys.stderr, flush=True)
-                raise
-            mlflow.log_metrics({"children_trained": len(result.trained), "children_failed": len(result.failed), "children_skipped": result.skipped})
-            print(progress.final_line(), flush=True)
+            print("sweep interrupted: launch the same command again to resume it (finished runs are skipped)", file=sys.stderr, flush=True)
+            raise
+
+
+def _run_plan(options: SweepOptions, parent) -> SweepResult:
+    options.experiment_id = parent.info.experiment_id
+    mlflow.set_tag(contract.TAG_SWEEP_STUDY, options.study_name)
+    claims = Claims(options.study_name, options.storage or None)
+    try:
+        _log_parent(options)
+        result = SweepResult(parent.info.run_id)
+        progress = Progress(options.plan.size())
+        for phase in options.plan.phases:
+            _run_phase(phase, options, claims, result, progress)
+        if options.register_as:
+            result.registered = _register_best(options, claims)
+        mlflow.log_metrics({"children_trained": len(result.trained), "children_failed": len(result.failed), "children_skipped": result.skipped})
+        print(progress.final_line(), flush=True)
         return result
     finally:
-        if claims is not None:
-            claims.close()
+        claims.close()
 
 
 def _log_parent(options: SweepOptions) -> None:

@@ -42,8 +42,12 @@ def stop_signals_to(handler):
             signal.signal(signum, old)
 
 
-class TrainingInterrupted(Exception):
-    """SIGTERM or SIGINT stopped training; the run is KILLED and can be resumed."""
+class TrainingInterrupted(BaseException):
+    """SIGTERM or SIGINT stopped training; the run is KILLED and can be resumed.
+
+    A BaseException, like KeyboardInterrupt: a sweep raises it from its signal handler, anywhere,
+    and libraries that catch Exception would turn it into an error of their own (MLflow wraps
+    whatever is raised inside its SQL sessions as an MlflowException)."""
 
     def __init__(self, signum: int, epoch: int | None):
         where = f"during epoch {epoch}" if epoch is not None else "between runs"

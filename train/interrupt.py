@@ -8,6 +8,7 @@ KILLED. `--resume RUN_ID`, or `mlflow run --run-id RUN_ID`, continues from there
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -23,15 +24,14 @@ class GracefulStop(keras.callbacks.Callback):
         super().__init__()
         self.signum: int | None = None
         self.epoch = 0
-        self._routing = None
+        self._routing = contextlib.ExitStack()
 
     def __enter__(self):
-        self._routing = stop_signals_to(self._handle)
-        self._routing.__enter__()
+        self._routing.enter_context(stop_signals_to(self._handle))
         return self
 
     def __exit__(self, *exc):
-        self._routing.__exit__(*exc)
+        self._routing.close()
 
     def _handle(self, signum, frame):
         if self.signum is not None:  # a second signal: stop now, the user means it

@@ -36,9 +36,9 @@ LR_MIN_LOSS_DIV10 = "lr_min_loss_div10"
 LR_FIND_BATCH_LOSS = "lr_find_batch_loss"
 SMOOTHING = 0.98
 MIN_SKIP = 10  # the first smoothed points still carry the moving average's start-up noise
-# steepest looks this far below the minimum's lr (10 = one decade): on a curve that stays flat
-# for decades, the steepest point of its noise could lie anywhere (4e-5 on the demo data).
-STEEPEST_DECADES_BELOW_MIN = 10
+# steepest looks no further below the minimum's lr than this factor (one decade): on a curve
+# that stays flat for decades, the steepest point of its noise could lie anywhere (4e-5 on the demo data).
+STEEPEST_WITHIN_FACTOR = 10
 
 
 @dataclass
@@ -85,7 +85,7 @@ def suggestions(lrs: list[float], smoothed: list[float]) -> tuple[float, float]:
     skip = max(MIN_SKIP, len(losses) // 10)
     lowest = int(np.argmin(losses[skip:])) + skip
     slope = np.gradient(losses, np.log10(lrs))
-    start = max(skip, int(np.searchsorted(lrs, lrs[lowest] / STEEPEST_DECADES_BELOW_MIN)))
+    start = max(skip, int(np.searchsorted(lrs, lrs[lowest] / STEEPEST_WITHIN_FACTOR)))
     window = slope[start : lowest + 1]
     steepest = lrs[start + int(np.argmin(window))] if window.size else lrs[lowest]
     return float(steepest), float(lrs[lowest] / 10)
