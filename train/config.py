@@ -24,6 +24,7 @@ class ConfigError(ValueError):
     """A parameter the user gave is wrong; the message names it and says what to do."""
 
 
+CACHE_CHOICES = ("auto", "memory", "disk", "none")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)  # what a pre-empting scheduler and Ctrl-C send
 
 
@@ -93,6 +94,8 @@ class TrainConfig:
     mixed_precision: str = option("auto", "auto: float16 compute on GPUs with compute capability >= 7.0, float32 elsewhere. on / off force it.")
     xla: bool = option(False, "Compile the training step with XLA (jit_compile).")
     strategy: str = option("auto", "auto: MirroredStrategy over all GPUs when there are several. mirrored: always (on a CPU-only machine the CPU is split into 2 logical devices). none: one device.")
+    cache: str = option("auto", "Where decoded images (uint8, at image_size) are kept: auto (in memory when they fit in a quarter of the available memory, else on disk), memory, disk (prepared once in the lrlab cache and reused by every run on the same files) or none (decode every epoch).")
+    deterministic: bool = option(False, "TensorFlow op determinism: the same seed gives the same per-epoch metrics, at some cost in speed.")
     experiment: str = option("", f"MLflow experiment (python -m train only; under mlflow run use --experiment-name). Default: MLFLOW_EXPERIMENT_NAME or '{contract.DEFAULT_EXPERIMENT}'.")
     run_name: str = option("", "Run name. Default: '<stage> lr=<lr>', e.g. 'full lr=1e-05'.")
     resume: str = option("", "ID of an unfinished run (KILLED, FAILED or stale) to continue from its last completed epoch, in the same run. Give the same parameters it had.")
@@ -148,6 +151,7 @@ def _check_choices(config: TrainConfig) -> None:
         "optimizer": contract.OPTIMIZERS,
         "mixed_precision": ("auto", "on", "off"),
         "strategy": ("auto", "none", "mirrored"),
+        "cache": CACHE_CHOICES,
     }
     for name, allowed in choices.items():
         value = getattr(config, name)

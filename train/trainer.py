@@ -59,6 +59,10 @@ def train(config: TrainConfig, checked: Preflight | None = None, callbacks=(), r
 
     devices = set_up_devices(config)
     keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
     global_batch = config.batch_size
     train_data, val_data = make_datasets(report, config.image_size, global_batch, config.seed, config.augment)
     steps_per_epoch = math.ceil(len(report.train) / global_batch)
