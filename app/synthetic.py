@@ -19,29 +19,21 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from app import queries
 from train import contract
+from train.config import TrainConfig
+from train.schedules import learning_rate_at
 
 # The log10 learning rate each stage likes best, and the accuracy it reaches there.
 BEST_LOG_LR = {"scratch": -3.0, "full": -4.0, "head": -3.0, "finetune": -5.0}
 CEILING = {"scratch": 0.72, "full": 0.93, "head": 0.86, "finetune": 0.95}
 STEP = 1000  # metric timestamps: one epoch per second of fake time
 LOG_BATCH_MAX = 1000  # MLflow's limit on metrics in one log_batch
+SYNTHETIC_STEPS_PER_EPOCH = 12  # batches per fake epoch (the warm-up ramp's logged mean depends on it)
 
 
-def learning_rates(lr: float, schedule: str, epochs: int, warmup: int = 0) -> list[float]:
-    rates = []
-    for epoch in range(epochs):
-        if schedule == "exponential":
-            rate = lr * math.exp(-0.1 * epoch)
-        elif schedule == "step":
-            rate = lr * 0.5 ** (epoch // 10)
-        elif schedule == "cosine":
-            rate = lr * 0.5 * (1 + math.cos(math.pi * epoch / max(1, epochs)))
-        else:
-            rate = lr
-        if warmup and epoch < warmup:
-            rate = lr * epoch / warmup
-        rates.append(rate)
-    return rates
+def learning_rates(lr: float, schedule: str, epochs: int, warmup: int = 0, steps_per_epoch: int = SYNTHETIC_STEPS_PER_EPOCH) -> list[float]:
+    """The per-epoch `learning_rate` training would log: train/schedules.py's formulas at their defaults."""
+    config = TrainConfig(lr=lr, schedule=schedule, epochs=epochs, warmup_epochs=warmup)
+    return [learning_rate_at(epoch, config, steps_per_epoch) for epoch in range(epochs)]
 
 
 def history(lr: float, stage: str, epochs: int, seed: int = 0, schedule: str = "constant", start_accuracy: float | None = None) -> dict[str, list[float]]:

@@ -42,7 +42,8 @@ class EpochMetricsLogger(keras.callbacks.Callback):
         end = time.perf_counter()
         train_seconds = (self._train_end or end) - self._epoch_start
         metrics = {name: float(logs[name]) for name in (contract.LOSS, contract.ACCURACY, contract.VAL_LOSS, contract.VAL_ACCURACY) if name in logs}
-        metrics[contract.LEARNING_RATE] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        # The schedule callback puts the mean rate of the epoch's batches here (warm-up changes it per batch).
+        metrics[contract.LEARNING_RATE] = float(logs.get(contract.LEARNING_RATE, keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
         metrics[contract.EPOCH_SECONDS] = end - self._epoch_start
         metrics[contract.IMAGES_PER_SECOND] = self.train_images / max(train_seconds, 1e-9)
         self.rows.append({"epoch": epoch, **metrics})

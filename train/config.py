@@ -84,7 +84,7 @@ class TrainConfig:
     epochs_drop: int = option(10, "step: drop every epochs_drop epochs (when milestones is empty).")
     milestones: str = option("", "step: comma-separated epochs at which to drop instead, e.g. 40,60.")
     decay_epochs: int = option(0, "exponential: stop decaying after this many epochs (0 = never stop).")
-    warmup_epochs: int = option(0, "Linear warm-up from 0 to lr over this many epochs before the schedule starts.")
+    warmup_epochs: int = option(0, "Linear warm-up, batch by batch, from near 0 to lr over this many epochs before the schedule starts.")
     optimizer: str = option("adam", "Optimizer: adam, sgd (momentum 0.9) or rmsprop.")
     augment: bool = option(False, "Random flips, rotations and zooms on training images.")
     dropout: float = option(0.2, "Dropout rate before the classifier.")

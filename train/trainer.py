@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from train import contract, interrupt, tracking
+from train.batch_schedule import BatchSchedule
 from train.callbacks import EpochMetricsLogger, StopOnNonFiniteLoss
 from train.config import ConfigError, TrainConfig, TrainingError, TrainingInterrupted
 from train.data import make_datasets
@@ -33,7 +34,6 @@ from train.models import auto_bn_momentum, build_model, unfreeze_for_finetune
 from train.preflight import Preflight, preflight
 from train.report import confusion_matrix_figure
 from train.scan import DataReport
-from train.schedules import schedule_function
 
 SERVER_PATIENCE_SECONDS = 120  # how long the end of a run waits for a tracking server that went away
 
@@ -89,7 +89,7 @@ def train(config: TrainConfig, checked: Preflight | None = None, callbacks=(), r
             print(f"resuming run {run_id} after epoch {interrupt.completed_epochs(run_id) - 1}", flush=True)
         nan_guard = StopOnNonFiniteLoss()
         with interrupt.GracefulStop() as stopper:
-            fit_callbacks = [keras.callbacks.LearningRateScheduler(schedule_function(config)), stopper, nan_guard, logger, checkpoint, *callbacks]
+            fit_callbacks = [BatchSchedule(config, steps_per_epoch), stopper, nan_guard, logger, checkpoint, *callbacks]
             try:
                 model.fit(train_data, validation_data=val_data, epochs=config.epochs, callbacks=fit_callbacks, shuffle=False, verbose="auto")
             except TrainingInterrupted as stop:
