@@ -1,8 +1,9 @@
 """`python -m train.stale`: find runs that say RUNNING but whose training process is gone.
 
 MLflow leaves a run RUNNING forever when its process is killed with SIGKILL (or the
-machine dies). A RUNNING training run is stale when its process, on this host, no longer
-exists, or when it has logged nothing for longer than --max-silence-minutes (other hosts).
+machine dies). A RUNNING training run (tag kind=train) is stale when its process, on this
+host, no longer exists, or when it has logged nothing for longer than --max-silence-minutes
+(other hosts). Sweep parents, lr_find and evaluate runs are never judged.
 `--mark` sets them KILLED with a stop_reason tag; `--resume RUN_ID` can continue them.
 """
 
@@ -27,7 +28,10 @@ class StaleRun:
 
 
 def find_stale(client, experiment_ids: list[str], max_silence_minutes: float) -> list[StaleRun]:
-    runs = client.search_runs(experiment_ids, filter_string="attributes.status = 'RUNNING'", max_results=5000)
+    # Only training runs carry host/pid tags and log `loss` every epoch; a sweep parent, an
+    # lr_find or an evaluate run logs neither, so silence says nothing about them.
+    only_training = f"attributes.status = 'RUNNING' AND tags.{contract.TAG_KIND} = '{contract.KIND_TRAIN}'"
+    runs = client.search_runs(experiment_ids, filter_string=only_training, max_results=5000)
     stale = []
     for run in runs:
         reason = _why_stale(client, run, max_silence_minutes)
