@@ -1,0 +1,158 @@
+"""The statistics of comparisons against scipy's own results: Student-t intervals of a mean, Welch
+intervals of a difference, the seeds-needed approximation, groups and verdicts."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as scipy_stats
+
+from app import stats
+
+SAMPLES = [
+    ([0.80, 0.81, 0.79], [0.70, 0.71, 0.69]),
+    ([0.802, 0.777, 0.83, 0.81, 0.795], [0.79, 0.62, 0.85]),  # unequal sizes and spreads
+    ([1.0, 2.0], [1.5, 1.6, 1.4, 1.55, 1.45, 1.5]),
+]
+
+
+@pytest.mark.parametrize("values", [s[0] for s in SAMPLES] + [s[1] for s in SAMPLES])
+def test_interval_of_the_mean_is_scipys_student_t(values):
+    got = stats.describe(values)
+    expected = scipy_stats.t.interval(0.95, len(values) - 1, loc=np.mean(values), scale=scipy_stats.sem(values))
+    assert (got.n, got.mean, got.std) == (len(values), pytest.approx(np.mean(values)), pytest.approx(np.std(values, ddof=1)))
+    assert (got.ci_low, got.ci_high) == pytest.approx(expected)
+
+
+def test_three_seeds_give_the_t_interval_not_the_z_one():
+    got = stats.describe([0.0, 1.0, 2.0])  # s = 1, s/√3
+    assert got.ci_high - got.mean == pytest.approx(4.302653 / math.sqrt(3), rel=1e-6)  # t(0.975, 2), not z = 1.96
+
+
+@pytest.mark.parametrize(("a", "b"), SAMPLES)
+def test_difference_interval_is_scipys_welch(a, b):
+    got = stats.welch(stats.describe(a), stats.describe(b))
+    result = scipy_stats.ttest_ind(a, b, equal_var=False)
+    interval = result.confidence_interval(0.95)
+    assert got.value == pytest.approx(np.mean(a) - np.mean(b))
+    assert (got.low, got.high) == pytest.approx((interval.low, interval.high))
+    assert got.df == pytest.approx(result.df)
+    # The interval excludes 0 exactly when Welch's test rejects at 5%.
+    assert (got.low > 0 or got.high < 0) == (result.pvalue < 0.05)
+
+
+def test_one_run_has_no_interval_and_no_difference_interval():
+    one = stats.describe([0.8])
+    assert one.n == 1 and one.mean == 0.8 and math.isnan(one.std) and math.isnan(one.ci_low)
+    difference = stats.welch(one, stats.describe([0.7, 0.71]))
+    assert difference.value == pytest.approx(0.095) and math.isnan(difference.low) and math.isnan(difference.high)
+    assert math.isnan(stats.seeds_needed(0.09, one, stats.describe([0.7, 0.71])))
+
+
+def test_identical_repeats_give_a_point_interval():
+    difference = stats.welch(stats.describe([0.8, 0.8]), stats.describe([0.7, 0.7, 0.7]))
+    assert (difference.low, difference.high) == pytest.approx((0.1, 0.1))
+
+
+@pytest.mark.parametrize(("difference", "a", "b"), [(0.01, [0.80, 0.81, 0.79], [0.79, 0.80, 0.78]), (0.05, [0.8, 0.7, 0.9], [0.75, 0.7, 0.8, 0.72]), (0.3, [1.0, 2.0], [1.5, 1.6])])
+def test_seeds_needed_reach_the_power_under_the_normal_approximation(difference, a, b):
+    """n seeds per group give a z-test of the observed spread ≥ 80% power at this difference; n − 1 do not."""
+    sa, sb = stats.describe(a), stats.describe(b)
+    n = stats.seeds_needed(difference, sa, sb)
+    sigma2 = (sa.std**2 + sb.std**2) / 2
+
+    def power(seeds):
+        return scipy_stats.norm.cdf(difference / math.sqrt(2 * sigma2 / seeds) - scipy_stats.norm.ppf(0.975))
+
+    assert power(n) >= 0.8
+    assert n == 2 or power(n - 1) < 0.8
+
+
+def test_equal_means_need_infinitely_many_seeds():
+    assert math.isinf(stats.seeds_needed(0.0, stats.describe([0.8, 0.9]), stats.describe([0.8, 0.9])))
+
+
+def runs(*groups, stage="head", model="mobilenet_v2", extra=None) -> list[dict]:
+    """Rows of `values_of`'s shape: each group is (lr, [values]); the seed and the device differ per run."""
+    rows = []
+    for lr, values in groups:
+        for seed, value in enumerate(values):
+            params = {"lr": f"{lr:g}", "stage": stage, "model": model, "seed": str(seed), "device": f"GPU {seed}", "run_name": f"r{seed}", **(extra or {})}
+            rows.append({"run_id": f"{stage}-{lr:g}-{seed}-{model}", "run_name": f"{stage} lr={lr:g}", "stage": stage, "model": model,
+                         "status": "FINISHED", "pruned": False, "params": params, "value": value})  # fmt: skip
+    return rows
+
+
+def test_verdicts_per_stage_and_the_sentences():
+    values = pd.DataFrame(
+        runs((1e-3, [0.80, 0.81, 0.79]), (1e-4, [0.70, 0.71, 0.69]), (1e-6, [0.79, 0.80, 0.81, 0.78]))
+        + runs((1e-3, [0.9]), (1e-4, [0.8]), stage="full")
+    )
+    comparison = stats.compare(values)
+    table = comparison.table
+    verdict = {(row.stage, row.lr): row.verdict for row in table.itertuples()}
+    assert verdict == {("head", 1e-3): "best", ("head", 1e-4): "worse", ("head", 1e-6): "within_noise", ("full", 1e-3): "best", ("full", 1e-4): "cannot_tell"}
+    assert list(table["stage"]) == ["full", "full", "head", "head", "head"]  # the contract's stage order, best first
+    assert set(table["n"]) == {1, 3, 4}  # the device and run_name differ per run, the runs still group
+    worse = table[(table["stage"] == "head") & (table["lr"] == 1e-4)].iloc[0]
+    expected = scipy_stats.ttest_ind([0.80, 0.81, 0.79], [0.70, 0.71, 0.69], equal_var=False).confidence_interval(0.95)
+    assert (worse["difference"], worse["difference_low"], worse["difference_high"]) == pytest.approx((0.1, expected.low, expected.high))
+    said = stats.sentences(comparison)
+    assert said[0].startswith("full: one run each: cannot tell; add `-P repeats=3` to the sweep")
+    assert said[1].startswith("head: lr 1e-3 is best, 0.800 [0.775, 0.825] over 3 seeds; lr 1e-6 is within noise of it (needs ~")
+    assert "lr 1e-4 is worse by 0.100 [0.077, 0.123]" in said[1]
+    assert stats.runner_up_note(comparison)[1].startswith("head: the winner (lr 1e-3) is within noise of the runner-up (lr 1e-6)")
+
+
+def test_lowest_loss_is_best_and_the_difference_counts_how_much_higher():
+    values = pd.DataFrame(runs((1e-3, [0.50, 0.52, 0.51]), (1e-4, [0.80, 0.82, 0.81])))
+    table = stats.compare(values, stats.LOWEST_VAL_LOSS).table
+    assert list(table["verdict"]) == ["best", "worse"] and table["lr"].iloc[0] == 1e-3
+    assert table["difference"].iloc[1] == pytest.approx(0.30) and table["difference_low"].iloc[1] > 0
+
+
+def test_other_params_that_vary_are_columns_and_name_the_groups():
+    values = pd.DataFrame(runs((1e-3, [0.8, 0.82]), extra={"schedule": "constant"}) + runs((1e-3, [0.7, 0.72]), extra={"schedule": "cosine"}))
+    comparison = stats.compare(values)
+    assert comparison.params == ["schedule"]
+    assert list(comparison.table.columns[:4]) == ["stage", "model", "lr", "schedule"]
+    assert list(comparison.table["group"]) == ["schedule constant", "schedule cosine"]
+
+
+def test_several_models_are_ranked_apart():
+    values = pd.DataFrame(runs((1e-3, [0.8, 0.82])) + runs((1e-3, [0.6, 0.62]), model="efficientnet_b0"))
+    comparison = stats.compare(values)
+    assert list(comparison.table["verdict"]) == ["best", "best"]
+    assert [s.split(":")[0] for s in stats.sentences(comparison)] == ["head · mobilenet_v2", "head · efficientnet_b0"]
+
+
+def test_nan_missing_unfinished_and_pruned_runs_are_left_out_with_notes():
+    rows = runs((1e-3, [0.8, 0.82, math.nan]), (1e-2, [math.nan, math.nan]), (1e-4, [0.5, 0.52]))
+    rows[-1]["status"] = "RUNNING"
+    rows[-2]["pruned"] = True
+    comparison = stats.compare(pd.DataFrame(rows))
+    assert list(comparison.table["lr"]) == [1e-3] and comparison.table["n"].iloc[0] == 2
+    assert len(comparison.notes) == 3
+    assert "1 run(s) not FINISHED" in comparison.notes[0] and "1 run(s) stopped early" in comparison.notes[1]
+    assert "3 finished run(s) have no best validation accuracy" in comparison.notes[2]
+    nothing = stats.compare(pd.DataFrame(runs((1e-2, [math.nan]))))
+    assert nothing.table.empty and stats.sentences(nothing) == [] and nothing.notes
+
+
+def test_group_keys_ignore_repeats_and_bookkeeping_only():
+    params = pd.Series([
+        {"lr": "0.001", "seed": "1", "device": "CPU", "experiment": "a", "run_name": "x", "resume": "", "train_images": "288"},
+        {"lr": "0.001", "seed": "2", "device": "GPU 0 (H200)", "experiment": "b", "run_name": "y", "train_images": "288"},
+        {"lr": "0.001", "seed": "3", "device": "CPU", "train_images": "300"},  # other data: not a repeat
+        {"lr": "0.0001", "seed": "1", "device": "CPU", "train_images": "288"},
+    ])  # fmt: skip
+    keys = stats.group_keys(params)
+    assert keys[0] == keys[1] and len(set(keys)) == 3
+    assert stats.group_keys(params, vary=("seed", "train_images")).nunique() == 2
+
+
+def test_learning_rates_read_as_powers_of_ten():
+    assert [stats.lr_text(v) for v in (1e-3, 3e-3, 2.5e-4, 1e-9, 0.1)] == ["1e-3", "3e-3", "2.5e-4", "1e-9", "1e-1"]
