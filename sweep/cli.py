@@ -3,7 +3,9 @@
 Named options pick the plan and how it runs; every other `--name value` (what `mlflow run
 -P name=value` passes for a parameter the entry point does not declare) overrides that
 training parameter in the plan: `a,b` is a grid axis, `low..high:log` an Optuna range,
-anything else a fixed value, and `--PHASE.name` changes one phase only.
+anything else a fixed value, and `--PHASE.name` changes one phase only. Every named option
+also takes the underscore spelling (`--prune_startup`): `mlflow run -P prune_startup=3` passes
+a parameter the entry point does not declare as `--prune_startup 3`.
 """
 
 from __future__ import annotations
@@ -25,11 +27,11 @@ from train.config import ConfigError
 @click.option("--storage", default="", help="Database URL shared by all workers (Optuna's storage and the claims on configurations), e.g. postgresql://user:pw@host/optuna or sqlite:///sweep.db. Empty: this process only.")
 @click.option("--study", default="", help="Sweep name shared by its workers. Default: <plan>-<hash of the plan>, so the same command resumes the same sweep.")
 @click.option("--pruning", default="none", show_default=True, type=click.Choice(["none", "median", "halving"]), help="Stop runs whose val_accuracy falls behind the others of their phase (Optuna MedianPruner or SuccessiveHalvingPruner).")
-@click.option("--prune-startup", default=2, show_default=True, type=int, help="median: runs that complete before any is pruned.")
-@click.option("--prune-warmup", default=1, show_default=True, type=int, help="Epochs every run trains before it can be pruned.")
-@click.option("--register-as", default="", help="Register the best model of each stage under this name (alias = stage) and the overall best as @champion. Empty: don't register.")
+@click.option("--prune-startup", "--prune_startup", "prune_startup", default=2, show_default=True, type=int, help="median: runs that complete before any is pruned.")
+@click.option("--prune-warmup", "--prune_warmup", "prune_warmup", default=1, show_default=True, type=int, help="Epochs every run trains before it can be pruned.")
+@click.option("--register-as", "--register_as", "register_as", default="", help="Register the best model of each stage under this name (alias = stage) and the overall best as @champion. Empty: don't register.")
 @click.option("--experiment", default="", help="MLflow experiment (python -m sweep only; under mlflow run use --experiment-name).")
-@click.option("--dry-run", is_flag=True, help="Print the configurations and exit.")
+@click.option("--dry-run", "--dry_run", "dry_run", is_flag=True, help="Print the configurations and exit.")
 @click.pass_context
 def command(ctx, plan, lrs, stages, schedules, repeats, trials, storage, study, pruning, prune_startup, prune_warmup, register_as, experiment, dry_run) -> None:
     """Run a whole experiment grid as one MLflow parent run with a child run per configuration."""

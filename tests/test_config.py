@@ -117,15 +117,40 @@ def test_readme_documents_every_parameter():
     assert not missing, f"README's parameter table lacks {missing}"
 
 
+def _sample(param: dict) -> str:
+    """A value unlike the default, so a parameter that never reaches its option is noticed."""
+    default = param.get("default", "")
+    if param.get("type") == "int":
+        return str(int(default) + 1)
+    if param.get("type") == "float":
+        return f"{float(default) * 2:g}"
+    return str(default) or "runs:/r1/model"  # non-empty defaults are choices (none, steepest, demo, auto)
+
+
+def _same(parsed, text: str) -> bool:
+    try:
+        return float(parsed) == float(text)
+    except (TypeError, ValueError):
+        return str(parsed) == text
+
+
 @pytest.mark.parametrize(("entry", "module"), [("sweep", "sweep.cli"), ("lr_find", "train.lr_find"), ("evaluate", "train.evaluate")])
 def test_every_parameter_of_the_other_entry_points_is_an_option(entry, module):
-    """Each declared parameter, given as MLflow renders the command, parses (and an undeclared one too)."""
+    """Each declared parameter, rendered by `mlflow run`'s own code, lands in its option with its
+    value (the sweep's data and epochs are plan overrides); an undeclared training parameter too."""
     import importlib
     import shlex
 
-    spec = mlproject()["entry_points"][entry]
-    values = {name: str(param.get("default", "x")) or "v" for name, param in spec["parameters"].items()}
-    argv = shlex.split(spec["command"].format(**values))[3:]  # drop "python -m MODULE"
-    command = importlib.import_module(module).command
-    context = command.make_context(f"python -m {module}", [*argv, "--val_split", "0.3"] if entry != "evaluate" else argv)
-    assert context.params or context.args
+    from mlflow.projects._project_spec import load_project
+
+    values = {name: _sample(param) for name, param in mlproject()["entry_points"][entry]["parameters"].items()}
+    undeclared = {"val_split": "0.3"} if entry != "evaluate" else {}
+    rendered = load_project(str(REPO)).get_entry_point(entry).compute_command({**values, **undeclared}, None)
+    argv = shlex.split(rendered)[3:]  # drop "python -m MODULE"
+    context = importlib.import_module(module).command.make_context(f"python -m {module}", argv)
+    overrides = dict(zip(context.args[::2], context.args[1::2], strict=True))
+    for name, value in {**values, **undeclared}.items():
+        if name in context.params:
+            assert _same(context.params[name], value), f"{entry}: -P {name}={value} reached the option as {context.params[name]!r}"
+        else:
+            assert entry == "sweep" and overrides.get(f"--{name}") == value, f"{entry}: -P {name}={value} reached no option ({context.args})"

@@ -107,3 +107,45 @@ def test_plan_file_errors_name_the_file(tmp_path):
     reserved.write_text("phases:\n  - grid: {init_model: [a]}\n")
     with pytest.raises(ConfigError, match="'init_model' is set by the sweep itself"):
         plans.load_plan(str(reserved))
+
+
+def documented_sweep_parameters() -> list[tuple[str, str]]:
+    """Every `-P name=value` the README's Sweeps section gives a sweep (its -e lr_find, -e
+    evaluate and -e main command lines aside)."""
+    import re
+
+    from tests.conftest import REPO
+
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## Sweeps") : readme.index("### Where to start")].replace("\\\n", " ")
+    lines = [line for line in section.splitlines() if "-e sweep" in line or not line.lstrip().startswith(("mlflow ", "python ", "#"))]
+    pairs = re.findall(r"-P ([\w.]+)=([^\s`]+)", "\n".join(lines))
+    return sorted(set(pairs))
+
+
+def test_every_documented_sweep_parameter_works_through_mlflow_run(tmp_path, capsys, tracking_uri, monkeypatch):
+    """Rendered by `mlflow run`'s own code (an undeclared parameter becomes `--name value`), each
+    parses and plans (dry run); a named option gets the value itself."""
+    import shlex
+
+    from mlflow.projects._project_spec import load_project
+
+    from sweep.cli import command
+    from tests.conftest import REPO
+
+    documented = documented_sweep_parameters()
+    names = {name for name, _ in documented}
+    assert {"plan", "lrs", "stages", "repeats", "trials", "storage", "pruning", "prune_startup", "prune_warmup", "register_as", "image_size", "finetune.lr"} <= names, names
+    entry = load_project(str(REPO)).get_entry_point("sweep")
+    monkeypatch.chdir(REPO)  # where `mlflow run .` runs the command
+    stand_ins = {"data": "demo", "storage": f"sqlite:///{tmp_path / 'sweep.db'}", "N": "3"}  # README's paths and placeholders
+    for name, value in documented:
+        value = stand_ins.get(name, stand_ins.get(value, value))
+        given = {name: value, **({"plan": "stages"} if "." in name else {})}
+        argv = shlex.split(entry.compute_command(given, None))[3:]
+        assert main([*argv, "--dry-run"]) == 0, f"-P {name}={value}: {capsys.readouterr().err}"
+        context = command.make_context("python -m sweep", argv)
+        if name in context.params:
+            assert str(context.params[name]) == value, (name, context.params[name])
+        else:
+            assert context.args[context.args.index(f"--{name}") + 1] == value
