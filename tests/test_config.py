@@ -71,6 +71,12 @@ BAD_INPUTS = [
     (["--milestones", "40,x"], "milestones"),
     (["--bn-momentum", "1.5"], "bn_momentum"),
     (["--warmup-epochs", "10", "--epochs", "10"], "warmup_epochs"),
+    (["--image-size", "10000"], "image_size must be from 32 to 1024"),
+    (["--epochs", "1000000"], "epochs must be from 1 to"),
+    (["--batch-size", "100000"], "batch_size must be from 1 to"),
+    (["--seed", "-1"], "seed must be a whole number from 0 to 4294967295"),
+    (["--seed", str(2**32)], "seed must be a whole number from 0 to"),
+    (["--alpha", "0.6"], "alpha=0.6 has no ImageNet weights for mobilenet_v2; use one of 0.35, 0.5, 0.75, 1, 1.3, 1.4, or -P weights=none"),
 ]
 
 
@@ -78,6 +84,14 @@ BAD_INPUTS = [
 def test_bad_parameter_is_one_line_naming_it(args, named, tracking_uri, capsys):
     assert main(args) == 2
     assert named in error_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize(("name", "content"), [("weights.h5", b"not hdf5 at all"), ("weights.txt", b"\x89HDF\r\n\x1a\n....")])
+def test_a_weights_file_that_is_not_one_is_one_line(name, content, tmp_path, tracking_uri, capsys):
+    path = tmp_path / name
+    path.write_bytes(content)
+    assert main(["--weights", str(path)]) == 2
+    assert f"weights file '{path}' is not a Keras weights file" in error_line(capsys.readouterr().err)
 
 
 def test_init_model_that_does_not_resolve(tracking_uri, capsys):

@@ -25,6 +25,12 @@ class ConfigError(ValueError):
 
 
 CACHE_CHOICES = ("auto", "memory", "disk", "none")
+IMAGENET_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)  # the MobileNetV2 widths Keras has ImageNet weights for
+# Upper bounds: beyond them a run fails after minutes of work (memory) or is a typo.
+MAX_IMAGE_SIZE = 1024
+MAX_BATCH_SIZE = 4096
+MAX_EPOCHS = 10_000
+MAX_SEED = 2**32 - 1  # numpy's seed range
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)  # what a pre-empting scheduler and Ctrl-C send
 
 
@@ -72,7 +78,7 @@ class TrainConfig:
     batch_size: int = option(32, "Images per batch (split across devices under a distribution strategy).")
     data: str = option("demo", "Image folder (one sub-folder per class, or train/ and val/ each with class sub-folders), or 'demo' for the built-in generated data set.")
     val_split: float = option(0.2, "Fraction of each class held out for validation, when the folder has no train/ and val/ sub-folders.")
-    image_size: int = option(224, "Images are resized to image_size x image_size. At least 32.")
+    image_size: int = option(224, f"Images are resized to image_size x image_size, from 32 to {MAX_IMAGE_SIZE}.")
     model: str = option("mobilenet_v2", "Architecture: mobilenet_v2 or efficientnet_b0.")
     alpha: float = option(1.0, "MobileNetV2 width multiplier (0.35, 0.5, 0.75, 1.0, 1.3, 1.4 have ImageNet weights).")
     stage: str = option("full", "scratch: random weights, all layers train. full: pretrained base + new head, all train. head: base frozen, only the head trains. finetune: continue from init_model with every layer but BatchNormalization trainable.")
@@ -130,10 +136,11 @@ def _require(condition: bool, message: str) -> None:
 
 def _check_numbers(config: TrainConfig) -> None:
     _require(math.isfinite(config.lr) and config.lr > 0, f"lr must be a number greater than 0 (got {config.lr}); try 1e-4")
-    _require(config.epochs >= 1, f"epochs must be at least 1 (got {config.epochs})")
-    _require(config.batch_size >= 1, f"batch_size must be at least 1 (got {config.batch_size})")
+    _require(1 <= config.epochs <= MAX_EPOCHS, f"epochs must be from 1 to {MAX_EPOCHS} (got {config.epochs})")
+    _require(1 <= config.batch_size <= MAX_BATCH_SIZE, f"batch_size must be from 1 to {MAX_BATCH_SIZE} (got {config.batch_size}); try 32")
     _require(0 < config.val_split < 1, f"val_split must be between 0 and 1, exclusive (got {config.val_split}); try 0.2")
-    _require(config.image_size >= 32, f"image_size must be at least 32 pixels for {config.model} (got {config.image_size})")
+    _require(32 <= config.image_size <= MAX_IMAGE_SIZE, f"image_size must be from 32 to {MAX_IMAGE_SIZE} pixels for {config.model} (got {config.image_size}); try 224")
+    _require(0 <= config.seed <= MAX_SEED, f"seed must be a whole number from 0 to {MAX_SEED} (got {config.seed})")
     _require(config.alpha > 0, f"alpha must be greater than 0 (got {config.alpha}); try 1.0 or 0.35")
     _require(0 <= config.dropout < 1, f"dropout must be in [0, 1) (got {config.dropout})")
     _require(config.decay >= 0, f"decay must be 0 or more (got {config.decay})")
@@ -180,9 +187,22 @@ def _check_paths(config: TrainConfig) -> None:
     if config.weights not in ("imagenet", "none"):
         path = Path(config.weights).expanduser()
         _require(path.is_file(), f"weights file '{config.weights}' does not exist; give imagenet, none or the path of a weights file")
+        _require(_is_weights_file(path), f"weights file '{config.weights}' is not a Keras weights file (HDF5 .weights.h5 or .h5, or a .keras file); give imagenet, none or such a file")
+    elif config.weights == "imagenet" and config.stage in ("full", "head") and config.model == "mobilenet_v2":
+        _require(config.alpha in IMAGENET_ALPHAS, f"alpha={config.alpha:g} has no ImageNet weights for mobilenet_v2; use one of {', '.join(f'{a:g}' for a in IMAGENET_ALPHAS)}, or -P weights=none")
     if config.data != "demo":
         path = Path(config.data).expanduser()
         _require(path.is_dir(), f"data folder '{config.data}' does not exist; give a folder with one sub-folder per class, or 'demo'")
+
+
+def _is_weights_file(path: Path) -> bool:
+    """What Keras' load_weights reads: an HDF5 file (.weights.h5, legacy .h5) or a .keras zip.
+    Checked by name and first bytes here, so a wrong file fails before TensorFlow loads."""
+    with open(path, "rb") as file:
+        head = file.read(8)
+    if path.name.endswith(".keras"):
+        return head.startswith(b"PK\x03\x04")
+    return path.name.endswith((".h5", ".hdf5")) and head == b"\x89HDF\r\n\x1a\n"
 
 
 _CHECKS = (_check_choices, _check_numbers, _check_text, _check_paths)
