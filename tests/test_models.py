@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from keras import layers
 
+from tests.app_fixtures import free_port
 from tests.conftest import tiny_config
 from train.models import IMAGENET_STDDEV_RGB, all_layers, auto_bn_momentum, build_model, unfreeze_for_finetune
 
@@ -65,3 +66,110 @@ def test_models_take_raw_pixels_and_return_float32_probabilities():
     out = model.predict(np.full((2, 64, 64, 3), 255.0, "float32"), verbose=0)
     assert out.dtype == np.float32 and out.shape == (2, 4)
     np.testing.assert_allclose(out.sum(axis=1), 1, atol=1e-5)
+
+
+KERAS_LOADS_OUR_FILE = """
+import sys, h5py, keras, numpy as np
+from keras.src.applications import efficientnet, mobilenet_v2
+from keras.src.backend.config import keras_home
+from keras.src.legacy.saving.legacy_h5_format import save_weights_to_hdf5_group
+from train import weights
+
+assert str(weights.keras_models_dir()) == keras_home() + "/models", (weights.keras_models_dir(), keras_home())
+assert weights.MOBILENET_V2_URL == mobilenet_v2.BASE_WEIGHT_PATH and weights.EFFICIENTNET_URL == efficientnet.BASE_WEIGHTS_PATH
+assert weights.EFFICIENTNET_B0_NO_TOP_MD5 == efficientnet.WEIGHTS_HASHES["b0"][1]
+source = keras.applications.MobileNetV2(input_shape=(96, 96, 3), alpha=0.35, include_top=False, weights=None)
+name, url, _ = weights.imagenet_file("mobilenet_v2", 0.35, 96)
+weights.keras_models_dir().mkdir(parents=True)
+with h5py.File(weights.keras_models_dir() / name, "w") as file:  # the legacy format Keras' own files are in
+    save_weights_to_hdf5_group(file, source)
+# Offline, Keras would fail to download a file of any other name: it must find ours in its cache.
+loaded = keras.applications.MobileNetV2(input_shape=(96, 96, 3), alpha=0.35, include_top=False, weights="imagenet")
+assert all(np.array_equal(a, b) for a, b in zip(source.get_weights(), loaded.get_weights(), strict=True))
+print("ok", name)
+"""
+
+
+def test_imagenet_file_names_and_cache_are_the_ones_keras_uses(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "KERAS_HOME": str(tmp_path / "keras-home"), "https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}
+    done = subprocess.run([sys.executable, "-c", KERAS_LOADS_OUR_FILE], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "ok mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_96_no_top.h5" in done.stdout
+
+
+class WeightsMirror:
+    """A loopback HTTP server standing in for Keras' download host: serves `files`, 404 for the rest, or hangs."""
+
+    def __init__(self, files: dict[str, bytes], hang: bool = False):
+        import http.server
+        import threading
+
+        self.requests: list[str] = []
+        mirror = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                mirror.requests.append(self.path)
+                if hang:
+                    mirror.release.wait(30)
+                    return
+                body = files.get(self.path.lstrip("/"))
+                self.send_response(200 if body is not None else 404)
+                self.end_headers()
+                self.wfile.write(body or b"not found")
+
+            def log_message(self, *args):
+                pass
+
+        self.release = threading.Event()
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_missing_imagenet_weights_are_fetched_once_into_the_keras_cache(tmp_path, monkeypatch):
+    from train import weights
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    config = tiny_config(stage="full", weights="imagenet", alpha=1.0, image_size=160)
+    name = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_160_no_top.h5"
+    with WeightsMirror({name: b"\x89HDF\r\n\x1a\n weights"}) as mirror:
+        assert weights.ensure_imagenet_weights(config, base_url=mirror.url) == tmp_path / "models" / name
+        assert weights.ensure_imagenet_weights(config, base_url=mirror.url) == tmp_path / "models" / name
+        assert mirror.requests == [f"/{name}"], "the second run finds the file in the cache"
+    assert (tmp_path / "models" / name).read_bytes() == b"\x89HDF\r\n\x1a\n weights"
+    assert weights.ensure_imagenet_weights(tiny_config(stage="scratch", weights="imagenet")) is None, "scratch loads no weights"
+
+
+@pytest.mark.parametrize("failure", ["not_found", "refused", "hangs"])
+def test_a_failed_weights_download_is_one_line_naming_the_file_the_folder_and_weights_none(failure, tmp_path, monkeypatch):
+    import time
+
+    from train import weights
+    from train.config import ConfigError
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    config = tiny_config(stage="head", weights="imagenet", model="efficientnet_b0")
+    started = time.monotonic()
+    with WeightsMirror({}, hang=failure == "hangs") as mirror, pytest.raises(ConfigError) as raised:
+        url = f"http://127.0.0.1:{free_port()}/" if failure == "refused" else mirror.url
+        weights.ensure_imagenet_weights(config, base_url=url, timeout=1)
+    message = str(raised.value)
+    assert "\n" not in message and time.monotonic() - started < 10
+    assert f"ImageNet weights for efficientnet_b0 are not in {tmp_path / 'models'}" in message
+    assert "copy efficientnetb0_notop.h5 there" in message and "-P weights=/path/to/efficientnetb0_notop.h5" in message
+    assert message.endswith("or train without them: -P weights=none")
+    assert not list((tmp_path / "models").glob("*")), "no partial file left where Keras would trust it"

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import keras
 from keras import layers
 
-from train.config import TrainConfig
+from train.config import ConfigError, TrainConfig
 
 # EfficientNet's ImageNet weights store the RGB standard deviation where the variance of
 # its Normalization layer belongs; Keras corrects that with an extra Rescaling layer, but
@@ -97,7 +97,8 @@ def _load_weights_file(base: keras.Model, path: str, model_name: str) -> None:
     try:
         base.load_weights(path)
     except (ValueError, OSError, KeyError) as error:
-        raise ValueError(f"weights file '{path}' does not fit {model_name} (include_top=False): {error}") from None
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(f"weights file '{path}' does not fit {model_name} (include_top=False): {first_line[:300]}; give that model's weights file or -P weights=none") from None
     if model_name == "efficientnet_b0":
         # Same correction Keras makes for downloaded weights: divide once more by sqrt(stddev),
         # folded into the variance, so a file gives exactly the model weights="imagenet" gives.

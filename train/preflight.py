@@ -1,4 +1,4 @@
-"""Checks that run before TensorFlow loads: parameters, tracking store, init_model, data.
+"""Checks that run before TensorFlow loads: parameters, tracking store, ImageNet weights, init_model, data.
 
 A mistake in any of them is reported in seconds, as one line, and no MLflow run is
 started, so nothing is left RUNNING and nothing already recorded is touched.
@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from train import tracking
+from train import tracking, weights
 from train.config import TrainConfig
 from train.demo_data import demo_folder
 from train.scan import DataReport, scan
@@ -25,6 +25,7 @@ class Preflight:
 def preflight(config: TrainConfig) -> Preflight:
     config.validate()
     tracking.connect(config.experiment)
+    weights.ensure_imagenet_weights(config)  # offline, a missing file is one line here, not a Keras traceback later
     init_run_id = tracking.resolve_model_run(config.init_model) if config.stage == "finetune" else None
     if config.resume:
         tracking.check_resumable(config.resume, config)

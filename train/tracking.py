@@ -116,6 +116,8 @@ def resolve_model_run(model_uri: str) -> str:
     except (MlflowException, OSError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ConfigError(f"init_model '{model_uri}' does not resolve: {first_line}") from None
+    if "keras" not in info.flavors:
+        raise ConfigError(f"init_model '{model_uri}' is not a Keras model (flavors: {', '.join(sorted(info.flavors)) or 'none'}); fine-tune a model that lrlab trained")
     if not info.run_id:
         raise ConfigError(f"init_model '{model_uri}' is not linked to a training run")
     return info.run_id
