@@ -42,7 +42,7 @@ def main() -> int:
 
     config = TrainConfig(data="demo", stage="scratch", weights="none", lr=1e-3, epochs=args.epochs, image_size=args.image_size, alpha=args.alpha, augment=args.augment, experiment="bench")
     checked = preflight(config)
-    train_data, _ = make_datasets(checked.report, config.image_size, config.batch_size, config.seed, config.augment)
+    train_data, _ = make_datasets(checked.report, checked.images, config.batch_size, config.seed, config.augment)
     rates = []
     for epoch in range(args.epochs):
         started = time.perf_counter()

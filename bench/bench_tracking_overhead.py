@@ -59,7 +59,7 @@ def main() -> int:
 
     def bare() -> float:
         keras.utils.set_random_seed(config.seed)
-        train_data, val_data = make_datasets(checked.report, config.image_size, config.batch_size, config.seed, False)
+        train_data, val_data = make_datasets(checked.report, checked.images, config.batch_size, config.seed, False)
         steps = -(-len(checked.report.train) // config.batch_size)
         model = build_model(len(checked.report.class_names), config, auto_bn_momentum(steps))
         model.compile(optimizer=keras.optimizers.Adam(learning_rate=config.lr), loss="sparse_categorical_crossentropy", metrics=["accuracy"])

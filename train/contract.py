@@ -34,6 +34,14 @@ BEST_VAL_ACCURACY = "best_val_accuracy"
 BEST_EPOCH = "best_epoch"
 SUMMARY_METRICS = (BEST_VAL_ACCURACY, BEST_EPOCH)
 
+# What reading the data cost a run, logged once (step 0), and whether the prepared images were reused.
+DATA_SCAN_SECONDS = "data_scan_seconds"
+DATA_FILES_OPENED = "data_files_opened"  # files the scan opened (the rest were known from an earlier scan)
+DATA_PREPARE_SECONDS = "data_prepare_seconds"  # preparing (or opening) the decoded-image cache
+DATA_IMAGES_DECODED = "data_images_decoded"  # images decoded to prepare the cache: 0 when it was reused
+DATA_CACHE_REUSED = "data_cache_reused"  # 1 when the decoded images came from an earlier run's cache
+DATA_METRICS = (DATA_SCAN_SECONDS, DATA_FILES_OPENED, DATA_PREPARE_SECONDS, DATA_IMAGES_DECODED, DATA_CACHE_REUSED)
+
 # Tags.
 TAG_KIND = "kind"
 KIND_TRAIN = "train"
@@ -47,6 +55,7 @@ TAG_PID = "pid"
 TAG_SWEEP_STUDY = "sweep_study"  # on a sweep's parent run and every child: which sweep
 TAG_SWEEP_PHASE = "sweep_phase"  # on a child: the plan phase it belongs to
 TAG_SWEEP_CONFIG = "sweep_config"  # on a child: the configuration's key (a resumed sweep skips it)
+TAG_DATA_CACHE = "data_cache"  # where the run's decoded images were kept (memory, disk, none) and the cache entry
 TAG_PRUNED = "pruned"  # "true" on a child that Optuna's pruner stopped early
 CHAMPION_ALIAS = "champion"  # the registry alias of a sweep's overall best model
 
@@ -55,6 +64,7 @@ MODEL_ARTIFACT = "model"
 CLASS_NAMES_FILE = "class_names.json"
 HISTORY_FILE = "history.csv"
 CONFUSION_MATRIX_FILE = "confusion_matrix.png"
+CONFUSION_MATRIX_DATA_FILE = "confusion_matrix.json"  # class_names, counts[true][predicted], most_confused pairs
 DATA_REPORT_FILE = "data_report.json"
 
 # Parameters the dashboard groups and filters by (all logged as MLflow params).

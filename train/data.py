@@ -1,25 +1,31 @@
-"""tf.data input pipelines: parallel decode, cache, then shuffle, batch, augment, prefetch.
+"""tf.data input pipelines over prepared images: shuffle rows, read batches, cast, augment, prefetch.
 
-The cache sits before any random step, so decoding and resizing happen once (in the
-first epoch) and every later epoch reads decoded images from memory while augmentation
-stays random per epoch.
+The images come from an `ImageSource` (train/cache.py): uint8 at the training size, in
+memory, read from the prepared file on disk, or decoded every epoch (`cache=none`). Each
+epoch shuffles the list of row numbers (16 bytes an image), then reads whole batches in
+that order, so no shuffle buffer of decoded images exists and memory does not grow with
+the data set beyond what the source keeps. The float32 conversion and the random
+augmentation happen per batch, after the read.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 from keras import layers
 
+from train.cache import ImageSource
+from train.images import decode_file
 from train.scan import DataReport
 
 AUTOTUNE = tf.data.AUTOTUNE
 
 
-def make_datasets(report: DataReport, image_size: int, batch_size: int, seed: int, augment: bool):
+def make_datasets(report: DataReport, images: ImageSource, batch_size: int, seed: int, augment: bool):
     """Return (train, validation) datasets of (float32 RGB 0-255 images, int labels)."""
     augmentation = make_augmentation(seed) if augment else None
-    train = _pipeline(report.train, image_size, batch_size, seed=seed, shuffle=True, augmentation=augmentation)
-    val = _pipeline(report.val, image_size, batch_size, seed=seed, shuffle=False, augmentation=None)
+    train = _pipeline(images, report.train, batch_size, seed=seed, shuffle=True, augmentation=augmentation)
+    val = _pipeline(images, report.val, batch_size, seed=seed, shuffle=False, augmentation=None)
     return train, val
 
 
@@ -36,22 +42,32 @@ def make_augmentation(seed: int):
 
 
 def decode_image(path: tf.Tensor, image_size: int) -> tf.Tensor:
-    data = tf.io.read_file(path)
-    image = tf.io.decode_image(data, channels=3, expand_animations=False, dtype=tf.uint8)
-    image = tf.image.resize(image, (image_size, image_size))
+    """One image file as float32 RGB 0-255 at image_size, through the decoder training uses (for `evaluate`)."""
+    image = tf.numpy_function(lambda p: decode_file(_text(p), image_size), [path], tf.uint8, stateful=False)
     image.set_shape((image_size, image_size, 3))
-    return image
+    return tf.cast(image, tf.float32)
 
 
-def _pipeline(items, image_size: int, batch_size: int, seed: int, shuffle: bool, augmentation):
-    paths = [path for path, _ in items]
-    labels = [label for _, label in items]
-    dataset = tf.data.Dataset.from_tensor_slices((paths, labels))
-    dataset = dataset.map(lambda path, label: (decode_image(path, image_size), label), num_parallel_calls=AUTOTUNE)
-    dataset = dataset.cache()
+def _text(path) -> str:
+    """A path tensor's value as numpy_function hands it over: bytes in a graph, a 0-d array eagerly."""
+    return (path.item() if isinstance(path, np.ndarray) else path).decode()
+
+
+def _pipeline(images: ImageSource, items, batch_size: int, seed: int, shuffle: bool, augmentation):
+    rows = images.rows_of([path for path, _ in items])
+    labels = np.fromiter((label for _, label in items), dtype=np.int64, count=len(items))
+    dataset = tf.data.Dataset.from_tensor_slices((rows, labels))
     if shuffle:
-        dataset = dataset.shuffle(len(items), seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.shuffle(len(items), seed=seed, reshuffle_each_iteration=True)  # row numbers only
     dataset = dataset.batch(batch_size)
+    size = images.image_size
+
+    def read(batch_rows, batch_labels):
+        batch = tf.numpy_function(images.gather, [batch_rows], tf.uint8, stateful=False)
+        batch.set_shape((None, size, size, 3))
+        return tf.cast(batch, tf.float32), batch_labels
+
+    dataset = dataset.map(read, num_parallel_calls=AUTOTUNE)
     if augmentation is not None:
-        dataset = dataset.map(lambda images, labels: (augmentation(images, training=True), labels), num_parallel_calls=AUTOTUNE)
+        dataset = dataset.map(lambda batch, batch_labels: (augmentation(batch, training=True), batch_labels), num_parallel_calls=AUTOTUNE)
     return dataset.prefetch(AUTOTUNE)

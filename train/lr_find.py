@@ -126,7 +126,7 @@ def run_lr_find(config: TrainConfig, checked, min_lr: float, max_lr: float, step
 
     devices = set_up_devices(config)
     keras.utils.set_random_seed(config.seed)
-    train_data, _ = make_datasets(checked.report, config.image_size, config.batch_size, config.seed, config.augment)
+    train_data, _ = make_datasets(checked.report, checked.images, config.batch_size, config.seed, config.augment)
     with devices.strategy.scope():
         model = model_for(config, checked.report, bn_momentum=None)
         model.compile(optimizer=optimizer_for(config), loss="sparse_categorical_crossentropy", jit_compile=config.xla)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from train import tracking, weights
+from train.cache import ImageSource, open_images
 from train.config import TrainConfig
 from train.demo_data import demo_folder
 from train.scan import DataReport, scan
@@ -20,6 +21,7 @@ class Preflight:
     report: DataReport
     init_run_id: str | None
     resume_run_id: str | None = None
+    images: ImageSource | None = None  # decoded once per machine and folder (train/cache.py)
 
 
 def preflight(config: TrainConfig) -> Preflight:
@@ -32,4 +34,13 @@ def preflight(config: TrainConfig) -> Preflight:
     folder = demo_folder() if config.data == "demo" else Path(config.data).expanduser()
     report = scan(folder, config.val_split, config.seed, config.image_size)
     print(report.summary(), flush=True)
-    return Preflight(report, init_run_id, config.resume or None)
+    images = open_images([path for path, _ in report.train + report.val], config.image_size, config.cache, source=report.source)
+    print(_cache_line(images), flush=True)
+    return Preflight(report, init_run_id, config.resume or None, images)
+
+
+def _cache_line(images: ImageSource) -> str:
+    if images.mode == "none":
+        return "images: decoded every epoch (cache=none)"
+    how = f"prepared now ({images.decoded} decoded in {images.seconds:.1f} s)" if images.decoded else f"reused (opened in {images.seconds:.1f} s)"
+    return f"images: {images.mode}, cache entry {images.key} {how}"

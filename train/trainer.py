@@ -64,7 +64,7 @@ def train(config: TrainConfig, checked: Preflight | None = None, callbacks=(), r
 
         tf.config.experimental.enable_op_determinism()
     global_batch = config.batch_size
-    train_data, val_data = make_datasets(report, config.image_size, global_batch, config.seed, config.augment)
+    train_data, val_data = make_datasets(report, checked.images, global_batch, config.seed, config.augment)
     steps_per_epoch = math.ceil(len(report.train) / global_batch)
     bn_momentum = None
     if config.stage == "scratch":
@@ -126,8 +126,21 @@ def _start_run_records(config: TrainConfig, checked: Preflight, devices, bn_mome
         "device": devices.description,
     }
     tracking.log_params_once({**config.as_params(), **{key: str(value) for key, value in extras.items()}})
+    _log_data_costs(checked)
     if not resumed:
         _log_data(report)
+
+
+def _log_data_costs(checked: Preflight) -> None:
+    images, report = checked.images, checked.report
+    mlflow.set_tag(contract.TAG_DATA_CACHE, f"{images.mode} {images.key}".strip())
+    mlflow.log_metrics({
+        contract.DATA_SCAN_SECONDS: report.seconds,
+        contract.DATA_FILES_OPENED: report.inspected,
+        contract.DATA_PREPARE_SECONDS: images.seconds,
+        contract.DATA_IMAGES_DECODED: images.decoded,
+        contract.DATA_CACHE_REUSED: int(images.reused),
+    }, step=0)
 
 
 def _end_interrupted(run_id: str, stop: TrainingInterrupted, metrics: MetricBuffer) -> None:
