@@ -1,7 +1,7 @@
 """The comparison dashboard: `streamlit run app/dashboard.py`.
 
 Reads MLFLOW_TRACKING_URI (a SQLite file or an `mlflow server`; default the contract's).
-The page is thin: it reads the settings (kept in the URL), loads through `app.queries`,
+The page is thin: it reads the settings (kept in the URL), loads through `app.loaders` (caches over `app.queries`),
 and lays out what `app.views` builds. Every failure of the store is a message on the page.
 Run names, params and tags are shown as text only: tables, escaped captions, chart data.
 """
@@ -21,7 +21,7 @@ import time  # noqa: E402
 import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
-from app import charts, frames, queries, report, url_state, views  # noqa: E402
+from app import charts, export, frames, loaders, queries, report, url_state, views  # noqa: E402
 from train import contract  # noqa: E402
 
 queries.fail_fast()
@@ -29,66 +29,6 @@ queries.fail_fast()
 LOG_SCALE_METRICS = {frames.split_metric(contract.LOSS)[0], views.LEARNING_RATE}
 NO_FACET_LABEL = "(none)"
 VIEWS = ["Runs", "LR sensitivity", "Schedules", "LR finder", "Groups", "Export"]
-
-
-# Every cache below is shared by all sessions of the process and keyed on `queries.store_key`: the
-# store and the credentials reading it. The run search is asked again after a minute (or on "Reload
-# runs", or by live refresh); everything built from the runs is keyed on their fingerprint
-# (`queries.runs_version`: states, params, tags and each run's latest update), so a new session,
-# and a reload that finds nothing new, reads no history and builds no chart.
-
-
-@st.cache_resource(show_spinner=False)
-def client_for(key: str, _uri: str):
-    return queries.open_client(_uri)
-
-
-@st.cache_data(show_spinner=False, ttl=60)
-def experiments_of(key: str, token: int, _uri: str) -> pd.DataFrame:
-    try:
-        return queries.list_experiments(client_for(key, _uri))
-    except Exception as error:  # noqa: BLE001
-        raise queries.explain(error, _uri) from None
-
-
-@st.cache_data(show_spinner=False, ttl=60, max_entries=64)
-def runs_of(key: str, experiment_ids: tuple[str, ...], filter_string: str, token: int, _uri: str) -> pd.DataFrame:
-    try:
-        return queries.search_runs(client_for(key, _uri), list(experiment_ids), filter_string)
-    except Exception as error:  # noqa: BLE001
-        raise queries.explain(error, _uri) from None
-
-
-@st.cache_resource(show_spinner=False, max_entries=4, ttl=3600)
-def history_of(key: str, version: str, filters: tuple, join: bool, _uri: str, _selected, _runs_all):
-    """The selected runs' histories (tidy), and with `join` those of the runs they continue from:
-    (history, the runs to draw from, every run the views may refer to). One copy for all sessions
-    and settings of the same runs."""
-    try:
-        client = client_for(key, _uri)
-        wanted, known = _selected, _runs_all
-        if join:
-            ancestors, _ = queries.predecessors(client, _selected, _runs_all)
-            wanted = pd.concat([_selected, ancestors], ignore_index=True).drop_duplicates("run_id")
-            known = pd.concat([_runs_all, ancestors], ignore_index=True).drop_duplicates("run_id")
-        cache = queries.shared_history_cache(key)
-        raw = cache.load(client, wanted)
-    except Exception as error:  # noqa: BLE001 - a store failure is a message, never a traceback
-        raise queries.explain(error, _uri) from None
-    return frames.tidy_history(raw, wanted), known, cache.last
-
-
-@st.cache_resource(show_spinner=False, max_entries=16, ttl=3600)
-def views_of(key: str, version: str, filters: tuple, options: tuple, stale_after_s: float, clock: int, ui_base: str, _uri: str, _selected, _runs_all) -> views.Views:
-    """What the page shows of the selected runs, built once per fingerprint of the runs (`version`)
-    and settings, and shared by every session. `clock` moves on while a selected run is active (its
-    state and duration depend on the time); it is 0 otherwise."""
-    started = time.monotonic()
-    curve_options = frames.CurveOptions(*options)
-    history, known, load_stats = history_of(key, version, filters, curve_options.join, _uri, _selected, _runs_all)
-    built = views.build(_selected, history, curve_options, all_runs=known, now_ms=time.time() * 1000, stale_after_s=stale_after_s, ui_base=ui_base).prepare()
-    built.load_stats, built.build_seconds, built.built_at = load_stats, time.monotonic() - started, time.strftime("%H:%M:%S")
-    return built
 
 
 def plain(text) -> str:
@@ -107,7 +47,7 @@ def main() -> None:
     st.caption(plain(f"Tracking store: {queries.display_uri(uri)}"))
     token = state.get("_tick", 0)
     try:
-        experiments = experiments_of(key, token, uri)
+        experiments = loaders.experiments_of(key, token, uri)
     except queries.StoreError as error:
         st.error(plain(error), icon="🚫")
         return
@@ -146,7 +86,7 @@ def _search(key: str, uri: str, ids: tuple[str, ...], token: int) -> pd.DataFram
     """The runs of the chosen experiments that match the MLflow filter; None after a message."""
     query = st.session_state["q"].strip()
     try:
-        return runs_of(key, ids, query, token, uri)
+        return loaders.runs_of(key, ids, query, token, uri)
     except queries.StoreError as error:
         if query and error.kind == "other":
             st.error(plain(f"The MLflow filter was refused: {error}"), icon="⚠️")
@@ -206,7 +146,7 @@ def _build(key: str, uri: str, selected: pd.DataFrame, runs_all: pd.DataFrame, c
     state = st.session_state
     active = bool(selected["status"].isin(queries.ACTIVE_STATUSES).any())
     try:
-        return views_of(
+        return loaders.views_of(
             key, queries.runs_version(runs_all), tuple((name, tuple(values)) for name, values in chosen.items()),
             dataclasses.astuple(_curve_options()), float(state["stale"] * 60), int(time.time() // 30) if active else 0,
             queries.ui_base_url(uri), uri, selected, runs_all,
@@ -309,7 +249,7 @@ def _draw(built: views.Views, options: frames.CurveOptions) -> None:
         else:
             st.dataframe(built.curves.groups[["group", "n_runs", "runs"]], hide_index=True, width="stretch")
     else:
-        _export(built, queries.tracking_uri(), list(st.session_state["exp"]))
+        export.show(built, queries.tracking_uri(), list(st.session_state["exp"]))
 
 
 def _chart(spec: dict) -> None:
@@ -384,32 +324,6 @@ def _live(built: views.Views, started: float) -> None:
             st.rerun()
 
     ticker()
-
-
-def _export(built: views.Views, uri: str, experiments: list[str]) -> None:
-    """SVG and PNG of every chart rendered on the server, the plotted points as CSV, a report."""
-    state = st.session_state
-    filters = {key: state[key] for key in (*frames.FILTER_COLUMNS, "q") if state.get(key)}
-    context = report.context_lines(uri, experiments, {**filters, "metric": state["metric"], "smoothing": state["smooth"]})
-    title = f"Learning-rate study: {', '.join(experiments)}"
-    figures = built.figures()
-    st.caption("Figures are rendered on the server (vl-convert); CSVs hold the exact plotted points, raw and smoothed.")
-    for figure in figures:
-        columns = st.columns([3, 1, 1, 1])
-        columns[0].text(figure.title)
-        columns[1].download_button("SVG", data=lambda f=figure: report.to_svg(f.chart), file_name=f"{figure.name}.svg", mime="image/svg+xml", key=f"svg-{figure.name}", on_click="ignore")
-        columns[2].download_button("PNG", data=lambda f=figure: report.to_png(f.chart), file_name=f"{figure.name}.png", mime="image/png", key=f"png-{figure.name}", on_click="ignore")
-        columns[3].download_button("CSV", data=lambda f=figure: report.to_csv(f.data), file_name=f"{figure.name}.csv", mime="text/csv", key=f"csv-{figure.name}", on_click="ignore")
-    st.download_button("Summary table (CSV)", data=report.to_csv(built.summary), file_name="summary.csv", mime="text/csv", on_click="ignore")
-    left, right = st.columns(2)
-    left.download_button(
-        "Report (HTML, figures inline)", data=lambda: report.report_html(title, figures, built.summary, context),
-        file_name="report.html", mime="text/html", type="primary", on_click="ignore",
-    )  # fmt: skip
-    right.download_button(
-        "Report (Markdown + figures, zip)", data=lambda: report.report_zip(title, figures, built.summary, context),
-        file_name="report.zip", mime="application/zip", on_click="ignore",
-    )  # fmt: skip
 
 
 try:

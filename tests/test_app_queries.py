@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 from streamlit.testing.v1 import AppTest
 
 from app import frames, queries, synthetic
+from app import history as history_module
 from tests.app_fixtures import *  # noqa: F403
 from tests.app_fixtures import EDGE_EXPERIMENT, REPO, free_port, load, mlflow_server
 from train import contract
@@ -121,7 +122,7 @@ def served_lab(lab_store):
 def test_rest_loader_matches_the_sql_loader(lab_store, served_lab):
     _, runs, sql_history = load(lab_store["uri"])
     client, rest_runs, rest_history = load(served_lab)
-    assert isinstance(client._tracking_client.store, queries.RestStore)
+    assert isinstance(client._tracking_client.store, history_module.RestStore)
     assert set(rest_runs["run_id"]) == set(runs["run_id"])
     columns = ["run_id", "key", "epoch", "value"]
     pd.testing.assert_frame_equal(
@@ -139,7 +140,7 @@ def test_rest_loader_reads_from_a_step(served_lab):
 
 def test_rest_loader_splits_runs_into_batches_the_server_accepts(served_lab, monkeypatch):
     client, runs, history = load(served_lab)
-    monkeypatch.setattr(queries, "BULK_MAX_RUNS", 10)  # the lab's 26 runs in 3 calls per metric
+    monkeypatch.setattr(history_module, "BULK_MAX_RUNS", 10)  # the lab's 26 runs in 3 calls per metric
     batched = queries.fetch_history(client, list(runs["run_id"]), [contract.VAL_ACCURACY])
     expected = history[history["key"] == contract.VAL_ACCURACY]
     assert len(batched) == len(expected) and set(batched["run_id"]) == set(expected["run_id"])

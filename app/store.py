@@ -1,0 +1,134 @@
+"""The tracking store: the URI, connecting, and every failure told in one line.
+
+Nothing here imports Streamlit: the page, the report command and the benchmark share it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import urllib.parse
+from pathlib import Path
+
+import requests
+from mlflow.tracking import MlflowClient
+
+from train import contract
+
+HEALTH_TIMEOUT_SECONDS = 3
+
+
+class StoreError(RuntimeError):
+    """A tracking-store failure told in one line the user can act on.
+
+    `kind` is one of: unreachable, auth, missing, other.
+    """
+
+    def __init__(self, message: str, kind: str = "other"):
+        super().__init__(message)
+        self.kind = kind
+
+
+def fail_fast() -> None:
+    """A dashboard should say "server down" in seconds, not after MLflow's minutes of retries
+    (MLflow reads these at each request; a value the user set wins)."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+
+
+def tracking_uri() -> str:
+    return contract.tracking_uri()
+
+
+def display_uri(uri: str) -> str:
+    """The URI without user name or password, safe to print on a page."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme in ("http", "https") and ("@" in parts.netloc):
+        netloc = parts.netloc.rsplit("@", 1)[1]
+        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    return uri
+
+
+def ui_base_url(uri: str) -> str:
+    """Where the MLflow UI lives: MLFLOW_UI_URL, the tracking server itself, or `mlflow ui`'s default."""
+    explicit = os.environ.get("MLFLOW_UI_URL", "").strip()
+    if explicit:
+        return explicit.rstrip("/")
+    if uri.startswith(("http://", "https://")):
+        return display_uri(uri).rstrip("/")
+    return "http://localhost:5000"
+
+
+def run_url(base: str, experiment_id: str, run_id: str) -> str:
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def explain(error: BaseException, uri: str) -> StoreError:
+    """A StoreError that says what went wrong with the store at `uri` and what to do."""
+    if isinstance(error, StoreError):
+        return error
+    shown = display_uri(uri)
+    text = str(error)
+    code = getattr(error, "error_code", "") or ""
+    status = getattr(getattr(error, "response", None), "status_code", None)
+    if code == "UNAUTHENTICATED" or status == 401 or "error code 401" in text:
+        return StoreError(
+            f"The tracking server {shown} refused the credentials (401 Unauthorized). "
+            "Set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) and reload.",
+            "auth",
+        )
+    if code == "PERMISSION_DENIED" or status == 403 or "error code 403" in text:
+        return StoreError(
+            f"The tracking server {shown} denied access (403 Forbidden): this user may not read these experiments. "
+            "Ask its administrator for READ permission or use other credentials.",
+            "auth",
+        )
+    if isinstance(error, requests.exceptions.RequestException) or any(
+        marker in text for marker in ("Max retries exceeded", "Connection refused", "Failed to establish", "timed out")
+    ):
+        return StoreError(
+            f"The tracking server {shown} does not answer. Start it (`mlflow server --backend-store-uri sqlite:///mlflow.db`) "
+            "or point MLFLOW_TRACKING_URI at a running one.",
+            "unreachable",
+        )
+    first_line = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    return StoreError(f"The tracking store {shown} failed: {first_line[:300]}")
+
+
+def check_reachable(uri: str) -> None:
+    """Fail in seconds when the store cannot be used, instead of after MLflow's retries."""
+    if uri.startswith(("http://", "https://")):
+        try:
+            requests.get(uri.rstrip("/") + "/health", timeout=HEALTH_TIMEOUT_SECONDS)
+        except requests.exceptions.RequestException as error:
+            raise explain(error, uri) from None
+    elif uri.startswith("sqlite:///"):
+        path = Path(uri.removeprefix("sqlite:///")).expanduser()
+        if not path.is_file():
+            raise StoreError(
+                f"There is no tracking store at {path.resolve()} yet. Train a model first "
+                "(`python -m train --data demo`) or point MLFLOW_TRACKING_URI at your store.",
+                "missing",
+            )
+
+
+def open_client(uri: str) -> MlflowClient:
+    """A client for `uri`, after checking the store answers and accepts the credentials.
+
+    Credentials come the way MLflow's own client reads them: MLFLOW_TRACKING_USERNAME and
+    MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN.
+    """
+    check_reachable(uri)
+    try:
+        client = MlflowClient(tracking_uri=uri)
+        client.search_experiments(max_results=1)
+    except Exception as error:  # noqa: BLE001 - every failure becomes one line on the page
+        raise explain(error, uri) from None
+    return client
+
+
+def store_key(uri: str) -> str:
+    """The store and who reads it (the credentials hashed), to key caches shared by sessions."""
+    who = [os.environ.get(name, "") for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")]
+    return f"{uri}#{hashlib.sha1(chr(0).join(who).encode()).hexdigest()[:16]}"
