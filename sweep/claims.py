@@ -7,13 +7,18 @@ trial's state, then updates it; SQLite ignores the row lock Optuna asks for, so 
 could pop the same queued trial.)
 
 A claim is `running`, `done` or `failed`. A later launch of the same sweep takes over a
-`failed` claim, and a `running` one whose worker stopped beating for `stale_seconds`.
+`failed` claim, and a `running` one whose worker stopped beating for `stale_seconds`. A
+worker beats on time, from a thread, every `stale_seconds / 5` while it trains (`beating`):
+beating once per epoch, an epoch longer than `stale_seconds` (Food-101 on a CPU) made a
+live worker look dead, its configuration trained twice and the next phase began early.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import sys
 import threading
 import time
 
@@ -30,6 +35,7 @@ CLAIMS = sa.Table(
     sa.Column("updated", sa.Float, nullable=False),
 )
 RUNNING, DONE, FAILED = "running", "done", "failed"
+CREATE_ATTEMPTS = 5  # workers started together race to create the table, as they do Optuna's
 
 
 def redact_url(url: str) -> str:
@@ -45,14 +51,27 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{int(time.time() * 1000)}"
 
 
+def _create_table(engine) -> None:
+    """CREATE TABLE once, whoever wins: the losers of a race see it on their next look."""
+    for attempt in range(CREATE_ATTEMPTS):
+        try:
+            _METADATA.create_all(engine, checkfirst=True)
+            return
+        except sa.exc.SQLAlchemyError:  # "already exists", or a duplicate key in PostgreSQL's pg_type
+            if attempt == CREATE_ATTEMPTS - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+
+
 class Claims:
     """Claims in a database (shared by workers) or, with `url=None`, in this process only."""
 
-    def __init__(self, study: str, url: str | None, stale_seconds: float = 900):
+    def __init__(self, study: str, url: str | None, stale_seconds: float = 900, beat_seconds: float | None = None):
         self.study = study
         self.owner = worker_id()
         self.started = time.time()
         self.stale_seconds = stale_seconds
+        self.beat_seconds = beat_seconds or stale_seconds / 5  # five beats may be lost before a claim looks dead
         self._local: dict[str, tuple[str, str, float]] = {}
         self._lock = threading.Lock()
         self.engine = None
@@ -60,7 +79,7 @@ class Claims:
             # A generous timeout: eight workers writing one SQLite file wait for each other.
             args = {"timeout": 60} if url.startswith("sqlite") else {}
             self.engine = sa.create_engine(url, connect_args=args)
-            _METADATA.create_all(self.engine, checkfirst=True)
+            _create_table(self.engine)
 
     def claim(self, key: str) -> bool:
         """True when this worker now owns `key` and should train it."""
@@ -103,21 +122,43 @@ class Claims:
         self._set(key, state)
 
     def beat(self, key: str) -> None:
-        """Tell other workers this claim is alive (called once per epoch)."""
-        self._set(key, RUNNING)
+        """Tell other workers this claim is alive (a finished claim stays finished)."""
+        self._set(key, RUNNING, only_running=True)
 
-    def _set(self, key: str, state: str) -> None:
+    @contextlib.contextmanager
+    def beating(self, key: str):
+        """Beat for `key` every `beat_seconds` inside the block, however long an epoch takes."""
+        stop = threading.Event()
+        thread = threading.Thread(target=self._beat_until, args=(key, stop), name=f"claim-heartbeat-{key}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(timeout=30)
+
+    def _beat_until(self, key: str, stop: threading.Event) -> None:
+        warned = False
+        while not stop.wait(self.beat_seconds):
+            try:
+                self.beat(key)
+            except Exception as error:  # noqa: BLE001 - a database hiccup must not end training; the next beat retries
+                if not warned:
+                    print(f"sweep: heartbeat for claim {key} failed ({type(error).__name__}); retrying", file=sys.stderr, flush=True)
+                    warned = True
+
+    def _set(self, key: str, state: str, only_running: bool = False) -> None:
         now = time.time()
         if self.engine is None:
             with self._lock:
-                self._local[key] = (self.owner, state, now)
+                if not only_running or self._local.get(key, ("", RUNNING))[1] == RUNNING:
+                    self._local[key] = (self.owner, state, now)
             return
+        where = (CLAIMS.c.study == self.study) & (CLAIMS.c.key == key) & (CLAIMS.c.owner == self.owner)
+        if only_running:
+            where = where & (CLAIMS.c.state == RUNNING)
         with self.engine.begin() as connection:
-            connection.execute(
-                CLAIMS.update()
-                .where((CLAIMS.c.study == self.study) & (CLAIMS.c.key == key) & (CLAIMS.c.owner == self.owner))
-                .values(state=state, updated=now)
-            )
+            connection.execute(CLAIMS.update().where(where).values(state=state, updated=now))
 
     def states(self, keys) -> dict[str, str]:
         """The state of each key that someone claimed (unclaimed keys are absent)."""

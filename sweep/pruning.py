@@ -1,8 +1,8 @@
 """The Keras callback that connects a training run to its Optuna trial.
 
 Each epoch it reports `val_accuracy` to the trial (Optuna's pruner compares it with the
-other runs of the phase at the same epoch), tells other workers the claim is alive, and
-stops a hopeless run. A pruned run ends normally, so its curve, model and history are kept;
+other runs of the phase at the same epoch) and stops a hopeless run. (The claim's heartbeat
+runs on time, from sweep/claims.py, not here: an epoch can outlast the stale window.) A pruned run ends normally, so its curve, model and history are kept;
 its tags say it was pruned and when.
 """
 
@@ -24,15 +24,12 @@ def make_pruner(kind: str, startup_trials: int, warmup_epochs: int) -> optuna.pr
 
 
 class TrialReporter(keras.callbacks.Callback):
-    def __init__(self, trial: optuna.Trial, heartbeat=None):
+    def __init__(self, trial: optuna.Trial):
         super().__init__()
         self.trial = trial
-        self.heartbeat = heartbeat  # () -> None, once per epoch
         self.pruned_after: int | None = None
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.heartbeat:
-            self.heartbeat()
         value = (logs or {}).get(contract.VAL_ACCURACY)
         if value is None:
             return

@@ -25,7 +25,7 @@ from sweep.claims import DONE, FAILED, Claims, redact_url
 from sweep.plan import Phase, Plan, Range, config_key, make_config
 from sweep.progress import Progress
 from sweep.pruning import TrialReporter, make_pruner
-from train import contract, tracking
+from train import contract, interrupt, tracking
 from train.config import ConfigError, TrainingInterrupted, stop_signals_to
 from train.preflight import preflight
 
@@ -163,18 +163,23 @@ def _run_child(phase: Phase, key: str, values: dict | None, init_model: str, stu
     child_id = _create_child(options.study_name, phase, key, values)
     trial.set_user_attr("run_id", child_id)
     started = time.monotonic()
-    reporter = TrialReporter(trial, heartbeat=lambda: claims.beat(key))
+    reporter = TrialReporter(trial)
     try:
-        config = make_config(values, init_model=init_model, experiment=options.experiment)
-        checked = preflight(config)
-        from train.trainer import train  # TensorFlow loads once the first configuration is known good
+        with claims.beating(key):  # on time, not per epoch: data preparation and one epoch can outlast the window
+            config = make_config(values, init_model=init_model, experiment=options.experiment)
+            checked = preflight(config)
+            from train.trainer import train  # TensorFlow loads once the first configuration is known good
 
-        outcome = train(config, checked, callbacks=[reporter], run_options={"run_id": child_id, "nested": True})
+            outcome = train(config, checked, callbacks=[reporter], run_options={"run_id": child_id, "nested": True})
     except TrainingInterrupted:
+        # The next launch trains this configuration afresh, in a new child: the local checkpoint
+        # (NaN weights, or a half-trained model the sweep never resumes) is only disk used.
+        interrupt.remove_checkpoint(child_id)
         claims.finish(key, FAILED)
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
         raise
     except Exception as error:  # noqa: BLE001 - any failure of one child is recorded and the sweep goes on
+        interrupt.remove_checkpoint(child_id)
         _record_failure(child_id, error)
         claims.finish(key, FAILED)
         study.tell(trial, state=optuna.trial.TrialState.FAIL)

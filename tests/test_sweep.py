@@ -164,3 +164,25 @@ def test_mlflow_run_sweep_entry_point_passes_plan_overrides(tmp_path, tracking_u
     runs = children(parent.info.run_id)
     assert sorted(float(r.data.params["lr"]) for r in runs) == [1e-3, 3e-3]
     assert {r.data.params["image_size"] for r in runs} == {"64"}
+
+
+def test_a_child_that_diverges_leaves_no_checkpoint_to_resume_from_nan_weights(tracking_uri, capsys):
+    """lr=1e3 in float16 overflows within a few batches; the child's checkpoint (NaN weights) goes."""
+    import keras
+
+    from train.cli import main as train_main
+    from train.interrupt import checkpoint_dir
+
+    same = ["--epochs", "2", *TINY, "--mixed_precision", "on"]
+    try:
+        assert main(["--stages", "scratch", "--lrs", "1000", *same, "--experiment", "nan"]) == 0
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    (parent,) = sweep_runs()
+    (child,) = children(parent.info.run_id)
+    assert child.info.status == "FAILED" and "loss became NaN" in child.data.tags[contract.TAG_STOP_REASON]
+    assert not checkpoint_dir(child.info.run_id).exists(), "a NaN checkpoint stays behind"
+    capsys.readouterr()
+    assert train_main(["--stage", "scratch", "--lr", "1000", *same, "--resume", child.info.run_id]) == 2
+    assert f"run {child.info.run_id} has no checkpoint" in capsys.readouterr().err
+

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 from pathlib import Path
 
 import keras
@@ -57,6 +58,11 @@ def checkpoint_dir(run_id: str) -> Path:
     return cache_root() / "checkpoints" / run_id
 
 
+def remove_checkpoint(run_id: str) -> None:
+    """Delete the run's local checkpoint: it finished, or its weights are not worth resuming."""
+    shutil.rmtree(checkpoint_dir(run_id), ignore_errors=True)
+
+
 class EpochCheckpoint(keras.callbacks.BackupAndRestore):
     """Keras' BackupAndRestore (weights, optimizer state, epoch) plus each epoch's metrics.
 
@@ -64,7 +70,8 @@ class EpochCheckpoint(keras.callbacks.BackupAndRestore):
     log them. A process killed at any point resumes with every epoch logged exactly
     once: epochs in the checkpoint but not in the store are sent on resume.
     Keras deletes its checkpoint whenever fit() returns, even after TerminateOnNaN; this
-    one is deleted by the trainer only once the run has FINISHED.
+    one is deleted once the run has FINISHED, or failed on a NaN loss (its weights are NaN), and
+    by a sweep for a child that failed or was interrupted (the sweep trains it afresh).
     """
 
     def __init__(self, run_id: str, logger):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import signal
 import socket
 import sys
@@ -97,13 +96,14 @@ def train(config: TrainConfig, checked: Preflight | None = None, callbacks=(), r
                 raise
         _send_queued_metrics(metrics)
         if nan_guard.where is not None:
+            interrupt.remove_checkpoint(run_id)  # its weights are NaN: nothing to resume from
             _fail_on_nan(nan_guard.where, config)
 
         history = tracking.epoch_history(run_id)
         result = _summarise(run_id, history)
         _log_outputs(model, val_data, report, history)
         result.model_uri, result.registered_version = _log_model(model, val_data, config)
-        shutil.rmtree(interrupt.checkpoint_dir(run_id), ignore_errors=True)
+        interrupt.remove_checkpoint(run_id)
         print(f"run {run_id}: best val_accuracy {result.best_val_accuracy:.4f} at epoch {result.best_epoch}; "
               f"see it with `mlflow ui --backend-store-uri {contract.tracking_uri()}` or the dashboard", flush=True)
     return result
