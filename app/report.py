@@ -23,7 +23,7 @@ import altair as alt
 import pandas as pd
 
 from app import frames, queries, views
-from train import contract
+from train import contract, csv_safe
 
 VL_VERSION = ".".join(alt.SCHEMA_VERSION.lstrip("v").split(".")[:2])  # "6.4"
 TABLE_COLUMNS = [
@@ -46,7 +46,8 @@ def to_png(chart, scale: float = 2.0) -> bytes:
 
 
 def to_csv(frame: pd.DataFrame) -> bytes:
-    return frame.to_csv(index=False).encode()
+    """Every CSV the dashboard and the report write: text that would start a formula is neutralised."""
+    return csv_safe.to_csv(frame).encode()
 
 
 def markdown_text(text) -> str:

@@ -13,9 +13,12 @@ from pathlib import Path
 import requests
 from mlflow.tracking import MlflowClient
 
-from train import contract
+from train import contract, messages
 
 HEALTH_TIMEOUT_SECONDS = 3
+DATABASE_SCHEMES = ("postgresql", "mysql")  # with a driver suffix too: postgresql+psycopg://
+# How MLflow's client words a connection failure it has wrapped in an MlflowException.
+CONNECTION_MARKERS = ("Max retries exceeded", "Connection refused", "Failed to establish", "timed out")
 
 
 class StoreError(RuntimeError):
@@ -42,12 +45,8 @@ def tracking_uri() -> str:
 
 
 def display_uri(uri: str) -> str:
-    """The URI without user name or password, safe to print on a page."""
-    parts = urllib.parse.urlsplit(uri)
-    if parts.scheme in ("http", "https") and ("@" in parts.netloc):
-        netloc = parts.netloc.rsplit("@", 1)[1]
-        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-    return uri
+    """The URI with its password shown as ***, safe to print on a page or in a report."""
+    return messages.redact_uri(uri)
 
 
 def ui_base_url(uri: str) -> str:
@@ -55,8 +54,9 @@ def ui_base_url(uri: str) -> str:
     explicit = os.environ.get("MLFLOW_UI_URL", "").strip()
     if explicit:
         return explicit.rstrip("/")
-    if uri.startswith(("http://", "https://")):
-        return display_uri(uri).rstrip("/")
+    if uri.startswith(("http://", "https://")):  # a link carries no credentials, not even hidden ones
+        parts = urllib.parse.urlsplit(uri)
+        return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1])).rstrip("/")
     return "http://localhost:5000"
 
 
@@ -68,41 +68,29 @@ def explain(error: BaseException, uri: str) -> StoreError:
     """A StoreError that says what went wrong with the store at `uri` and what to do."""
     if isinstance(error, StoreError):
         return error
-    shown = display_uri(uri)
+    refused = messages.refusal(error, uri, need="READ permission on these experiments")
+    if refused:
+        return StoreError(_sentence(refused), "auth")
     text = str(error)
-    code = getattr(error, "error_code", "") or ""
-    status = getattr(getattr(error, "response", None), "status_code", None)
-    if code == "UNAUTHENTICATED" or status == 401 or "error code 401" in text:
-        return StoreError(
-            f"The tracking server {shown} refused the credentials (401 Unauthorized). "
-            "Set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) and reload.",
-            "auth",
-        )
-    if code == "PERMISSION_DENIED" or status == 403 or "error code 403" in text:
-        return StoreError(
-            f"The tracking server {shown} denied access (403 Forbidden): this user may not read these experiments. "
-            "Ask its administrator for READ permission or use other credentials.",
-            "auth",
-        )
-    if isinstance(error, requests.exceptions.RequestException) or any(
-        marker in text for marker in ("Max retries exceeded", "Connection refused", "Failed to establish", "timed out")
-    ):
-        return StoreError(
-            f"The tracking server {shown} does not answer. Start it (`mlflow server --backend-store-uri sqlite:///mlflow.db`) "
-            "or point MLFLOW_TRACKING_URI at a running one.",
-            "unreachable",
-        )
-    first_line = text.strip().splitlines()[0] if text.strip() else type(error).__name__
-    return StoreError(f"The tracking store {shown} failed: {first_line[:300]}")
+    if isinstance(error, requests.exceptions.RequestException) or any(marker in text for marker in CONNECTION_MARKERS):
+        return StoreError(_sentence(messages.unreachable(uri, messages.scrub(messages.first_line(error, 120), uri))), "unreachable")
+    return StoreError(f"The tracking store {display_uri(uri)} failed: {messages.scrub(messages.first_line(error), uri)}")
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
 
 
 def check_reachable(uri: str) -> None:
     """Fail in seconds when the store cannot be used, instead of after MLflow's retries."""
     if uri.startswith(("http://", "https://")):
-        try:
-            requests.get(uri.rstrip("/") + "/health", timeout=HEALTH_TIMEOUT_SECONDS)
-        except requests.exceptions.RequestException as error:
-            raise explain(error, uri) from None
+        reason = messages.server_down(uri, HEALTH_TIMEOUT_SECONDS)
+        if reason is not None:
+            raise StoreError(_sentence(messages.unreachable(uri, reason)), "unreachable")
+    elif uri.startswith(DATABASE_SCHEMES):
+        reason = messages.database_down(uri, HEALTH_TIMEOUT_SECONDS)
+        if reason is not None:
+            raise StoreError(_sentence(messages.unreachable(uri, reason)), "unreachable")
     elif uri.startswith("sqlite:///"):
         path = Path(uri.removeprefix("sqlite:///")).expanduser()
         if not path.is_file():

@@ -26,8 +26,10 @@ from sweep.plan import Phase, Plan, Range, config_key, make_config
 from sweep.progress import Progress
 from sweep.pruning import TrialReporter, make_pruner
 from train import contract, interrupt, tracking
-from train.config import ConfigError, TrainingInterrupted, stop_signals_to
+from train.config import ConfigError
+from train.errors import TrainingInterrupted
 from train.preflight import preflight
+from train.signals import stop_signals_to
 
 POLL_SECONDS = 5
 

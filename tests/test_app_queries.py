@@ -103,7 +103,7 @@ def test_permission_denied_is_explained():
 
 
 def test_addresses_hide_credentials_and_link_to_the_ui(monkeypatch):
-    assert queries.display_uri("https://alice:secret@mlflow.example.com:5000") == "https://mlflow.example.com:5000"
+    assert queries.display_uri("https://alice:secret@mlflow.example.com:5000") == "https://alice:***@mlflow.example.com:5000"
     monkeypatch.delenv("MLFLOW_UI_URL", raising=False)
     assert queries.ui_base_url("http://bob:pw@host:5000/") == "http://host:5000"
     assert queries.ui_base_url("sqlite:///mlflow.db") == "http://localhost:5000"

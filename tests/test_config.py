@@ -122,7 +122,7 @@ def test_bad_input_exits_within_seconds_without_loading_tensorflow(tmp_path):
 def test_unreachable_tracking_server_is_one_line(tmp_path):
     done = run_train_cli(["--stage", "scratch", "--weights", "none"], "http://127.0.0.1:9")
     assert done.returncode == 2
-    assert error_line(done.stderr).startswith("error: tracking server http://127.0.0.1:9 is unreachable")
+    assert error_line(done.stderr).startswith("error: tracking server http://127.0.0.1:9 does not answer")
 
 
 def test_readme_documents_every_parameter():

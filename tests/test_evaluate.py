@@ -204,7 +204,7 @@ BAD_INPUTS = [
     ("wrong_classes", r"error: class folder 'apple' in '.*/fruit' is not a class of model 'runs:/\w+/model' \(its classes: 'circle', .*\); rename or remove it"),
     ("image_size", r"error: model 'runs:/\w+/model' takes 64x64 images \(got image-size 96\); use --image-size auto"),
     ("bad_image_size", r"error: image-size must be 'auto' .* \(got 'big'\)"),
-    ("store_down", r"error: tracking server http://127.0.0.1:9 is unreachable .*"),
+    ("store_down", r"error: tracking server http://127.0.0.1:9 does not answer .*"),
     ("no_model_uri", r"error: Missing option '--model-uri'.*"),
 ]
 

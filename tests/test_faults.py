@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO, VENV_BIN, subprocess_env, tiny_config
 from train import contract
-from train.config import TrainingError
+from train.errors import TrainingError
 from train.schedules import learning_rate_at
 
 SLOW_EPOCHS = ["--data", "demo", "--image-size", "64", "--alpha", "0.35", "--weights", "none", "--stage", "scratch",

@@ -101,7 +101,7 @@ def test_wrong_password_is_one_line_before_training(team_server, tmp_path):
     env = {**subprocess_env(uri), **as_user((ALICE[0], "wrong"))}
     done = subprocess.run([sys.executable, "-m", "train", *TINY], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
-    assert done.stderr.strip().splitlines()[-1] == f"error: tracking server {uri} refused the credentials of 'alice' (401); set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+    assert done.stderr.strip().splitlines()[-1] == f"error: tracking server {uri} refused the credentials of 'alice' (401 Unauthorized); set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)"
     assert "Traceback" not in done.stderr
 
 

@@ -11,7 +11,8 @@ import sys
 import click
 
 from train import config as config_module
-from train.config import ConfigError, TrainConfig, TrainingError, TrainingInterrupted
+from train.config import ConfigError, TrainConfig
+from train.errors import TrainingError, TrainingInterrupted
 from train.preflight import preflight
 
 _CLICK_TYPES = {"float": float, "int": int, "str": str, "bool": click.BOOL}

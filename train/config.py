@@ -8,21 +8,14 @@ seconds, not a crashed epoch.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import os
-import signal
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from train import contract
-
-
-class ConfigError(ValueError):
-    """A parameter the user gave is wrong; the message names it and says what to do."""
-
+from train.errors import ConfigError  # what validate() raises; importable from here too
 
 CACHE_CHOICES = ("auto", "memory", "disk", "none")
 IMAGENET_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)  # the MobileNetV2 widths Keras has ImageNet weights for
@@ -31,40 +24,6 @@ MAX_IMAGE_SIZE = 1024
 MAX_BATCH_SIZE = 4096
 MAX_EPOCHS = 10_000
 MAX_SEED = 2**32 - 1  # numpy's seed range
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)  # what a pre-empting scheduler and Ctrl-C send
-
-
-@contextlib.contextmanager
-def stop_signals_to(handler):
-    """SIGTERM and SIGINT go to `handler` inside the block, to the previous handlers after it.
-    Only the main thread receives signals; elsewhere this does nothing."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
-    try:
-        yield
-    finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old)
-
-
-class TrainingInterrupted(BaseException):
-    """SIGTERM or SIGINT stopped training; the run is KILLED and can be resumed.
-
-    A BaseException, like KeyboardInterrupt: a sweep raises it from its signal handler, anywhere,
-    and libraries that catch Exception would turn it into an error of their own (MLflow wraps
-    whatever is raised inside its SQL sessions as an MlflowException)."""
-
-    def __init__(self, signum: int, epoch: int | None):
-        where = f"during epoch {epoch}" if epoch is not None else "between runs"
-        super().__init__(f"stopped by {signal.Signals(signum).name} {where}")
-        self.signum = signum
-        self.epoch = epoch
-
-
-class TrainingError(RuntimeError):
-    """Training ran but gave no usable model (the loss became NaN, say); the run is FAILED."""
 
 
 def option(default, help_text: str):

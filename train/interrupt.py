@@ -15,7 +15,9 @@ from pathlib import Path
 
 import keras
 
-from train.config import TrainingInterrupted, cache_root, stop_signals_to
+from train.config import cache_root
+from train.errors import TrainingInterrupted
+from train.signals import stop_signals_to
 
 
 class GracefulStop(keras.callbacks.Callback):

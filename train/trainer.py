@@ -25,9 +25,10 @@ import pandas as pd
 from train import contract, interrupt, tracking
 from train.batch_schedule import BatchSchedule
 from train.callbacks import EpochMetricsLogger, StopOnNonFiniteLoss
-from train.config import ConfigError, TrainConfig, TrainingError, TrainingInterrupted
+from train.config import ConfigError, TrainConfig
 from train.data import make_datasets
 from train.device import set_up_devices
+from train.errors import TrainingError, TrainingInterrupted
 from train.metric_buffer import MetricBuffer
 from train.models import auto_bn_momentum, build_model, unfreeze_for_finetune
 from train.preflight import Preflight, preflight
