@@ -68,11 +68,17 @@ def _ordered_metrics(present: set[str]) -> list[str]:
     return ordered + sorted(present - set(ordered) - lr_find)
 
 
-def ema(values: pd.Series, weight: float) -> pd.Series:
-    """TensorBoard's smoothing: an exponential moving average, debiased at the start, NaN-aware."""
+def ema(values: pd.Series, weight: float, groups: list[pd.Series] | None = None) -> pd.Series:
+    """TensorBoard's smoothing: an exponential moving average, debiased at the start, NaN-aware;
+    with `groups`, one average per group (each in the order `values` has)."""
+    values = values.astype(float)
     if weight <= 0:
-        return values.astype(float)
-    return values.astype(float).ewm(alpha=1.0 - weight, adjust=True, ignore_na=True).mean().where(values.notna())
+        return values
+    series = values.groupby(groups, sort=False) if groups is not None else values
+    smoothed = series.ewm(alpha=1.0 - weight, adjust=True, ignore_na=True).mean()
+    if groups is not None:
+        smoothed = smoothed.reset_index(level=list(range(len(groups))), drop=True)
+    return smoothed.reindex(values.index).where(values.notna())
 
 
 def param_values(runs: pd.DataFrame, name: str) -> pd.Series:
@@ -302,12 +308,8 @@ def _mark_best_on_one_split(points: pd.DataFrame) -> pd.DataFrame:
 def _smooth(points: pd.DataFrame, weight: float) -> pd.Series:
     if points.empty:
         return pd.Series(dtype=float)
-    values = points["value"].astype(float)
-    if weight <= 0:
-        return values
     ordered = points.sort_values(["line", "split", "epoch"], kind="stable")
-    smoothed = ordered.groupby(["line", "split"], sort=False)["value"].ewm(alpha=1.0 - weight, adjust=True, ignore_na=True).mean()
-    return smoothed.reset_index(level=[0, 1], drop=True).reindex(points.index).where(values.notna())
+    return ema(ordered["value"], weight, [ordered["line"], ordered["split"]]).reindex(points.index)
 
 
 # ---------------------------------------------------------------------------------------

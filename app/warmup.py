@@ -18,6 +18,8 @@ import os
 import threading
 import time
 
+from train import messages
+
 ENV_EXPERIMENTS = "LRLAB_WARM_EXPERIMENTS"
 log = logging.getLogger("lrlab.warmup")
 
@@ -38,7 +40,7 @@ def warm_up(uri: str | None = None) -> dict:
         cache = queries.shared_history_cache(queries.store_key(uri))
         cache.load(client, runs)
     except Exception as error:  # noqa: BLE001 - the page says what is wrong with the store
-        log.warning("warm-up of %s skipped: %s", queries.display_uri(uri), str(error).splitlines()[0] if str(error) else type(error).__name__)
+        log.warning("warm-up of %s skipped: %s", queries.display_uri(uri), messages.first_line(error))
         return {"experiments": [], "runs": 0, "seconds": time.perf_counter() - started}
     summary = {"experiments": wanted, "runs": len(runs), "seconds": time.perf_counter() - started}
     log.warning("warm-up: %d run(s) of %s read in %.1f s", summary["runs"], ", ".join(wanted) or "no experiment", summary["seconds"])

@@ -13,8 +13,8 @@ from __future__ import annotations
 import click
 
 from sweep import plan as plans
-from sweep.claims import redact_url
 from train.config import ConfigError
+from train.messages import first_line, redact_uri, scrub
 
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -102,8 +102,7 @@ def check_storage(url: str) -> None:
             pass
         engine.dispose()
     except Exception as error:  # noqa: BLE001 - any driver error: report its first line
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ConfigError(f"storage '{redact_url(url)}' cannot be opened ({first}); check the URL and that the database server runs") from None
+        raise ConfigError(f"storage '{redact_uri(url)}' cannot be opened ({scrub(first_line(error), url)}); check the URL and that the database server runs") from None
 
 
 def main(argv: list[str] | None = None) -> int:

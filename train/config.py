@@ -84,6 +84,19 @@ class TrainConfig:
         return {name: str(value) for name, value in dataclasses.asdict(self).items()}
 
 
+def same_param(logged: str | None, wanted) -> bool:
+    """Whether a logged param (text) says the same as `wanted`: "1e-06" is 1e-6, "true" is True.
+    A param never logged says nothing, so it is not the same."""
+    if logged is None:
+        return False
+    if str(logged) == str(wanted):
+        return True
+    try:
+        return float(logged) == float(wanted)
+    except (TypeError, ValueError):
+        return str(logged).lower() == str(wanted).lower()  # booleans: "true" from mlflow run, "True" from Python
+
+
 def fields() -> list[dataclasses.Field]:
     return list(dataclasses.fields(TrainConfig))
 

@@ -19,6 +19,7 @@ import keras
 from keras import layers
 
 from train.config import ConfigError, TrainConfig
+from train.messages import first_line
 
 # EfficientNet's ImageNet weights store the RGB standard deviation where the variance of
 # its Normalization layer belongs; Keras corrects that with an extra Rescaling layer, but
@@ -97,8 +98,7 @@ def _load_weights_file(base: keras.Model, path: str, model_name: str) -> None:
     try:
         base.load_weights(path)
     except (ValueError, OSError, KeyError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ConfigError(f"weights file '{path}' does not fit {model_name} (include_top=False): {first_line[:300]}; give that model's weights file or -P weights=none") from None
+        raise ConfigError(f"weights file '{path}' does not fit {model_name} (include_top=False): {first_line(error)}; give that model's weights file or -P weights=none") from None
     if model_name == "efficientnet_b0":
         # Same correction Keras makes for downloaded weights: divide once more by sqrt(stddev),
         # folded into the variance, so a file gives exactly the model weights="imagenet" gives.
