@@ -68,8 +68,41 @@ def _create_sqlite_tables_once(uri: str) -> None:
     database = Path(uri.removeprefix("sqlite:///")).expanduser()
     with open(database.with_name(database.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        if not database.exists() or database.stat().st_size == 0:
+            _copy_empty_store(database)
         MlflowClient(uri).search_experiments(max_results=1)
 
+
+def _copy_empty_store(database: Path) -> None:
+    """Start a new SQLite store as a copy of an empty one made once per MLflow version.
+
+    MLflow builds a new store by creating its first schema and replaying every migration
+    since (6-9 s); a copy takes milliseconds. The copy holds the tables only: MLflow then
+    adds the Default experiment itself, with this store's own artifact location. Anything
+    unexpected here leaves the store to MLflow's own (slow) creation.
+    """
+    import shutil
+
+    import sqlalchemy
+    from mlflow.store.db import utils as db_utils
+
+    from train.config import cache_root
+
+    template = cache_root() / "stores" / f"empty-mlflow-{mlflow.__version__}.db"
+    partial = template.with_name(f"{template.name}.{os.getpid()}.partial")
+    try:
+        if not template.exists():
+            template.parent.mkdir(parents=True, exist_ok=True)
+            engine = sqlalchemy.create_engine(f"sqlite:///{partial}")
+            try:
+                db_utils._initialize_tables(engine)  # MLflow's own creation, without the Default experiment
+            finally:
+                engine.dispose()
+            os.replace(partial, template)  # whole or not at all, for processes that start together
+        shutil.copyfile(template, database)
+    except Exception:  # noqa: BLE001 - a faster start is not worth a failed one
+        partial.unlink(missing_ok=True)
+        database.unlink(missing_ok=True)
 
 def check_store(uri: str) -> None:
     """Fail in seconds, with one line, when the tracking store cannot be used."""
@@ -165,19 +198,26 @@ def register(model_uri: str, name: str, alias: str) -> int:
 def log_keras_model(model, signature, input_example, pip_requirements):
     """mlflow.keras.log_model under the contract's name, with signature and input example.
 
-    MLflow 3.17.2's Keras flavor writes input_example.json before it creates the model
-    folder, so any input example fails with FileNotFoundError. Until that is fixed
-    upstream, the folder is created first; nothing else about the flavor changes.
+    Two changes to MLflow 3.17.2's Keras flavor, for the duration of the call only:
+    - it writes input_example.json before it creates the model folder, so any input
+      example fails with FileNotFoundError: the folder is created first;
+    - it then loads the model it just saved and predicts the example, to "validate the
+      serving input": 5-10 s a run (the Keras file read back, a predict function traced),
+      and a failure there is only a logged warning, never an error. The Keras flavor
+      offers no switch for it, so it is skipped; tests/test_serving.py serves a logged
+      model for real, and tests check that pyfunc predicts the logged example like Keras.
     """
     import mlflow.keras.save as keras_save
+    import mlflow.models.utils as model_utils
 
-    original = keras_save._save_example
+    original_save_example, original_validate = keras_save._save_example, model_utils._validate_serving_input
 
     def save_example_into_new_folder(mlflow_model, example, path, *args, **kwargs):
         os.makedirs(path, exist_ok=True)
-        return original(mlflow_model, example, path, *args, **kwargs)
+        return original_save_example(mlflow_model, example, path, *args, **kwargs)
 
     keras_save._save_example = save_example_into_new_folder
+    model_utils._validate_serving_input = lambda model_uri, serving_input: None
     try:
         return mlflow.keras.log_model(
             model,
@@ -187,7 +227,7 @@ def log_keras_model(model, signature, input_example, pip_requirements):
             pip_requirements=pip_requirements,
         )
     finally:
-        keras_save._save_example = original
+        keras_save._save_example, model_utils._validate_serving_input = original_save_example, original_validate
 
 
 CHECKPOINT_ARTIFACT = "checkpoint"  # where an interrupted run keeps its last epoch checkpoint

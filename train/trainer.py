@@ -32,7 +32,7 @@ from train.errors import TrainingError, TrainingInterrupted
 from train.metric_buffer import MetricBuffer
 from train.models import auto_bn_momentum, build_model, unfreeze_for_finetune
 from train.preflight import Preflight, preflight
-from train.report import confusion_matrix_figure
+from train.report import log_confusion_matrix
 from train.scan import DataReport
 
 SERVER_PATIENCE_SECONDS = 120  # how long the end of a run waits for a tracking server that went away
@@ -102,8 +102,8 @@ def train(config: TrainConfig, checked: Preflight | None = None, callbacks=(), r
 
         history = tracking.epoch_history(run_id)
         result = _summarise(run_id, history)
-        _log_outputs(model, val_data, report, history)
-        result.model_uri, result.registered_version = _log_model(model, val_data, config)
+        example = _log_outputs(model, val_data, report, history)
+        result.model_uri, result.registered_version = _log_model(model, example, config)
         interrupt.remove_checkpoint(run_id)
         print(f"run {run_id}: best val_accuracy {result.best_val_accuracy:.4f} at epoch {result.best_epoch}; "
               f"see it with `mlflow ui --backend-store-uri {contract.tracking_uri()}` or the dashboard", flush=True)
@@ -213,19 +213,40 @@ def _summarise(run_id: str, history: pd.DataFrame) -> TrainResult:
     return TrainResult(run_id, best, best_epoch, history.to_dict("records"))
 
 
-def _log_outputs(model: keras.Model, val_data, report: DataReport, history: pd.DataFrame) -> None:
+def _log_outputs(model: keras.Model, val_data, report: DataReport, history: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """History, class names and the confusion matrix; returns (images, probabilities) of two
+    validation images, the model signature's examples."""
     mlflow.log_text(history.to_csv(index=False), contract.HISTORY_FILE)
     mlflow.log_text(json.dumps(report.class_names), contract.CLASS_NAMES_FILE)
-    labels = np.concatenate([y.numpy() for _, y in val_data])
-    predicted = model.predict(val_data, verbose=0).argmax(axis=1)
-    mlflow.log_figure(confusion_matrix_figure(labels, predicted, report.class_names), contract.CONFUSION_MATRIX_FILE)
+    images, labels, probabilities = _validation_predictions(model, val_data)
+    log_confusion_matrix(labels, probabilities.argmax(axis=1), report.class_names, contract.CONFUSION_MATRIX_FILE, contract.CONFUSION_MATRIX_DATA_FILE)
+    return images, probabilities[: len(images)]
 
 
-def _log_model(model: keras.Model, val_data, config: TrainConfig) -> tuple[str, int | None]:
+def _validation_predictions(model: keras.Model, val_data) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(first two images, every label, every probability row) from ONE pass over the validation set.
+
+    `model.predict` drops the labels, and reading them separately means a second pass
+    (decoding every image again with cache=none). One traced function with a free batch
+    dimension serves every batch, the last partial one included, without a retrace.
+    """
     import tensorflow as tf
 
-    images = next(iter(val_data))[0].numpy()[:2]
-    signature = mlflow.models.infer_signature(images, model.predict(images, verbose=0))
+    spec = val_data.element_spec[0]
+    forward = tf.function(lambda batch: model(batch, training=False), input_signature=[tf.TensorSpec((None, *spec.shape[1:]), spec.dtype)])
+    first, labels, probabilities = None, [], []
+    for batch, batch_labels in val_data:
+        first = batch[:2].numpy().astype(np.float32) if first is None else first
+        probabilities.append(forward(batch).numpy())
+        labels.append(batch_labels.numpy())
+    return first, np.concatenate(labels), np.concatenate(probabilities)
+
+
+def _log_model(model: keras.Model, example: tuple[np.ndarray, np.ndarray], config: TrainConfig) -> tuple[str, int | None]:
+    import tensorflow as tf
+
+    images, probabilities = example
+    signature = mlflow.models.infer_signature(images, probabilities)
     requirements = [f"mlflow=={mlflow.__version__}", f"keras=={keras.__version__}", f"tensorflow=={tf.__version__}"]
     info = tracking.log_keras_model(model, signature, images[:1], requirements)
     version = tracking.register(info.model_uri, config.register_as, config.stage) if config.register_as else None
