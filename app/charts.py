@@ -249,25 +249,30 @@ def curves_chart(
     return chart.properties(title=title) if title else chart
 
 
-def sensitivity_chart(frame: pd.DataFrame, *, band: str = frames.MINMAX):
-    """Best validation accuracy against lr (log x), one line per stage and model, error bars over
-    repeats; beside it the train–validation gap at the best epoch."""
+def sensitivity_chart(frame: pd.DataFrame, *, band: str = frames.CI95):
+    """Best validation accuracy against lr (log x), one line per stage and model; error bars over
+    repeats (the 95% Student-t interval of the mean, or min–max) and n beside each point; beside
+    it the train–validation gap at the best epoch."""
+    low, high = ("ci_low", "ci_high") if band == frames.CI95 else ("min", "max")
     stage = alt.Color("stage:N", scale=_stage_scale(frame["stage"]), title="stage")
     dash = alt.StrokeDash("model:N", title="model")
     x = alt.X("lr:Q", scale=alt.Scale(type="log"), title="learning rate", axis=LR_AXIS)
     tooltip = [
-        alt.Tooltip("stage:N"), alt.Tooltip("model:N"), alt.Tooltip("lr_label:N", title="lr"),
-        alt.Tooltip("mean:Q", format=".4f"), alt.Tooltip("low:Q", format=".4f"), alt.Tooltip("high:Q", format=".4f"),
-        alt.Tooltip("n_runs:Q", title="runs"),
+        alt.Tooltip("line:N", title="stage · model"), alt.Tooltip("lr_label:N", title="lr"),
+        alt.Tooltip("mean:Q", format=".4f"), alt.Tooltip("ci_low:Q", title="95% CI low", format=".4f"),
+        alt.Tooltip("ci_high:Q", title="95% CI high", format=".4f"), alt.Tooltip("min:Q", format=".4f"),
+        alt.Tooltip("max:Q", format=".4f"), alt.Tooltip("n_runs:Q", title="runs"),
     ]  # fmt: skip
 
     def panel(measure, title, y_title):
         base = alt.Chart(frame).transform_filter(alt.FieldEqualPredicate(field="measure", equal=measure)).encode(x=x, color=stage)
-        line = base.mark_line(point=alt.OverlayMarkDef(size=60, filled=True)).encode(y=alt.Y("mean:Q", title=y_title, scale=alt.Scale(zero=False)), strokeDash=dash, detail="line:N", tooltip=tooltip)
-        bars = base.mark_rule(strokeWidth=1.5).encode(y="low:Q", y2="high:Q", detail="line:N", tooltip=tooltip)
-        return alt.layer(bars, line).properties(width=430, height=HEIGHT - 20, title=title)
+        y = alt.Y("mean:Q", title=y_title, scale=alt.Scale(zero=False))
+        line = base.mark_line(point=alt.OverlayMarkDef(size=60, filled=True)).encode(y=y, strokeDash=dash, detail="line:N", tooltip=tooltip)
+        bars = base.mark_rule(strokeWidth=1.5).encode(y=f"{low}:Q", y2=f"{high}:Q", detail="line:N", tooltip=tooltip)
+        counts = base.mark_text(align="left", dx=7, dy=-7, fontSize=10).encode(y=y, text="n_label:N", detail="line:N")
+        return alt.layer(bars, line, counts).properties(width=430, height=HEIGHT - 20, title=title)
 
-    error = "min–max" if band == frames.MINMAX else "± std"
+    error = "95% interval of the mean" if band == frames.CI95 else "min–max"
     return alt.hconcat(
         panel("best_val_accuracy", f"Best validation accuracy (bars: {error} over repeats)", "best val accuracy"),
         panel("gap", "Train − validation accuracy at the best epoch", "gap"),

@@ -21,7 +21,7 @@ import time  # noqa: E402
 import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
-from app import charts, export, frames, loaders, queries, report, url_state, views  # noqa: E402
+from app import charts, comparison_view, export, frames, loaders, queries, report, url_state, views  # noqa: E402
 from train import contract  # noqa: E402
 
 queries.fail_fast()
@@ -181,6 +181,7 @@ def _sidebar(experiments: list[str], filters: dict[str, list[str]], chart: dict[
         st.checkbox("Log-scale y", key="logy")
         st.selectbox("Columns by", chart["facets"], key="facet", format_func=lambda name: name or NO_FACET_LABEL, help="One chart column per value of this parameter.")
         st.selectbox("Colour by", chart["colors"], key="color", help="Learning rate uses one ordered palette everywhere.")
+        comparison_view.statistic_selector()
         st.checkbox("Average repeats (mean and band)", key="group", help="Runs that differ only in the parameters below are drawn as one mean line.")
         if state["group"]:
             st.multiselect("Repeats differ in", chart["params"], key="vary")
@@ -217,6 +218,7 @@ def _draw(built: views.Views, options: frames.CurveOptions) -> None:
     for note in built.notes:
         st.warning(note)
     _state_notes(built)
+    comparison_view.answer(built)  # "is the difference real?", per stage, above the chart
     if built.curves.points.empty:
         st.info(plain(f"None of the {len(built.summary)} run(s) has logged {options.metric} yet."))
     else:
@@ -238,16 +240,13 @@ def _draw(built: views.Views, options: frames.CurveOptions) -> None:
     if view == "Runs":
         _summary_table(built.summary)
     elif view == "LR sensitivity":
-        _chart_or_note(built.page_spec("sensitivity"), "No run has a best validation accuracy yet.")
+        comparison_view.sensitivity(built)
     elif view == "Schedules":
         _chart_or_note(built.page_spec("schedule"), "No run logged its learning rate per epoch.")
     elif view == "LR finder":
         _chart_or_note(built.page_spec("lr_finder"), "No lr-finder run (tag kind=lr_find) among the selected runs.")
     elif view == "Groups":
-        if built.curves.groups.empty:
-            st.info("Turn on “Average repeats” to see which runs each mean line averages.")
-        else:
-            st.dataframe(built.curves.groups[["group", "n_runs", "runs"]], hide_index=True, width="stretch")
+        comparison_view.groups_table(built)
     else:
         export.show(built, queries.tracking_uri(), list(st.session_state["exp"]))
 

@@ -14,15 +14,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from app import queries
+from app import queries, stats
 from train import contract
 
 TRAIN, VALIDATION = "train", "validation"
 VAL_PREFIX = contract.VAL_LOSS.removesuffix(contract.LOSS)  # "val_", spelled once in the contract
 NO_FACET = ""
 MINMAX, STD = "min–max", "± std"
-# Params that differ between repeats of one configuration, by default.
-REPEAT_PARAMS = (contract.PARAM_SEED, queries.PARAM_INIT_MODEL)
+CI95 = "95% CI"  # the LR-sensitivity bars: the Student-t interval of the mean (app/stats.py)
+REPEAT_PARAMS = stats.REPEAT_PARAMS  # what a group of repeats is: defined once, in app/stats.py
 
 
 def split_metric(key: str) -> tuple[str, str]:
@@ -243,14 +243,13 @@ def _color_column(color: str) -> str:
 
 
 def _group_keys(info: pd.DataFrame, vary) -> pd.Series:
-    """Per run: the text of every param except those repeats may differ in."""
-    names = sorted({name for params in info["params"] for name in params} - set(vary))
-    return info["params"].map(lambda params: "\x1f".join(f"{n}={params.get(n, '')}" for n in names))
+    """Per run: its group of repeats (`stats.group_keys`, the one definition)."""
+    return stats.group_keys(info["params"], vary)
 
 
 def _group_labels(info: pd.DataFrame, vary) -> pd.Series:
     """Short readable group names: the params that differ between groups."""
-    varying = [n for n in varying_params(info.reset_index()) if n not in vary]
+    varying = [n for n in varying_params(info.reset_index()) if n not in stats.ignored_params(vary)]
     return info["params"].map(lambda params: " ".join(f"{n}={params.get(n, '')}" for n in varying) or "all runs")
 
 
@@ -394,25 +393,48 @@ def summary(runs: pd.DataFrame, history: pd.DataFrame, *, now_ms: float, stale_a
     return frame[SUMMARY_COLUMNS]
 
 
-def sensitivity(table: pd.DataFrame, band: str = MINMAX) -> pd.DataFrame:
-    """Best val accuracy and gap against lr: per (stage, model, lr) the mean, an error range and n."""
-    columns = ["stage", "model", "line", "lr", "lr_label", "measure", "mean", "low", "high", "n_runs"]
-    usable = table.dropna(subset=["lr"])
+SENSITIVITY_COLUMNS = ["stage", "model", "line", "lr", "lr_label", "measure", "mean", "ci_low", "ci_high", "min", "max", "n_runs", "n_label"]
+SENSITIVITY_MEASURES = ("best_val_accuracy", "gap")
+
+
+def sensitivity(table: pd.DataFrame, runs: pd.DataFrame, vary=REPEAT_PARAMS) -> pd.DataFrame:
+    """Best val accuracy and gap against lr, per group of repeats (`stats.group_keys`): the mean,
+    its 95% Student-t interval, the min–max and n. One line per stage and model (and per value of
+    the other params that vary within them, a schedule say). FINISHED runs only, as in the verdicts:
+    a running run's best is not its last word."""
+    usable = table[(table["state"] == "FINISHED") & table["lr"].notna()]
     if usable.empty:
-        return pd.DataFrame(columns=columns)
-    long = usable.melt(id_vars=["stage", "model", "lr"], value_vars=["best_val_accuracy", "gap"], var_name="measure").dropna(subset=["value"])
+        return pd.DataFrame(columns=SENSITIVITY_COLUMNS)
+    known = runs.set_index("run_id")["params"]
+    params = usable["run_id"].map(lambda run_id: known.get(run_id, {}))
+    per_rate = (*vary, contract.PARAM_LR)
+    usable = usable.assign(key=stats.group_keys(params, vary).to_numpy(), line=_sensitivity_lines(usable, params, per_rate))
+    long = usable.melt(id_vars=["key", "line", "stage", "model", "lr"], value_vars=list(SENSITIVITY_MEASURES), var_name="measure").dropna(subset=["value"])
     if long.empty:
-        return pd.DataFrame(columns=columns)
-    stats = long.groupby(["stage", "model", "lr", "measure"])["value"].agg(["mean", "min", "max", "std", "count"]).reset_index()
-    if band == STD:
-        spread = stats["std"].fillna(0)
-        stats["low"], stats["high"] = stats["mean"] - spread, stats["mean"] + spread
-    else:
-        stats["low"], stats["high"] = stats["min"], stats["max"]
-    stats["n_runs"] = stats["count"]
-    stats["lr_label"] = stats["lr"].map(queries.format_lr)
-    stats["line"] = stats["stage"].astype(str) + " · " + stats["model"].astype(str)
-    return stats[columns]
+        return pd.DataFrame(columns=SENSITIVITY_COLUMNS)
+    rows = []
+    for (_, measure), part in long.groupby(["key", "measure"], sort=False):
+        summary = stats.describe(part["value"])
+        first = part.iloc[0]
+        rows.append({
+            "stage": first["stage"], "model": first["model"], "line": first["line"], "lr": first["lr"], "measure": measure,
+            "mean": summary.mean, "ci_low": summary.ci_low, "ci_high": summary.ci_high,
+            "min": part["value"].min(), "max": part["value"].max(), "n_runs": summary.n,
+        })  # fmt: skip
+    frame = pd.DataFrame(rows)
+    frame["lr_label"] = frame["lr"].map(queries.format_lr)
+    frame["n_label"] = "n=" + frame["n_runs"].astype(str)
+    return frame.sort_values(["line", "measure", "lr"], kind="stable")[SENSITIVITY_COLUMNS].reset_index(drop=True)
+
+
+def _sensitivity_lines(usable: pd.DataFrame, params: pd.Series, per_rate) -> list[str]:
+    """`stage · model`, and the params other than lr that differ within them (`· schedule cosine`)."""
+    lines = pd.Series("", index=usable.index)
+    for _, part in usable.groupby(["stage", "model"], sort=False):
+        labels = stats.group_labels(params[part.index], per_rate, exclude=stats.PARTITION)
+        base = part["stage"].astype(str) + " · " + part["model"].astype(str)
+        lines[part.index] = base.where(labels == "all runs", base + " · " + labels)
+    return lines.tolist()
 
 
 def lr_finder(runs: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:

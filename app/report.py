@@ -22,7 +22,7 @@ from pathlib import Path
 import altair as alt
 import pandas as pd
 
-from app import frames, queries, views
+from app import frames, queries, stats, views
 from train import contract, csv_safe
 
 VL_VERSION = ".".join(alt.SCHEMA_VERSION.lstrip("v").split(".")[:2])  # "6.4"
@@ -74,8 +74,41 @@ def markdown_table(table: pd.DataFrame) -> str:
     return "\n".join([header, rule, *rows])
 
 
-def report_html(title: str, figures: list[views.Figure], summary: pd.DataFrame, context: dict[str, str]) -> str:
-    """One self-contained HTML page: context, every figure as inline SVG, the summary table."""
+COMPARISON_TITLE = "Is the difference real?"
+
+
+def comparison_for_report(comparison: stats.Comparison) -> pd.DataFrame:
+    """The comparison table as the report prints it: numbers to 4 digits, lr as 1e-3, blanks for NaN."""
+    columns = [c for c in comparison.table.columns if c not in ("seeds_needed", "group", "runs")]
+    table = comparison.table[columns].copy()
+    for column in ("mean", "std", "ci_low", "ci_high", "difference", "difference_low", "difference_high"):
+        table[column] = table[column].map(lambda v: "" if pd.isna(v) else f"{v:.4f}")
+    table["lr"] = table["lr"].map(lambda v: "" if pd.isna(v) else stats.lr_text(v))
+    return table.fillna("").astype(str)
+
+
+def comparison_html(comparison: stats.Comparison | None) -> list[str]:
+    if comparison is None:
+        return []
+    said = [f"<li>{html.escape(s)}</li>" for s in stats.sentences(comparison)] or ["<li>No finished run to compare.</li>"]
+    notes = [f"<p><i>{html.escape(note)}</i></p>" for note in comparison.notes]
+    table = comparison_for_report(comparison).to_html(index=False, escape=True, border=0) if not comparison.table.empty else ""
+    return [f"<h2>{COMPARISON_TITLE}</h2>", f"<p>{html.escape(stats.explanation(comparison))}</p><ul>", *said, "</ul>", *notes, table]
+
+
+def comparison_markdown(comparison: stats.Comparison | None) -> list[str]:
+    if comparison is None:
+        return []
+    lines = ["", f"## {COMPARISON_TITLE}", "", markdown_text(stats.explanation(comparison)), ""]
+    lines += [f"- {markdown_text(s)}" for s in stats.sentences(comparison)] or ["- No finished run to compare."]
+    lines += ["", *[f"*{markdown_text(note)}*" for note in comparison.notes]]
+    if not comparison.table.empty:
+        lines += ["", markdown_table(comparison_for_report(comparison)), "", "The whole table, with seeds needed and member runs: [CSV](data/comparison.csv)."]
+    return lines
+
+
+def report_html(title: str, figures: list[views.Figure], summary: pd.DataFrame, context: dict[str, str], comparison: stats.Comparison | None = None) -> str:
+    """One self-contained HTML page: context, the verdicts per stage, every figure as inline SVG, the summary table."""
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>{html.escape(title)}</title>",
@@ -85,6 +118,7 @@ def report_html(title: str, figures: list[views.Figure], summary: pd.DataFrame, 
         f"<h1>{html.escape(title)}</h1><ul>",
         *[f"<li><b>{html.escape(k)}</b>: {html.escape(str(v))}</li>" for k, v in context.items()],
         "</ul>",
+        *comparison_html(comparison),
     ]
     for figure in figures:
         parts += [f"<h2>{html.escape(figure.title)}</h2><figure>", to_svg(figure.chart), "</figure>"]
@@ -92,9 +126,10 @@ def report_html(title: str, figures: list[views.Figure], summary: pd.DataFrame, 
     return "\n".join(parts)
 
 
-def report_markdown(title: str, figures: list[views.Figure], summary: pd.DataFrame, context: dict[str, str]) -> str:
+def report_markdown(title: str, figures: list[views.Figure], summary: pd.DataFrame, context: dict[str, str], comparison: stats.Comparison | None = None) -> str:
     lines = [f"# {markdown_text(title)}", ""]
     lines += [f"- **{markdown_text(k)}**: {markdown_text(v)}" for k, v in context.items()]
+    lines += comparison_markdown(comparison)
     for figure in figures:
         lines += ["", f"## {markdown_text(figure.title)}", "", f"![{markdown_text(figure.title)}](figures/{figure.name}.png)", "",
                   f"Figure as [SVG](figures/{figure.name}.svg); plotted points as [CSV](data/{figure.name}.csv)."]  # fmt: skip
@@ -102,9 +137,12 @@ def report_markdown(title: str, figures: list[views.Figure], summary: pd.DataFra
     return "\n".join(lines)
 
 
-def report_files(title: str, figures: list[views.Figure], summary: pd.DataFrame, context: dict[str, str]) -> dict[str, bytes]:
-    """The Markdown report and everything it links: {relative path: content}."""
-    files = {"report.md": report_markdown(title, figures, summary, context).encode(), "data/summary.csv": to_csv(summary)}
+def report_files(title: str, figures: list[views.Figure], summary: pd.DataFrame, context: dict[str, str], comparison: stats.Comparison | None = None) -> dict[str, bytes]:
+    """The Markdown report and everything it links: {relative path: content}; with `comparison`,
+    data/comparison.csv (one row per group of repeats: README, "Is the difference real?")."""
+    files = {"report.md": report_markdown(title, figures, summary, context, comparison).encode(), "data/summary.csv": to_csv(summary)}
+    if comparison is not None:
+        files["data/comparison.csv"] = to_csv(comparison.table)
     for figure in figures:
         files[f"figures/{figure.name}.svg"] = to_svg(figure.chart).encode()
         files[f"figures/{figure.name}.png"] = to_png(figure.chart)
@@ -112,10 +150,10 @@ def report_files(title: str, figures: list[views.Figure], summary: pd.DataFrame,
     return files
 
 
-def report_zip(title: str, figures: list[views.Figure], summary: pd.DataFrame, context: dict[str, str]) -> bytes:
+def report_zip(title: str, figures: list[views.Figure], summary: pd.DataFrame, context: dict[str, str], comparison: stats.Comparison | None = None) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for path, content in report_files(title, figures, summary, context).items():
+        for path, content in report_files(title, figures, summary, context, comparison).items():
             archive.writestr(path, content)
     return buffer.getvalue()
 
@@ -138,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoothing", type=float, default=0.0, help="EMA weight in [0, 1); 0 draws raw values")
     parser.add_argument("--group", action="store_true", help="average repeats that differ only in seed")
     parser.add_argument("--join", action="store_true", help="draw a fine-tuning run as the continuation of the run it started from")
+    parser.add_argument("--compare", default=stats.BEST_VAL_ACCURACY.name, choices=list(stats.STATISTICS), help="what the verdicts compare per run (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=Path("report"), help="output folder")
     args = parser.parse_args(argv)
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
@@ -162,13 +201,16 @@ def main(argv: list[str] | None = None) -> int:
     built = views.build(runs, history, options, now_ms=time.time() * 1000, stale_after_s=600, ui_base=queries.ui_base_url(uri))
     context = context_lines(uri, list(chosen["name"]), {"filter": args.filter, "metric": args.metric, "smoothing": args.smoothing})
     title = f"Learning-rate study: {', '.join(chosen['name'])}"
+    comparison = built.comparison(args.compare)
     args.out.mkdir(parents=True, exist_ok=True)
-    for path, content in report_files(title, built.figures(), built.summary, context).items():
+    for path, content in report_files(title, built.figures(), built.summary, context, comparison).items():
         target = args.out / path
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(content)
-    (args.out / "report.html").write_text(report_html(title, built.figures(), built.summary, context))
-    print(f"wrote {args.out / 'report.html'} and {args.out / 'report.md'} ({len(runs)} runs)")
+    (args.out / "report.html").write_text(report_html(title, built.figures(), built.summary, context, comparison))
+    for line in stats.sentences(comparison):
+        print(line)
+    print(f"wrote {args.out / 'report.html'} and {args.out / 'report.md'} ({len(runs)} runs; verdicts in {args.out / 'data' / 'comparison.csv'})")
     return 0
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
+from app import numbers
 from train import contract
 
 CONFIDENCE = 0.95
@@ -94,9 +95,7 @@ def param_text(name: str, value) -> str:
 
 
 def lr_text(value: float) -> str:
-    mantissa, exponent = f"{value:.2e}".split("e")
-    mantissa = mantissa.rstrip("0").rstrip(".")
-    return f"{mantissa}e{int(exponent)}"
+    return numbers.format_lr(value)  # the one spelling of a rate (1e-3), as on the page
 
 
 # ---------------------------------------------------------------------------------------
@@ -307,6 +306,12 @@ def _float(text) -> float:
 # The answer in words
 
 REPEATS_HINT = "add `-P repeats=3` to the sweep"
+
+
+def explanation(comparison: Comparison) -> str:
+    """What the sentences compare, in one line (the page and the report put it above them)."""
+    return (f"{comparison.statistic.label.capitalize()} per configuration: mean [95% interval] over its seeds; each other "
+            "configuration of a stage against the stage's best, the difference with its 95% Welch interval.")  # fmt: skip
 
 
 def sentences(comparison: Comparison) -> list[str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, MutableMapping
 
-from app import frames
+from app import frames, stats
 from train import contract
 
 LIST, TEXT, FLOAT, INT, BOOL = "list", "text", "float", "int", "bool"
@@ -40,6 +40,8 @@ SPEC: dict[str, tuple[str, object]] = {
     "every": (INT, 30),
     "stale": (INT, 10),
     "view": (TEXT, "Runs"),
+    "stat": (TEXT, stats.BEST_VAL_ACCURACY.name),  # what the verdicts compare (app/comparison_view.py)
+    "sband": (TEXT, frames.CI95),  # the LR-sensitivity bars: 95% interval or min–max
 }
 _RESTORED = "_url_restored"
 

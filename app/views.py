@@ -11,7 +11,7 @@ from functools import cached_property
 
 import pandas as pd
 
-from app import charts, frames
+from app import charts, frames, stats
 from train import contract
 
 LEARNING_RATE = frames.split_metric(contract.LEARNING_RATE)[0]
@@ -38,6 +38,7 @@ class Views:
         self.training = runs[~runs["kind"].isin(charts.NOT_TRAINING)]
         self.colors = charts.color_scale(all_runs, options.color)
         self._page_specs: dict[str, dict | None] = {}
+        self._comparisons: dict[str, stats.Comparison] = {}
         # Set by whoever loaded the history (the page): what the load read, and when and how long the build took.
         self.load_stats = None
         self.build_seconds = 0.0
@@ -75,11 +76,25 @@ class Views:
 
     @cached_property
     def sensitivity(self) -> pd.DataFrame:
-        return frames.sensitivity(self.summary, self.options.band)
+        return frames.sensitivity(self.summary, self.training, self.options.vary)
 
     @cached_property
     def sensitivity_chart(self):
-        return charts.sensitivity_chart(self.sensitivity, band=self.options.band) if not self.sensitivity.empty else None
+        """Bars: the 95% interval of the mean over repeats (`sensitivity_minmax_chart`: min–max)."""
+        return charts.sensitivity_chart(self.sensitivity, band=frames.CI95) if not self.sensitivity.empty else None
+
+    @cached_property
+    def sensitivity_minmax_chart(self):
+        return charts.sensitivity_chart(self.sensitivity, band=frames.MINMAX) if not self.sensitivity.empty else None
+
+    def comparison(self, statistic: str = stats.BEST_VAL_ACCURACY.name) -> stats.Comparison:
+        """The groups of repeats ranked per stage and model on `statistic` (a key of `stats.STATISTICS`),
+        each with its verdict against the best; computed once per statistic."""
+        if statistic not in self._comparisons:
+            chosen = stats.STATISTICS[statistic]
+            values = stats.values_of(self.training, self.summary, self.history, chosen)
+            self._comparisons[statistic] = stats.compare(values, chosen, self.options.vary)
+        return self._comparisons[statistic]
 
     @cached_property
     def schedule(self) -> frames.Curves:
@@ -120,7 +135,7 @@ class Views:
         return bool((points.groupby(["line", "split"]).size() > charts.PAGE_MAX_POINTS).any())
 
     def page_spec(self, name: str) -> dict | None:
-        """The chart `name` (curves, sensitivity, schedule, lr_finder) as the page sends it
+        """The chart `name` (curves, sensitivity, sensitivity_minmax, schedule, lr_finder) as the page sends it
         (`charts.page_spec`: data inline, long curves thinned); None when there is nothing to draw."""
         if name not in self._page_specs:
             if name == "curves" and self.thinned:
@@ -136,7 +151,7 @@ class Views:
     def prepare(self) -> Views:
         """Compute what the page's first view shows (curve chart, runs table, notes) now: done once
         before the object is shared by sessions, so none of them waits on another's work."""
-        _ = self.page_spec("curves"), self.summary, self.state_counts, self.notes
+        _ = self.page_spec("curves"), self.summary, self.state_counts, self.notes, self.comparison()
         return self
 
     @property

@@ -1,8 +1,14 @@
-"""The sweep's progress line: n of N done, failures, pruned runs, and an ETA."""
+"""The sweep's progress line: n of N done, failures, pruned runs, and an ETA; and its closing
+ranking: per stage the groups of repeats with intervals and verdicts (app/stats.py)."""
 
 from __future__ import annotations
 
+import math
 import time
+
+from sweep.filters import quoted
+from train import contract
+from train.messages import first_line
 
 
 def _duration(seconds: float) -> str:
@@ -10,10 +16,6 @@ def _duration(seconds: float) -> str:
     if seconds >= 3600:
         return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
-
-
-def _describe(values: dict) -> str:
-    return " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items() if k in ("stage", "lr", "schedule", "decay", "seed", "model"))
 
 
 class Progress:
@@ -24,18 +26,18 @@ class Progress:
         self.seconds: list[float] = []
         self.started = time.monotonic()
 
-    def done(self, phase: str, values: dict, best: float, seconds: float, pruned: int | None = None) -> None:
+    def done(self, label: str, best: float, seconds: float, pruned: int | None = None) -> None:
+        """A run of the sweep finished; `label` names it as its run is named (`Phase.label`)."""
         self.counts["trained"] += 1
         self.counts["pruned"] += pruned is not None
         self.seconds.append(seconds)
         note = f"pruned after epoch {pruned}" if pruned is not None else f"best val_accuracy {best:.4f}"
-        self._line(f"{phase}: {_describe(values)}: {note} in {_duration(seconds)}")
+        self._line(f"{label}: {note} in {_duration(seconds)}")
 
-    def failed(self, phase: str, values: dict, error: Exception, seconds: float) -> None:
+    def failed(self, label: str, error: Exception, seconds: float) -> None:
         self.counts["failed"] += 1
         self.seconds.append(seconds)
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        self._line(f"{phase}: {_describe(values)}: FAILED ({first}); going on")
+        self._line(f"{label}: FAILED ({first_line(error)}); going on")
 
     def skipped(self, phase: str, why: str, count: bool = True) -> None:
         """A configuration finished earlier (count) or taken by another worker (not this worker's)."""
@@ -61,3 +63,55 @@ class Progress:
         c = self.counts
         return (f"sweep finished in {_duration(time.monotonic() - self.started)}: {c['trained']} trained "
                 f"({c['pruned']} pruned), {c['failed']} failed, {c['skipped']} skipped as finished earlier")
+
+
+def print_ranking(study: str, experiment_ids: list[str]) -> None:
+    """The closing summary of the sweep `study`: every training child (all workers'), ranked per stage."""
+    import mlflow
+
+    children = mlflow.search_runs(
+        experiment_ids=experiment_ids,
+        filter_string=f"tags.{contract.TAG_SWEEP_STUDY} = {quoted(study)} AND tags.{contract.TAG_KIND} = '{contract.KIND_TRAIN}'",
+        output_format="list",
+    )
+    for line in ranking_lines(children):
+        print(line, flush=True)
+
+
+def ranking_lines(runs) -> list[str]:
+    """The closing summary of a sweep's training runs (MLflow `Run`s): per stage and model the groups
+    of repeats, best first, each with n, mean [95% interval] of best validation accuracy and its
+    verdict against the stage's best; then a warning wherever the winner is within noise of the
+    runner-up (or cannot be told from it), and what was left out."""
+    import pandas as pd
+
+    from app import stats  # numpy, scipy and pandas only: no dashboard
+
+    rows = [{
+        "run_id": run.info.run_id, "run_name": run.info.run_name or run.info.run_id[:8],
+        "stage": run.data.params.get(contract.PARAM_STAGE, ""), "model": run.data.params.get(contract.PARAM_MODEL, ""),
+        "status": run.info.status, "pruned": run.data.tags.get(contract.TAG_PRUNED) == "true",
+        "params": dict(run.data.params), "value": run.data.metrics.get(contract.BEST_VAL_ACCURACY, math.nan),
+    } for run in runs]  # fmt: skip
+    if not rows:
+        return []
+    comparison = stats.compare(pd.DataFrame(rows))
+    lines = [f"sweep ranking by {comparison.statistic.label}: mean [95% interval] over seeds; verdict against the stage's best (95% Welch interval)"]
+    width = max((len(group) for group in comparison.table["group"]), default=0)
+    for row in comparison.table.to_dict("records"):
+        lines.append(f"  {row['stage'] or '-':<8} {row['group']:<{width}}  n={row['n']:<2} {_interval(row)}  {_verdict(row)}")
+    lines += [f"sweep: {line}" for line in stats.runner_up_note(comparison)]
+    lines += [f"sweep: {note}" for note in comparison.notes]
+    return lines
+
+
+def _interval(row: dict) -> str:
+    if row["n"] < 2:
+        return f"{row['mean']:.4f} (one run)        "
+    return f"{row['mean']:.4f} [{row['ci_low']:.4f}, {row['ci_high']:.4f}]"
+
+
+def _verdict(row: dict) -> str:
+    if row["verdict"] in ("best", "cannot_tell") or not math.isfinite(row["difference_low"]):
+        return row["verdict"]
+    return f"{row['verdict']}: {row['difference']:.4f} lower [{row['difference_low']:.4f}, {row['difference_high']:.4f}]"

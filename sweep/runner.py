@@ -23,7 +23,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from sweep.claims import DONE, FAILED, Claims, redact_url
 from sweep.plan import Phase, Plan, Range, config_key, make_config
-from sweep.progress import Progress
+from sweep.progress import Progress, print_ranking
 from sweep.pruning import TrialReporter, make_pruner
 from train import contract, interrupt, tracking
 from train.config import ConfigError
@@ -98,6 +98,7 @@ def _run_plan(options: SweepOptions, parent) -> SweepResult:
             result.registered = _register_best(options, claims)
         mlflow.log_metrics({"children_trained": len(result.trained), "children_failed": len(result.failed), "children_skipped": result.skipped})
         print(progress.final_line(), flush=True)
+        print_ranking(options.study_name, _experiment_ids())
         return result
     finally:
         claims.close()

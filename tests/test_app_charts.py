@@ -20,6 +20,7 @@ from train import contract
 KNOWN_FIELDS = {
     "line", "label", "lr", "lr_label", "stage", "schedule", "model", "color", "facet", "split", "epoch", "value",
     "smoothed", "low", "high", "n_runs", "best", "role", "measure", "mean", "run_name", "step", "loss", "suggested_lr",
+    "ci_low", "ci_high", "min", "max", "n_label",
 }  # fmt: skip
 
 

@@ -7,6 +7,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats as scipy_stats
 
 from app import frames, queries
 from tests.app_fixtures import *  # noqa: F403
@@ -120,16 +121,23 @@ def test_summary_gap_is_measured_at_the_best_epoch(lab):
     assert row["url"] == queries.run_url("http://ui", runs.set_index("run_id").at[row["run_id"], "experiment_id"], row["run_id"])
 
 
-def test_sensitivity_averages_repeats_per_stage_and_rate(lab):
+def test_sensitivity_averages_repeats_per_group_with_interval_and_range(lab):
     runs, history = lab
-    table = frames.summary(runs[runs["kind"] == contract.KIND_TRAIN], history, now_ms=time.time() * 1000, stale_after_s=600, ui_base="")
-    sens = frames.sensitivity(table)
+    training = runs[runs["kind"] == contract.KIND_TRAIN]
+    table = frames.summary(training, history, now_ms=time.time() * 1000, stale_after_s=600, ui_base="")
+    sens = frames.sensitivity(table, training)
     head = sens[(sens["stage"] == "head") & (sens["measure"] == "best_val_accuracy")]
     assert sorted(head["lr"]) == [1e-4, 1e-3, 1e-2]
-    assert (head["n_runs"] == 2).all()
+    assert (head["n_runs"] == 2).all() and set(head["n_label"]) == {"n=2"}
     expected = table[(table["stage"] == "head") & (table["lr"] == 1e-3)]["best_val_accuracy"]
     got = head[head["lr"] == 1e-3].iloc[0]
-    assert (got["mean"], got["low"], got["high"]) == pytest.approx((expected.mean(), expected.min(), expected.max()))
+    assert (got["mean"], got["min"], got["max"]) == pytest.approx((expected.mean(), expected.min(), expected.max()))
+    interval = scipy_stats.t.interval(0.95, 1, loc=expected.mean(), scale=scipy_stats.sem(expected))
+    assert (got["ci_low"], got["ci_high"]) == pytest.approx(interval)
+    # The schedule comparison (full, lr 1e-3, three schedules) is three lines, not one point averaged over schedules.
+    full = sens[(sens["stage"] == "full") & (sens["lr"] == 1e-3) & (sens["measure"] == "best_val_accuracy")]
+    assert full["line"].nunique() == 4 and sorted(full["n_runs"]) == [1, 1, 1, 2]
+    assert "full · mobilenet_v2 · schedule cosine" in set(full["line"])
 
 
 def test_lr_finder_pairs_loss_with_rate(lab):
