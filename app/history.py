@@ -15,6 +15,7 @@ import math
 import sys
 import threading
 import time
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -220,19 +221,32 @@ class LoadStats:
     cached: int = 0
     full: int = 0
     incremental: int = 0
+    extended: int = 0  # finished runs of which only keys not read before were read
     seconds: float = 0.0
+
+
+# Points the shared cache keeps (about 60 bytes each in pandas: ~300 MB); beyond it the runs read
+# longest ago go first. A team server's dashboard lives for weeks over a growing store.
+CACHE_MAX_POINTS = 5_000_000
 
 
 @dataclass
 class HistoryCache:
-    """Metric histories by run: finished runs are read once, running ones from their last step.
+    """Metric histories by run: finished runs are read once, running ones from their last step, a key
+    not read yet alone. At most `max_points` points are kept, the runs least recently asked for
+    evicted first (never those of the load in progress).
 
     Shared by every session of one dashboard process (see `shared_history_cache`), so it locks.
     """
 
-    entries: dict[str, _Entry] = field(default_factory=dict)
+    entries: OrderedDict[str, _Entry] = field(default_factory=OrderedDict)
     last: LoadStats = field(default_factory=LoadStats)
+    max_points: int = CACHE_MAX_POINTS
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def points(self) -> int:
+        return sum(len(entry.frame) for entry in self.entries.values())
 
     def load(self, client: MlflowClient, runs: pd.DataFrame, keys: list[str] | None = None) -> pd.DataFrame:
         """Histories of `runs` (long: run_id, key, step, value, timestamp), reading only what changed.
@@ -241,16 +255,32 @@ class HistoryCache:
         with self._lock:
             return self._load(client, runs, keys)
 
+    def peek(self, runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame | None:
+        """The histories of `runs` from the cache alone, without waiting for a load in progress (the
+        warm-up reading every key, say): None unless each run is cached, finished and unchanged, with
+        every one of `keys` it logged."""
+        frames = []
+        for run_id, status, end, logged in zip(runs["run_id"], runs["status"], runs["end_time"], runs["metric_keys"], strict=True):
+            entry = self.entries.get(run_id)
+            if entry is None or status in ACTIVE_STATUSES or (entry.status, entry.end_time) != (status, _ms(end)) or not frozenset(keys) & set(logged) <= entry.keys:
+                return None
+            frames.append(entry.frame[entry.frame["key"].isin(keys)])
+        frames = [frame for frame in frames if not frame.empty]
+        return pd.concat(frames, ignore_index=True) if frames else _empty_history()
+
     def _load(self, client: MlflowClient, runs: pd.DataFrame, keys: list[str] | None) -> pd.DataFrame:
         started = time.perf_counter()
         keys = keys if keys is not None else history_keys(runs)
         own_keys = {run_id: frozenset(keys) & set(logged) for run_id, logged in zip(runs["run_id"], runs["metric_keys"], strict=True)}
         status = dict(zip(runs["run_id"], runs["status"], strict=True))
         end_time = {run_id: _ms(value) for run_id, value in zip(runs["run_id"], runs["end_time"], strict=True)}
-        stats, full, incremental, starts = LoadStats(), [], [], []
+        stats, full, incremental, starts, extend = LoadStats(), [], [], [], []
         for run_id in runs["run_id"]:
             entry = self.entries.get(run_id)
-            if entry is None or entry.frame.empty or not own_keys[run_id] <= entry.keys:
+            finished = entry is not None and entry.status not in ACTIVE_STATUSES and status[run_id] not in ACTIVE_STATUSES
+            if finished and (entry.status, entry.end_time) == (status[run_id], end_time[run_id]) and not own_keys[run_id] <= entry.keys:
+                extend.append(run_id)  # the first chart read a few keys of it; read the others alone
+            elif entry is None or entry.frame.empty or not own_keys[run_id] <= entry.keys:
                 full.append(run_id)
             elif entry.status in ACTIVE_STATUSES or status[run_id] in ACTIVE_STATUSES:
                 incremental.append(run_id)
@@ -267,12 +297,36 @@ class HistoryCache:
             old = self.entries[run_id]
             merged = _clean_history(pd.concat([old.frame, part], ignore_index=True)) if not part.empty else old.frame
             self.entries[run_id] = _Entry(merged, status[run_id], end_time[run_id], old.keys | own_keys[run_id])
+        self._extend(client, extend, own_keys)
+        for run_id in runs["run_id"]:
+            if run_id in self.entries:
+                self.entries.move_to_end(run_id)
+        self._evict(keep=set(runs["run_id"]))
         frames = [self.entries[run_id].frame for run_id in runs["run_id"] if run_id in self.entries]
-        stats.full, stats.incremental = len(full), len(incremental)
+        stats.full, stats.incremental, stats.extended = len(full), len(incremental), len(extend)
         stats.seconds = time.perf_counter() - started
         self.last = stats
         frames = [frame[frame["key"].isin(keys)] for frame in frames if not frame.empty]
         return pd.concat(frames, ignore_index=True) if frames else _empty_history()
+
+    def _extend(self, client: MlflowClient, run_ids: list[str], own_keys: dict[str, frozenset]) -> None:
+        """Read the keys finished runs lack in the cache (one bulk read for all of them) and add them."""
+        if not run_ids:
+            return
+        missing = sorted(set().union(*(own_keys[r] - self.entries[r].keys for r in run_ids)))
+        for run_id, part in _by_run(fetch_history(client, run_ids, missing), run_ids):
+            old = self.entries[run_id]
+            merged = _clean_history(pd.concat([old.frame, part], ignore_index=True)) if not part.empty else old.frame
+            self.entries[run_id] = _Entry(merged, old.status, old.end_time, old.keys | own_keys[run_id])
+
+    def _evict(self, keep: set[str]) -> None:
+        """Drop the runs asked for longest ago until at most `max_points` points are kept."""
+        total = self.points
+        for run_id in list(self.entries):
+            if total <= self.max_points:
+                break
+            if run_id not in keep:
+                total -= len(self.entries.pop(run_id).frame)
 
     @staticmethod
     def _last_step(entry: _Entry, keys) -> int:

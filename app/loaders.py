@@ -10,7 +10,7 @@ import time
 import pandas as pd
 import streamlit as st
 
-from app import frames, queries, views
+from app import first_chart, frames, queries, views
 
 # Every cache below is shared by all sessions of the process and keyed on `queries.store_key`: the
 # store and the credentials reading it. The run search is asked again after a minute (or on "Reload
@@ -70,3 +70,17 @@ def views_of(key: str, version: str, filters: tuple, options: tuple, stale_after
     built = views.build(_selected, history, curve_options, all_runs=known, now_ms=time.time() * 1000, stale_after_s=stale_after_s, ui_base=ui_base).prepare()
     built.load_stats, built.build_seconds, built.built_at = load_stats, time.monotonic() - started, time.strftime("%H:%M:%S")
     return built
+
+
+@st.cache_resource(show_spinner=False, max_entries=16, ttl=3600)
+def first_chart_of(key: str, version: str, filters: tuple, options: tuple, stale_after_s: float, clock: int, ui_base: str, _uri: str, _selected, _runs_all) -> dict | None:
+    """The curve chart alone, from the few histories it draws (`app.first_chart`), keyed as
+    `views_of`: the page draws it before it reads the rest. None when it cannot be built: the full
+    views that follow say why."""
+    try:
+        cache = queries.shared_history_cache(key)
+        return first_chart.cached_spec(
+            key, client_for(key, _uri), cache, _selected, _runs_all, frames.CurveOptions(*options), now_ms=time.time() * 1000, stale_after_s=stale_after_s, ui_base=ui_base
+        )  # fmt: skip
+    except Exception:  # noqa: BLE001 - the full load that follows reports a store failure on the page
+        return None

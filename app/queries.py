@@ -12,6 +12,7 @@ Nothing here imports Streamlit.
 from __future__ import annotations
 
 from app.history import (  # noqa: F401 - the data-access API, in one place for its callers
+    CACHE_MAX_POINTS,
     LR_FIND_LOSS,
     LR_FIND_LR,
     SINGLE_VALUE_METRICS,

@@ -15,6 +15,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
+from app import numbers
 from train import contract
 
 SEARCH_PAGE = 1000
@@ -105,8 +106,8 @@ def predecessors(client: MlflowClient, selected: pd.DataFrame, known: pd.DataFra
 
 
 def format_lr(value: float) -> str:
-    """One spelling per learning rate ("1e-05"), whatever the param's spelling was ("1e-5", "0.00001")."""
-    return "" if value is None or math.isnan(value) else f"{value:g}"
+    """One spelling per learning rate ("1e-5"), whatever the param's spelling was ("1e-05", "0.00001"): `app.numbers`."""
+    return numbers.format_lr(value)
 
 
 def _to_float(text) -> float:

@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from app import synthetic
 from tests.app_fixtures import *  # noqa: F403
-from tests.app_fixtures import REPO, chart_data, mlflow_server, server_requests
+from tests.app_fixtures import REPO, chart_data, load, mlflow_server, server_requests
 from train import contract
 
 PAGE = str(REPO / "app" / "dashboard.py")
@@ -29,11 +29,12 @@ def session(monkeypatch, uri: str, experiment: str) -> AppTest:
     return page
 
 
-def built(page: AppTest) -> str:
-    """The sidebar's note on when and how the page's charts and table were built."""
-    notes = [c.value for c in page.sidebar.caption if "built at" in c.value]
-    assert len(notes) == 1, notes
-    return notes[0].split(" This page took")[0]
+def built(page: AppTest) -> dict:
+    """How the page's charts and table were built (kept in session state for tests and the benchmark,
+    not drawn): when, and what the history load read: runs whole, extended by keys, from cache."""
+    served = dict(page.session_state["_served"])
+    assert not [c.value for c in page.sidebar.caption if "built at" in c.value or " s)" in c.value], "no timing note for the reader"
+    return {key: served[key] for key in ("built_at", "full", "extended", "incremental", "cached")}
 
 
 def history_calls(requests: list[str]) -> list[str]:
@@ -55,7 +56,8 @@ def test_a_new_session_asks_the_store_nothing_and_a_reload_reads_only_what_chang
         assert server_requests(served, tmp_path) == after_first  # not one request: runs, histories and charts are shared
         assert chart_data(second.get("vega_lite_chart")[0]).equals(chart_data(first.get("vega_lite_chart")[0]))
         assert built(second) == built(first)  # the very charts and table the first session built (and its load)
-        assert "3 run(s) read whole" in built(first)
+        # The first chart's keys were read first (whole), the other keys of the same runs then.
+        assert built(first)["full"] + built(first)["extended"] == 3 and built(first)["cached"] == 0
         assert len(second.dataframe[0].value) == 3
 
         second.sidebar.button[0].click().run()  # "Reload runs": the run search again, nothing new in it
@@ -70,7 +72,7 @@ def test_a_new_session_asks_the_store_nothing_and_a_reload_reads_only_what_chang
         assert history_calls(new), new  # the new run's history, and only over the new run
         assert all(f"run_id={late}" in r for r in history_calls(new)), history_calls(new)
         assert len(second.dataframe[0].value) == 4
-        assert "1e-05" in set(chart_data(second.get("vega_lite_chart")[0])["lr_label"].dropna())
+        assert "1e-5" in set(chart_data(second.get("vega_lite_chart")[0])["lr_label"].dropna())
 
 
 def test_the_dashboard_never_loads_tensorflow(lab_store, tmp_path):
@@ -132,7 +134,7 @@ def test_warm_up_fills_the_shared_cache_so_the_first_session_reads_no_history(ma
         before = server_requests(served, tmp_path)
         page = session(monkeypatch, served, contract.DEFAULT_EXPERIMENT)
         assert not history_calls(server_requests(served, tmp_path)[len(before) :])
-        assert "0 run(s) read whole" in built(page) and "2 from cache" in built(page)
+        assert built(page)["full"] == built(page)["extended"] == 0 and built(page)["cached"] == 2
 
 
 def test_warm_up_of_a_store_that_is_down_leaves_it_to_the_page(monkeypatch):
@@ -141,3 +143,47 @@ def test_warm_up_of_a_store_that_is_down_leaves_it_to_the_page(monkeypatch):
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     assert warmup.warm_up(f"http://127.0.0.1:{free_port()}")["runs"] == 0  # no exception: a warning in the log
+
+
+def test_the_first_chart_is_the_chart_the_full_views_draw_from_a_fraction_of_the_reads(lab_store):
+    """`app.first_chart` reads the chart's keys of the runs it draws only, and builds the very chart
+    the full views build from every history, whatever the settings."""
+    from app import first_chart, frames, queries, views
+
+    client, runs, history = load(lab_store["uri"])
+    kwargs = {"now_ms": 1.8e12, "stale_after_s": 600.0, "ui_base": ""}
+    for options in (frames.CurveOptions(), frames.CurveOptions(top=5), frames.CurveOptions(metric=contract.LOSS, log_y=True, smoothing=0.5),
+                    frames.CurveOptions(join=True), frames.CurveOptions(group=True, members=True)):  # fmt: skip
+        cache = queries.HistoryCache()
+        quick = first_chart.chart_spec(client, cache, runs, runs, options, **kwargs)
+        full = views.build(runs, history, options, all_runs=runs, **kwargs).page_spec("curves")
+        assert quick == full, options
+        read = {key for entry in cache.entries.values() for key in entry.keys}
+        assert read <= set(first_chart.needed_keys(options.metric)), read
+        if options.top:  # the drawn runs' curves, and validation accuracy of those without a logged best (to rank them)
+            ranked = runs.loc[~runs["metrics"].map(lambda m: contract.BEST_VAL_ACCURACY in m), "run_id"]
+            assert len(set(cache.entries) - set(ranked)) <= options.top < len(runs)
+        # The full load afterwards reads only the keys the first chart did not.
+        cache.load(client, runs)
+        assert cache.last.extended == len(cache.entries) - cache.last.full and cache.last.cached == 0
+
+
+def test_the_history_cache_keeps_a_bounded_number_of_points_the_least_recently_used_go(make_store):
+    from app import queries
+
+    uri = make_store()
+    client = MlflowClient(tracking_uri=uri)
+    experiment_id = client.create_experiment("bounded")
+    ids = [synthetic.log_run(client, experiment_id, name=f"full lr={lr:g}", params=synthetic.params_for(lr, "full"), values=synthetic.history(lr, "full", 5)) for lr in (1e-2, 1e-3, 1e-4, 1e-5)]
+    runs = queries.search_runs(queries.open_client(uri), [experiment_id]).set_index("run_id").loc[ids].reset_index()
+    per_run = 5 * len(contract.EPOCH_METRICS)
+    cache = queries.HistoryCache(max_points=3 * per_run)
+    cache.load(client, runs.iloc[[0, 1]])
+    cache.load(client, runs.iloc[[0]])  # run 0 asked again: run 1 is now the least recently used
+    cache.load(client, runs.iloc[[2, 3]])
+    assert cache.points <= 3 * per_run and list(cache.entries) == [ids[0], ids[2], ids[3]]
+    cache.load(client, runs.iloc[[1]])  # an evicted run is read again, and pushes out the oldest
+    assert cache.last.full == 1 and list(cache.entries) == [ids[2], ids[3], ids[1]]
+    # A load larger than the bound still returns every run asked for (and keeps them until the next).
+    assert cache.load(client, runs)["run_id"].nunique() == 4 and cache.points == 4 * per_run
+    assert queries.HistoryCache().max_points == queries.CACHE_MAX_POINTS

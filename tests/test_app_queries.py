@@ -32,7 +32,7 @@ def test_runs_frame_has_the_contract_columns(lab_store):
 
 
 def test_format_lr_gives_one_spelling_per_rate():
-    assert queries.format_lr(float("1e-5")) == queries.format_lr(float("0.00001")) == "1e-05"
+    assert queries.format_lr(float("1e-5")) == queries.format_lr(float("0.00001")) == "1e-5"
 
 
 def test_bulk_sql_history_equals_the_per_run_history(lab_store):
