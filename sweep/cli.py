@@ -13,7 +13,7 @@ from __future__ import annotations
 import click
 
 from sweep import plan as plans
-from train.config import ConfigError
+from train.config import ConfigError, check_register_as
 from train.messages import first_line, redact_uri, scrub
 
 
@@ -40,6 +40,8 @@ def command(ctx, plan, lrs, stages, schedules, repeats, trials, storage, study, 
         if value:
             overrides[name] = value
     chosen = build_plan(plan, overrides, repeats, trials)
+    check_register_as(register_as, "register_as")  # before the first child trains, not after the last
+    plans.check_quotable(study, "study")
     if storage:
         check_storage(storage)
     print(f"sweep '{chosen.name}': {chosen.size()} configurations in {len(chosen.phases)} phase(s): "
@@ -59,12 +61,14 @@ def build_plan(plan: str, overrides: dict[str, str], repeats: int, trials: int) 
         stages = [s.strip() for s in overrides.pop("stage", "full").split(",") if s.strip()]
         chosen = plans.default_plan(stages)  # lrs apply to every phase; -P finetune.lr=... sets its own
     plans.apply_overrides(chosen, overrides)
+    if not 1 <= repeats <= plans.MAX_CONFIGURATIONS:
+        raise ConfigError(f"repeats must be from 1 to {plans.MAX_CONFIGURATIONS:,} (got {repeats})")
+    if trials < 0:
+        raise ConfigError(f"trials must be 0 (the plan's) or more (got {trials})")
     plans.add_repeats(chosen, repeats)
     if trials:
         for phase in chosen.phases:
             phase.trials = trials
-    if repeats < 1:
-        raise ConfigError(f"repeats must be at least 1 (got {repeats})")
     plans.check_configurations(chosen)
     return chosen
 

@@ -14,6 +14,11 @@ run (by best_val_accuracy) of an earlier phase, optionally filtered by params.
         fixed: {stage: finetune}
         grid: {lr: [1e-6, 1e-7]}
         init_from: {phase: stages, stage: head}
+
+Values are typed at load, in their TrainConfig field's type (`lr: [1e-4]`, which YAML reads
+as text, and `-P lr=1e-4` are the same float, so they make the same sweep key and a resumed
+sweep skips what it trained). What can be bounded is, each with one line: the file's size,
+its YAML nodes with aliases expanded (an alias bomb), and the configurations a plan expands to.
 """
 
 from __future__ import annotations
@@ -34,6 +39,10 @@ CONFIG_FIELDS = {spec.name: spec for spec in fields()}
 # Set by the sweep itself, never by a plan.
 RESERVED = {"init_model", "resume", "run_name", "experiment", "register_as"}
 ALIASES = {"lrs": "lr", "stages": "stage", "schedules": "schedule", "seeds": "seed", "models": "model"}
+MAX_PLAN_BYTES = 1_000_000  # the ready-made plans are under 2 kB
+MAX_YAML_NODES = 100_000  # scalars, lists and mappings, every alias expanded
+MAX_CONFIGURATIONS = 10_000  # per sweep: weeks of training at a minute each
+TYPE_WORDS = {"float": "a number", "int": "a whole number", "bool": "true or false", "str": "text (quote it)"}
 
 
 @dataclass(frozen=True)
@@ -72,7 +81,8 @@ class Phase:
         return [{**self.fixed, **dict(zip(names, combo, strict=True)), **variant} for combo in combos for variant in self.variants]
 
     def size(self) -> int:
-        return self.trials if self.sampled else len(self.configurations())
+        """Without expanding the grid: a plan may ask for more than memory holds."""
+        return self.trials if self.sampled else math.prod(len(values) for values in self.grid.values()) * len(self.variants)
 
 
 @dataclass
@@ -119,8 +129,10 @@ def resolve_plan_path(plan: str) -> Path:
 
 def load_plan(plan: str) -> Plan:
     path = resolve_plan_path(plan)
+    text = _plan_text(path)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        _check_node_count(yaml.compose(text, Loader=yaml.SafeLoader), path)
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
@@ -130,11 +142,51 @@ def load_plan(plan: str) -> Plan:
     return plan_from_dict(data, default_name=path.stem)
 
 
+def _plan_text(path: Path) -> str:
+    size = path.stat().st_size
+    if size > MAX_PLAN_BYTES:
+        raise ConfigError(f"plan {path} is {size:,} bytes; a plan is at most {MAX_PLAN_BYTES:,} (the ready-made ones are under 2 kB)")
+    raw = path.read_bytes()
+    try:
+        if b"\0" in raw:
+            raise UnicodeDecodeError("utf-8", raw, raw.index(b"\0"), raw.index(b"\0") + 1, "NUL byte")
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"plan {path} is not a text (YAML) file; give a plan such as plans/stages.yaml") from None
+
+
+def _check_node_count(root, path: Path) -> None:
+    """Count the nodes as the plan would expand them; an alias names a node, it does not copy it,
+    so a few lines of aliases can stand for billions of values (and a recursive one for infinity)."""
+    sizes: dict[int, int] = {}
+
+    def size(node) -> int:
+        if id(node) in sizes:
+            if sizes[id(node)] < 0:
+                raise ConfigError(f"plan {path} has a recursive YAML alias; write the values out")
+            return sizes[id(node)]
+        sizes[id(node)] = -1
+        children = node.value if isinstance(node, yaml.SequenceNode) else [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else []
+        total = min(1 + sum(size(child) for child in children), MAX_YAML_NODES + 1)
+        sizes[id(node)] = total
+        return total
+
+    if root is not None and size(root) > MAX_YAML_NODES:
+        raise ConfigError(f"plan {path} expands to more than {MAX_YAML_NODES:,} YAML values (aliases counted as copies); write a smaller plan")
+
+
+def check_quotable(text: str, what: str) -> str:
+    """Names go into MLflow filter strings; a name holding both quote characters cannot."""
+    if "'" in text and '"' in text:
+        raise ConfigError(f"{what} '{text}' holds both ' and \"; use at most one kind of quote")
+    return text
+
+
 def plan_from_dict(data: dict, default_name: str) -> Plan:
     unknown = set(data) - {"name", "description", "fixed", "phases"}
     if unknown:
         raise ConfigError(f"plan {default_name}: unknown key(s) {', '.join(sorted(unknown))}; use name, description, fixed, phases")
-    shared = _check_values(data.get("fixed") or {}, f"plan {default_name} fixed")
+    shared = _typed_values(data.get("fixed") or {}, f"plan {default_name} fixed")
     phases = [_phase(raw, shared, index) for index, raw in enumerate(data["phases"])]
     names = [phase.name for phase in phases]
     if len(set(names)) != len(names):
@@ -142,7 +194,9 @@ def plan_from_dict(data: dict, default_name: str) -> Plan:
     for index, phase in enumerate(phases):
         if phase.init_from and phase.init_from.get("phase") not in names[:index]:
             raise ConfigError(f"phase '{phase.name}': init_from.phase must name an earlier phase ({', '.join(names[:index]) or 'none'})")
-    return Plan(str(data.get("name") or default_name), phases, str(data.get("description") or ""))
+    for name in names:
+        check_quotable(name, "phase name")
+    return Plan(check_quotable(str(data.get("name") or default_name), "plan name"), phases, str(data.get("description") or ""))
 
 
 def _phase(raw: dict, shared: dict, index: int) -> Phase:
@@ -152,16 +206,23 @@ def _phase(raw: dict, shared: dict, index: int) -> Phase:
     unknown = set(raw) - {"name", "fixed", "grid", "variants", "search", "trials", "init_from"}
     if unknown:
         raise ConfigError(f"phase '{name}': unknown key(s) {', '.join(sorted(unknown))}")
-    grid = {key: _as_list(value) for key, value in _check_values(raw.get("grid") or {}, f"phase '{name}' grid").items()}
-    variants = [_check_values(variant, f"phase '{name}' variants") for variant in (raw.get("variants") or [{}])]
-    search = {key: parse_range(str(value), key) for key, value in _check_values(raw.get("search") or {}, f"phase '{name}' search").items()}
-    fixed = {**shared, **_check_values(raw.get("fixed") or {}, f"phase '{name}' fixed")}
+    where = f"phase '{name}'"
+    grid = {key: [typed(key, item, f"{where} grid") for item in _as_list(value)] for key, value in _check_values(raw.get("grid") or {}, f"{where} grid").items()}
+    variants = raw.get("variants") or [{}]
+    if not isinstance(variants, list):
+        raise ConfigError(f"{where} variants must be a list of parameter sets, e.g. [{{schedule: constant}}, {{schedule: cosine}}]")
+    variants = [_typed_values(variant, f"{where} variants") for variant in variants]
+    search = {key: parse_range(str(value), key) for key, value in _check_values(raw.get("search") or {}, f"{where} search").items()}
+    fixed = {**shared, **_typed_values(raw.get("fixed") or {}, f"{where} fixed")}
     init_from = raw.get("init_from")
     if init_from is not None:
         if not isinstance(init_from, dict) or "phase" not in init_from:
             raise ConfigError(f"phase '{name}': init_from must be a mapping with 'phase' (and optional param filters)")
-        _check_values({k: v for k, v in init_from.items() if k != "phase"}, f"phase '{name}' init_from")
-    phase = Phase(name, fixed, grid, variants, search, int(raw.get("trials") or 10), init_from)
+        _typed_values({k: v for k, v in init_from.items() if k != "phase"}, f"phase '{name}' init_from")
+    trials = raw.get("trials") or 10
+    if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:
+        raise ConfigError(f"{where}: trials must be a whole number of at least 1 (got {trials!r})")
+    phase = Phase(name, fixed, grid, variants, search, trials, init_from)
     _drop_fixed_shadowed(phase)
     return phase
 
@@ -180,6 +241,26 @@ def _check_values(values, where: str) -> dict:
         if key in RESERVED:
             raise ConfigError(f"{where}: '{key}' is set by the sweep itself; remove it from the plan")
     return dict(values)
+
+
+def _typed_values(values, where: str) -> dict:
+    return {key: typed(key, value, where) for key, value in _check_values(values, where).items()}
+
+
+def typed(name: str, value, where: str):
+    """A plan's value in the type of its TrainConfig field; one line naming it otherwise."""
+    kind = CONFIG_FIELDS[name].type
+    if isinstance(value, str):
+        return convert(name, value)
+    if isinstance(value, bool):
+        ok = kind == "bool"
+    elif isinstance(value, int):
+        ok = kind in ("int", "float")
+    else:
+        ok = isinstance(value, float) and kind == "float"
+    if not ok:
+        raise ConfigError(f"{where}: {name} must be {TYPE_WORDS.get(kind, kind)} (got {value!r})")
+    return float(value) if kind == "float" else value
 
 
 def _as_list(value) -> list:
@@ -275,8 +356,16 @@ def default_plan(stages: list[str]) -> Plan:
     return Plan("grid", phases)
 
 
+def check_size(plan: Plan) -> None:
+    """Before anything expands the grid."""
+    size = plan.size()
+    if size > MAX_CONFIGURATIONS:
+        raise ConfigError(f"plan {plan.name} asks for {size:,} configurations; a sweep runs at most {MAX_CONFIGURATIONS:,}: split it, or sample a range with trials")
+
+
 def check_configurations(plan: Plan) -> None:
     """Validate every configuration now (seconds), not after hours of earlier phases."""
+    check_size(plan)
     for phase in plan.phases:
         samples = phase.configurations() or [{**phase.fixed, **{k: _midpoint(r) for k, r in phase.search.items()}}]
         for values in samples:

@@ -186,3 +186,18 @@ def test_a_child_that_diverges_leaves_no_checkpoint_to_resume_from_nan_weights(t
     assert train_main(["--stage", "scratch", "--lr", "1000", *same, "--resume", child.info.run_id]) == 2
     assert f"run {child.info.run_id} has no checkpoint" in capsys.readouterr().err
 
+
+def test_a_study_named_with_an_apostrophe_finds_its_own_runs(tmp_path, tracking_uri, capsys):
+    """`--study "bob's sweep"` went unescaped into MLflow filters: the sweep died on an invalid filter."""
+    from sweep.filters import quoted
+
+    one_class = tmp_path / "one_class" / "only"
+    one_class.mkdir(parents=True)
+    Image.new("RGB", (64, 64)).save(one_class / "black.png")  # the child fails its data check, before TensorFlow
+    study = "bob's sweep"
+    assert main(["--stages", "head", "--lrs", "1e-3", "--data", str(one_class.parent), *SMALL, "--study", study, "--register-as", "bobs", "--experiment", "quotes"]) == 0
+    assert "no finished run to register" in capsys.readouterr().err
+    (parent,) = sweep_runs()
+    assert parent.data.tags[contract.TAG_SWEEP_STUDY] == study
+    found = mlflow.search_runs(search_all_experiments=True, filter_string=f"tags.{contract.TAG_SWEEP_STUDY} = {quoted(study)}", output_format="list")
+    assert len(found) == 2  # the parent and its one (failed) child

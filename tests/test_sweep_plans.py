@@ -81,6 +81,7 @@ def test_the_same_command_gives_the_same_sweep_key():
         (["--stages", "scratch", "--lr", "-1"], "lr must be a number greater than 0"),
         (["--nope.lr", "1e-3"], "no phase named 'nope'"),
         (["--storage", "postgresql://u:secret@127.0.0.1:9/x"], "storage 'postgresql://u:***@127.0.0.1:9/x' cannot be opened"),
+        (["--study", "it's \"x\""], "study 'it's \"x\"' holds both ' and \""),
     ],
 )
 def test_bad_input_is_one_line_before_any_run(argv, message, capsys, tracking_uri):
@@ -149,3 +150,77 @@ def test_every_documented_sweep_parameter_works_through_mlflow_run(tmp_path, cap
             assert str(context.params[name]) == value, (name, context.params[name])
         else:
             assert context.args[context.args.index(f"--{name}") + 1] == value
+
+
+def test_plan_values_are_typed_at_load_so_a_plan_and_p_give_the_same_sweep_key(tmp_path):
+    """YAML reads 1e-4 (no dot) as text; untyped, the plan's key differed from -P lr=1e-4's and a resumed sweep retrained."""
+    written = tmp_path / "typed.yaml"
+    written.write_text("name: grid\nphases:\n  - name: train\n    grid: {stage: [full], lr: [1e-4]}\n    fixed: {epochs: 2, augment: true}\n")
+    from_file = plans.load_plan(str(written))
+    from_command = build_plan("", {"stage": "full", "lr": "1e-4", "epochs": "2", "augment": "true"}, 1, 0)
+    assert from_file.phases[0].configurations() == from_command.phases[0].configurations() == [{"stage": "full", "lr": 1e-4, "epochs": 2, "augment": True}]
+    keys = [plans.config_key("train", values) for plan in (from_file, from_command) for values in plan.phases[0].configurations()]
+    assert keys[0] == keys[1]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("phases:\n  - fixed: {milestones: 40}\n", "milestones must be text (quote it) (got 40)"),
+        ("phases:\n  - fixed: {epochs: 2.5}\n", "epochs must be a whole number (got 2.5)"),
+        ("phases:\n  - grid: {data: [123]}\n", "data must be text (quote it) (got 123)"),
+        ("phases:\n  - grid: {lr: [[1.0e-4, 1.0e-5]]}\n", "lr must be a number (got [0.0001, 1e-05])"),
+        ("phases:\n  - grid: {lr: [fast]}\n", "lr=fast is not a float"),
+        ("phases:\n  - variants: {schedule: cosine}\n", "variants must be a list of parameter sets"),
+        ("phases:\n  - {trials: many, search: {lr: 1e-5..1e-3}}\n", "trials must be a whole number of at least 1 (got 'many')"),
+        ("name: \"it's \\\"mine\\\"\"\nphases:\n  - grid: {lr: [1.0e-4]}\n", "plan name 'it's \"mine\"' holds both ' and \""),
+    ],
+)
+def test_plan_values_of_the_wrong_type_are_one_line_at_load(body, message, tmp_path, capsys):
+    written = tmp_path / "wrong.yaml"
+    written.write_text(body)
+    assert main(["--plan", str(written), "--dry-run"]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], errors
+
+
+def test_plans_that_would_not_fit_in_memory_are_refused_in_a_second(tmp_path):
+    import time
+
+    started = time.monotonic()
+    binary = tmp_path / "photo.yaml"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
+    with pytest.raises(ConfigError, match="photo.yaml is not a text \\(YAML\\) file"):
+        plans.load_plan(str(binary))
+    levels = "".join(f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n" for p, c in zip("abcdefgh", "bcdefghi", strict=True))
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("a: &a [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]\n" + levels + "phases:\n  - grid: {seed: *i}\n")  # 10^9 seeds in 10 lines
+    with pytest.raises(ConfigError, match="bomb.yaml expands to more than 100,000 YAML values"):
+        plans.load_plan(str(bomb))
+    recursive = tmp_path / "loop.yaml"
+    recursive.write_text("phases: &p\n  - grid: {lr: *p}\n")
+    with pytest.raises(ConfigError, match="loop.yaml has a recursive YAML alias"):
+        plans.load_plan(str(recursive))
+    huge = tmp_path / "huge.yaml"
+    axis = ", ".join(str(i + 1) for i in range(100))
+    huge.write_text(f"phases:\n  - grid: {{seed: [{axis}], batch_size: [{axis}], epochs: [{axis}]}}\n")
+    with pytest.raises(ConfigError, match="asks for 1,000,000 configurations; a sweep runs at most 10,000"):
+        build_plan(str(huge), {}, 1, 0)
+    with pytest.raises(ConfigError, match="repeats must be from 1 to 10,000"):
+        build_plan("", {"stage": "full"}, 10**9, 0)
+    with pytest.raises(ConfigError, match="asks for 1,000,000,000 configurations"):
+        build_plan("", {"stage": "full", "lr": "1e-5..1e-3"}, 1, 10**9)
+    assert time.monotonic() - started < 10
+
+
+def test_register_as_the_registry_refuses_is_one_line_before_training_or_any_child(capsys, tracking_uri):
+    import mlflow
+
+    from train.cli import main as train_main
+
+    assert train_main(["--stage", "scratch", "--weights", "none", "--register-as", "team/model"]) == 2
+    assert main(["--stages", "scratch", "--weights", "none", "--register-as", "team:model"]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert [e.split(" is not")[0] for e in errors] == ["error: register_as 'team/model'", "error: register_as 'team:model'"], errors
+    assert all("is not a name the model registry accepts" in e for e in errors)
+    assert mlflow.search_runs(search_all_experiments=True, output_format="list") == []

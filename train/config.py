@@ -149,6 +149,20 @@ def _check_text(config: TrainConfig) -> None:
         except ValueError:
             momentum = -1.0
         _require(0 < momentum < 1, f"bn_momentum must be 'auto' or a number between 0 and 1 (got '{config.bn_momentum}')")
+    check_register_as(config.register_as)
+
+
+def check_register_as(name: str, option: str = "register_as") -> None:
+    """Before the first epoch (a sweep: before its first child): the registry refuses '/', ':', '..'."""
+    if not name:
+        return
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.validation import _validate_model_name  # the registry's own rule
+
+    try:
+        _validate_model_name(name)
+    except MlflowException:
+        raise ConfigError(f"{option} '{name}' is not a name the model registry accepts (no '/' or ':', and not '.' or '..'); try e.g. wildlife") from None
 
 
 def _check_paths(config: TrainConfig) -> None:
