@@ -22,6 +22,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from sweep.claims import DONE, FAILED, Claims, redact_url
+from sweep.filters import quoted
 from sweep.plan import Phase, Plan, Range, config_key, make_config
 from sweep.progress import Progress, print_ranking
 from sweep.pruning import TrialReporter, make_pruner
@@ -268,7 +269,7 @@ def _experiment_ids() -> list[str]:
 def _finished_keys(study: str, phase: str) -> set[str]:
     runs = mlflow.search_runs(
         experiment_ids=_experiment_ids(),
-        filter_string=f"tags.{contract.TAG_SWEEP_STUDY} = '{study}' AND tags.{contract.TAG_SWEEP_PHASE} = '{phase}' AND attributes.status = 'FINISHED'",
+        filter_string=f"tags.{contract.TAG_SWEEP_STUDY} = {quoted(study)} AND tags.{contract.TAG_SWEEP_PHASE} = {quoted(phase)} AND attributes.status = 'FINISHED'",
         output_format="list",
     )
     return {run.data.tags[contract.TAG_SWEEP_CONFIG] for run in runs}
@@ -296,7 +297,7 @@ def _best_model_uri(study: str, phase: Phase) -> str:
     """runs:/ID/model of the best FINISHED run of the phase named in init_from (and its filters)."""
     source = dict(phase.init_from)
     source_phase = source.pop("phase")
-    filters = [f"tags.{contract.TAG_SWEEP_STUDY} = '{study}'", f"tags.{contract.TAG_SWEEP_PHASE} = '{source_phase}'", "attributes.status = 'FINISHED'"]
+    filters = [f"tags.{contract.TAG_SWEEP_STUDY} = {quoted(study)}", f"tags.{contract.TAG_SWEEP_PHASE} = {quoted(source_phase)}", "attributes.status = 'FINISHED'"]
     runs = mlflow.search_runs(experiment_ids=_experiment_ids(), filter_string=" AND ".join(filters), order_by=[f"metrics.{contract.BEST_VAL_ACCURACY} DESC"], output_format="list")
     runs = [run for run in runs if all(_param_matches(run.data.params.get(k), v) for k, v in source.items()) and contract.BEST_VAL_ACCURACY in run.data.metrics]
     if not runs:
@@ -322,7 +323,7 @@ def _register_best(options: SweepOptions, claims: Claims) -> dict[str, int]:
         _wait_for_phase(phase, claims, options, Progress(0))
     runs = mlflow.search_runs(
         experiment_ids=_experiment_ids(),
-        filter_string=f"tags.{contract.TAG_SWEEP_STUDY} = '{options.study_name}' AND tags.{contract.TAG_KIND} = '{contract.KIND_TRAIN}' AND attributes.status = 'FINISHED'",
+        filter_string=f"tags.{contract.TAG_SWEEP_STUDY} = {quoted(options.study_name)} AND tags.{contract.TAG_KIND} = '{contract.KIND_TRAIN}' AND attributes.status = 'FINISHED'",
         order_by=[f"metrics.{contract.BEST_VAL_ACCURACY} DESC"],
         output_format="list",
     )
