@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import time
 
+from sweep.filters import quoted
 from train import contract
 
 
@@ -73,7 +74,7 @@ def print_ranking(study: str, experiment_ids: list[str]) -> None:
 
     children = mlflow.search_runs(
         experiment_ids=experiment_ids,
-        filter_string=f"tags.{contract.TAG_SWEEP_STUDY} = '{study}' AND tags.{contract.TAG_KIND} = '{contract.KIND_TRAIN}'",
+        filter_string=f"tags.{contract.TAG_SWEEP_STUDY} = {quoted(study)} AND tags.{contract.TAG_KIND} = '{contract.KIND_TRAIN}'",
         output_format="list",
     )
     for line in ranking_lines(children):
