@@ -13,6 +13,7 @@ logged MLflow model needs no preprocessing code at serving time.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 
 import keras
@@ -95,10 +96,20 @@ def _base(config: TrainConfig) -> keras.Model:
 
 
 def _load_weights_file(base: keras.Model, path: str, model_name: str) -> None:
-    try:
-        base.load_weights(path)
-    except (ValueError, OSError, KeyError) as error:
-        raise ConfigError(f"weights file '{path}' does not fit {model_name} (include_top=False): {first_line(error)}; give that model's weights file or -P weights=none") from None
+    # Keras warns once per layer group it cannot match (a hundred lines for another architecture)
+    # before it fails, or loads what matches and keeps the rest random: either way the file does not fit.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            base.load_weights(path)
+        except (ValueError, OSError, KeyError) as error:
+            raise ConfigError(f"weights file '{path}' does not fit {model_name} (include_top=False): {first_line(error)}; give that model's weights file or -P weights=none") from None
+    skipped = [w for w in caught if issubclass(w.category, UserWarning) and str(w.message).startswith("Skipping")]
+    if skipped:
+        raise ConfigError(f"weights file '{path}' does not fit {model_name} (include_top=False): {len(skipped)} layer groups of it match none of the model's; "
+                          "give that model's weights file or -P weights=none")
+    for other in caught:
+        warnings.warn_explicit(other.message, other.category, other.filename, other.lineno)
     if model_name == "efficientnet_b0":
         # Same correction Keras makes for downloaded weights: divide once more by sqrt(stddev),
         # folded into the variance, so a file gives exactly the model weights="imagenet" gives.
