@@ -35,6 +35,7 @@ def test_steepest_ignores_a_dip_in_the_flat_noise_decades_before_the_minimum():
     assert lowest / 10 <= steepest <= lowest and 1e-3 <= steepest <= 1e-2
 
 
+@pytest.mark.slow  # trains for real
 def test_range_test_restores_the_weights(tracking_uri):
     import keras
 
@@ -45,7 +46,7 @@ def test_range_test_restores_the_weights(tracking_uri):
 
     config = tiny_config()
     checked = preflight(config)
-    train_data, _ = make_datasets(checked.report, config.image_size, 16, 0, False)
+    train_data, _ = make_datasets(checked.report, checked.images, 16, 0, False)
     model = build_model(len(checked.report.class_names), config, None)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
     before = [w.copy() for w in model.get_weights()]
@@ -78,3 +79,15 @@ def test_suggestion_is_within_a_decade_of_the_best_of_a_grid(tracking_uri, capsy
 def test_bad_range_is_one_line(tracking_uri, capsys):
     assert main(["--min-lr", "1", "--max-lr", "1e-3"]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == "error: need 0 < min_lr < max_lr (got 1, 0.001)"
+
+
+@pytest.mark.slow  # trains for real
+def test_scratch_model_has_the_batchnorm_momentum_training_uses(tracking_uri):
+    """Keras' MobileNetV2 default (0.999) is not what a scratch run trains with on small data."""
+    from train.models import auto_bn_momentum
+
+    assert main(["--data", "demo", "--stage", "scratch", "--weights", "none", "--image-size", "64", "--alpha", "0.35",
+                 "--batch-size", "16", "--min-lr", "1e-6", "--max-lr", "1e-2", "--steps", "20", "--experiment", "find"]) == 0
+    (run,) = mlflow.search_runs(search_all_experiments=True, filter_string=f"tags.{contract.TAG_KIND} = '{contract.KIND_LR_FIND}'", output_format="list")
+    expected = auto_bn_momentum(math.ceil(288 / 16))  # the demo data's 288 training images
+    assert run.data.params["bn_momentum_used"] == f"{expected:g}" == "0.9"  # read from the model's layers

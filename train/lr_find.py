@@ -122,16 +122,17 @@ def run_lr_find(config: TrainConfig, checked, min_lr: float, max_lr: float, step
     from train import tracking
     from train.data import make_datasets
     from train.device import set_up_devices
-    from train.trainer import model_for, optimizer_for
+    from train.trainer import bn_momentum_for, model_for, optimizer_for
 
     devices = set_up_devices(config)
     keras.utils.set_random_seed(config.seed)
     train_data, _ = make_datasets(checked.report, checked.images, config.batch_size, config.seed, config.augment)
     with devices.strategy.scope():
-        model = model_for(config, checked.report, bn_momentum=None)
+        model = model_for(config, checked.report, bn_momentum_for(config, len(checked.report.train)))  # as training builds it
         model.compile(optimizer=optimizer_for(config), loss="sparse_categorical_crossentropy", jit_compile=config.xla)
     with mlflow.start_run(run_name=f"lr_find {config.stage}", tags={contract.TAG_KIND: contract.KIND_LR_FIND}) as run:
         params = {**config.as_params(), "min_lr": min_lr, "max_lr": max_lr, "steps": steps, "diverge": diverge, "rule": rule}
+        params["bn_momentum_used"] = ",".join(f"{m:g}" for m in _bn_momenta(model)) if config.stage == "scratch" else "not trained"
         tracking.log_params_once({key: str(value) for key, value in params.items() if key not in ("lr", "epochs", "resume")})
         if checked.init_run_id:
             mlflow.set_tag(contract.TAG_INIT_RUN_ID, checked.init_run_id)
@@ -146,6 +147,15 @@ def run_lr_find(config: TrainConfig, checked, min_lr: float, max_lr: float, step
         mlflow.log_metrics({contract.SUGGESTED_LR: result.suggestion(rule), LR_STEEPEST: result.steepest, LR_MIN_LOSS_DIV10: result.min_loss_div10,
                             "lr_find_seconds": time.perf_counter() - started})
     return result
+
+
+def _bn_momenta(model) -> list[float]:
+    """The momenta the model's BatchNormalization layers really have (the logged value is read, not assumed)."""
+    from keras import layers
+
+    from train.models import all_layers
+
+    return sorted({float(layer.momentum) for layer in all_layers(model) if isinstance(layer, layers.BatchNormalization)})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -66,9 +66,7 @@ def train(config: TrainConfig, checked: Preflight | None = None, callbacks=(), r
     global_batch = config.batch_size
     train_data, val_data = make_datasets(report, checked.images, global_batch, config.seed, config.augment)
     steps_per_epoch = math.ceil(len(report.train) / global_batch)
-    bn_momentum = None
-    if config.stage == "scratch":
-        bn_momentum = config.bn_momentum_value or auto_bn_momentum(steps_per_epoch)
+    bn_momentum = bn_momentum_for(config, len(report.train))
     with devices.strategy.scope():
         model = model_for(config, report, bn_momentum)
         model.compile(optimizer=optimizer_for(config), loss="sparse_categorical_crossentropy", metrics=["accuracy"], jit_compile=config.xla)
@@ -162,6 +160,14 @@ def _send_queued_metrics(metrics: MetricBuffer) -> None:
     path = metrics.save(Path.cwd())
     raise TrainingError(f"tracking store {contract.tracking_uri()} did not come back within {SERVER_PATIENCE_SECONDS} s; "
                         f"the per-epoch history is in {path}: send it with `python -m train.upload {path}`")
+
+
+def bn_momentum_for(config: TrainConfig, train_images: int) -> float | None:
+    """The BatchNormalization momentum of a scratch model (None: the layers keep their own).
+    lr_find builds its model with this too, so its curve describes the model training builds."""
+    if config.stage != "scratch":
+        return None
+    return config.bn_momentum_value or auto_bn_momentum(math.ceil(train_images / config.batch_size))
 
 
 def model_for(config: TrainConfig, report: DataReport, bn_momentum: float | None) -> keras.Model:
