@@ -187,6 +187,31 @@ def test_a_child_that_diverges_leaves_no_checkpoint_to_resume_from_nan_weights(t
     assert f"run {child.info.run_id} has no checkpoint" in capsys.readouterr().err
 
 
+@pytest.mark.slow
+def test_sigterm_during_a_child_keeps_its_checkpoint_artifact_and_removes_the_local_copy(tmp_path, tracking_uri):
+    """The next launch trains the configuration afresh in a new child: the local checkpoint is only disk used."""
+    from train.interrupt import checkpoint_dir
+
+    command = [sys.executable, "-m", "sweep", "--lrs", "1e-3", "--stages", "scratch", "--epochs", "4", *TINY, "--experiment", "stopped"]
+    with open(tmp_path / "sweep.log", "w+") as log:
+        process = subprocess.Popen(command, cwd=tmp_path, env=subprocess_env(tracking_uri), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 600
+        child = None
+        while process.poll() is None and time.monotonic() < deadline:
+            parents = sweep_runs()
+            child = next(iter(children(parents[0].info.run_id)), None) if parents else None
+            if child and MlflowClient().get_metric_history(child.info.run_id, contract.LOSS):
+                break  # epoch 0 is checkpointed and logged
+            time.sleep(0.5)
+        assert process.poll() is None, log.seek(0) or log.read()[-3000:]
+        os.killpg(process.pid, signal.SIGTERM)
+        assert process.wait(timeout=300) == 128 + signal.SIGTERM, log.seek(0) or log.read()[-3000:]
+    run = MlflowClient().get_run(child.info.run_id)
+    assert run.info.status == "KILLED"
+    assert "checkpoint/latest.weights.h5" in {a.path for a in MlflowClient().list_artifacts(run.info.run_id, "checkpoint")}
+    assert not checkpoint_dir(run.info.run_id).exists()
+
+
 def test_a_study_named_with_an_apostrophe_finds_its_own_runs(tmp_path, tracking_uri, capsys):
     """`--study "bob's sweep"` went unescaped into MLflow filters: the sweep died on an invalid filter."""
     from sweep.filters import quoted
