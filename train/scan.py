@@ -135,9 +135,14 @@ def split_folders(folder: Path) -> tuple[Path, Path | None]:
     return folder / "train", (folder / held_out[0]) if held_out else None
 
 
+def subfolder_names(folder: Path) -> list[str]:
+    """The non-hidden sub-folders of `folder`, sorted: its classes, in a class-per-folder layout."""
+    return sorted(p.name for p in _subfolders(folder))
+
+
 def class_folders(folder: Path) -> list[str]:
     """The class sub-folders of `folder`, sorted; at least two."""
-    names = sorted(p.name for p in _subfolders(folder))
+    names = subfolder_names(folder)
     if len(names) < 2:
         found = f"only '{names[0]}'" if names else "none"
         raise ConfigError(f"data folder '{folder}' needs at least 2 class sub-folders (found {found}); put each class's images in a sub-folder named after it")
