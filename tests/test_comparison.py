@@ -4,9 +4,11 @@ verdicts must be right in the table, on the page (AppTest) and in the report's c
 
 from __future__ import annotations
 
+import io
 import math
 import shutil
 import time
+import zipfile
 
 import mlflow
 import pandas as pd
@@ -110,6 +112,18 @@ def test_the_page_answers_in_words_and_lists_the_verdicts(verdict_store, monkeyp
     assert not page.exception and page.query_params["sband"] in (frames.MINMAX, [frames.MINMAX])
     page.sidebar.selectbox(key="stat").set_value(stats.LOWEST_VAL_LOSS.name).run()
     assert any("Is the difference real?** Lowest validation loss per configuration" in line for line in shown(page))
+    page.radio(key="view").set_value("Export").run()
+    assert "Comparison: groups and verdicts (CSV)" in [button.proto.label for button in page.get("download_button")]
+
+
+def test_the_one_click_report_carries_the_verdicts(verdict_store):
+    _, runs, history = load(verdict_store, EXPERIMENT)
+    built = views.build(runs, history, frames.CurveOptions(), now_ms=time.time() * 1000, stale_after_s=600, ui_base="")
+    archive = zipfile.ZipFile(io.BytesIO(report.report_zip("Study", built.figures(), built.summary, {}, built.comparison())))
+    assert verdicts(pd.read_csv(archive.open("data/comparison.csv"))) == EXPECTED
+    assert "lr 1e-4 is worse by 0.100" in archive.read("report.md").decode().replace("\\", "")
+    page = report.report_html("Study", built.figures(), built.summary, {}, built.comparison())
+    assert "full: one run each: cannot tell" in page and "<h2>Is the difference real?</h2>" in page
 
 
 def test_the_report_writes_comparison_csv_with_the_verdicts(verdict_store, tmp_path, monkeypatch, capsys):
