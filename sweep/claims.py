@@ -38,15 +38,6 @@ RUNNING, DONE, FAILED = "running", "done", "failed"
 CREATE_ATTEMPTS = 5  # workers started together race to create the table, as they do Optuna's
 
 
-def redact_url(url: str) -> str:
-    """A database URL without its password, fit for a param or a message."""
-    if "@" not in url or "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    credentials, host = rest.rsplit("@", 1)
-    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
-
-
 def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{int(time.time() * 1000)}"
 

@@ -80,6 +80,12 @@ class Phase:
         combos = itertools.product(*(self.grid[name] for name in names))
         return [{**self.fixed, **dict(zip(names, combo, strict=True)), **variant} for combo in combos for variant in self.variants]
 
+    def label(self, values: dict) -> str:
+        """The run's name in the sweep: the phase and what varies in it ("head lr=0.001 seed=2").
+        The child run is named so and the progress lines say so."""
+        varied = [name for name in dict.fromkeys([*self.grid, *self.search, *(k for v in self.variants for k in v)]) if name in values]
+        return " ".join([self.name, *(f"{k}={values[k]:g}" if isinstance(values[k], float) else f"{k}={values[k]}" for k in varied)])
+
     def size(self) -> int:
         """Without expanding the grid: a plan may ask for more than memory holds."""
         return self.trials if self.sampled else math.prod(len(values) for values in self.grid.values()) * len(self.variants)

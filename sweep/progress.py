@@ -8,6 +8,7 @@ import time
 
 from sweep.filters import quoted
 from train import contract
+from train.messages import first_line
 
 
 def _duration(seconds: float) -> str:
@@ -15,10 +16,6 @@ def _duration(seconds: float) -> str:
     if seconds >= 3600:
         return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
-
-
-def _describe(values: dict) -> str:
-    return " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items() if k in ("stage", "lr", "schedule", "decay", "seed", "model"))
 
 
 class Progress:
@@ -29,18 +26,18 @@ class Progress:
         self.seconds: list[float] = []
         self.started = time.monotonic()
 
-    def done(self, phase: str, values: dict, best: float, seconds: float, pruned: int | None = None) -> None:
+    def done(self, label: str, best: float, seconds: float, pruned: int | None = None) -> None:
+        """A run of the sweep finished; `label` names it as its run is named (`Phase.label`)."""
         self.counts["trained"] += 1
         self.counts["pruned"] += pruned is not None
         self.seconds.append(seconds)
         note = f"pruned after epoch {pruned}" if pruned is not None else f"best val_accuracy {best:.4f}"
-        self._line(f"{phase}: {_describe(values)}: {note} in {_duration(seconds)}")
+        self._line(f"{label}: {note} in {_duration(seconds)}")
 
-    def failed(self, phase: str, values: dict, error: Exception, seconds: float) -> None:
+    def failed(self, label: str, error: Exception, seconds: float) -> None:
         self.counts["failed"] += 1
         self.seconds.append(seconds)
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        self._line(f"{phase}: {_describe(values)}: FAILED ({first}); going on")
+        self._line(f"{label}: FAILED ({first_line(error)}); going on")
 
     def skipped(self, phase: str, why: str, count: bool = True) -> None:
         """A configuration finished earlier (count) or taken by another worker (not this worker's)."""

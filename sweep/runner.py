@@ -21,14 +21,15 @@ import optuna
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
-from sweep.claims import DONE, FAILED, Claims, redact_url
+from sweep.claims import DONE, FAILED, Claims
 from sweep.filters import quoted
 from sweep.plan import Phase, Plan, Range, config_key, make_config
 from sweep.progress import Progress, print_ranking
 from sweep.pruning import TrialReporter, make_pruner
 from train import contract, interrupt, tracking
-from train.config import ConfigError
+from train.config import ConfigError, same_param
 from train.errors import TrainingInterrupted
+from train.messages import first_line, redact_uri
 from train.preflight import preflight
 from train.signals import stop_signals_to
 
@@ -112,7 +113,7 @@ def _log_parent(options: SweepOptions) -> None:
         "plan": plan.name,
         "study": options.study_name,
         "configurations": plan.size(),
-        "storage": redact_url(options.storage) or "in-process",
+        "storage": redact_uri(options.storage) if options.storage else "in-process",
         "pruning": options.pruning,
         "register_as": options.register_as,
     }
@@ -188,7 +189,7 @@ def _run_child(phase: Phase, key: str, values: dict | None, init_model: str, stu
         claims.finish(key, FAILED)
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
         result.failed.append(child_id)
-        progress.failed(phase.name, values, error, time.monotonic() - started)
+        progress.failed(phase.label(values), error, time.monotonic() - started)
         return
     finally:
         _release_memory()
@@ -198,7 +199,7 @@ def _run_child(phase: Phase, key: str, values: dict | None, init_model: str, stu
     else:
         study.tell(trial, outcome.best_val_accuracy)
     result.trained.append(child_id)
-    progress.done(phase.name, values, outcome.best_val_accuracy, time.monotonic() - started, pruned=reporter.pruned_after)
+    progress.done(phase.label(values), outcome.best_val_accuracy, time.monotonic() - started, pruned=reporter.pruned_after)
 
 
 def _sample(trial: optuna.Trial, phase: Phase) -> dict:
@@ -221,8 +222,7 @@ def _suggest(trial: optuna.Trial, name: str, bounds: Range):
 def _create_child(study: str, phase: Phase, key: str, values: dict) -> str:
     """The child run, created up front so a configuration that fails before training is recorded too."""
     parent = mlflow.active_run()
-    varied = {name: values[name] for name in [*phase.grid, *phase.search, *{k for v in phase.variants for k in v}] if name in values}
-    name = f"{phase.name} " + " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in varied.items())
+    name = phase.label(values)
     tags = {
         MLFLOW_PARENT_RUN_ID: parent.info.run_id,
         MLFLOW_RUN_NAME: name.strip(),
@@ -236,8 +236,7 @@ def _create_child(study: str, phase: Phase, key: str, values: dict) -> str:
 
 def _record_failure(child_id: str, error: Exception) -> None:
     client = MlflowClient()
-    message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    client.set_tag(child_id, contract.TAG_STOP_REASON, f"failed: {message}"[:500])
+    client.set_tag(child_id, contract.TAG_STOP_REASON, f"failed: {first_line(error)}"[:500])
     if client.get_run(child_id).info.status == "RUNNING":  # failed before training started
         client.set_terminated(child_id, "FAILED")
     if mlflow.active_run() and mlflow.active_run().info.run_id == child_id:
@@ -297,9 +296,7 @@ def _best_model_uri(study: str, phase: Phase) -> str:
     """runs:/ID/model of the best FINISHED run of the phase named in init_from (and its filters)."""
     source = dict(phase.init_from)
     source_phase = source.pop("phase")
-    filters = [f"tags.{contract.TAG_SWEEP_STUDY} = {quoted(study)}", f"tags.{contract.TAG_SWEEP_PHASE} = {quoted(source_phase)}", "attributes.status = 'FINISHED'"]
-    runs = mlflow.search_runs(experiment_ids=_experiment_ids(), filter_string=" AND ".join(filters), order_by=[f"metrics.{contract.BEST_VAL_ACCURACY} DESC"], output_format="list")
-    runs = [run for run in runs if all(_param_matches(run.data.params.get(k), v) for k, v in source.items()) and contract.BEST_VAL_ACCURACY in run.data.metrics]
+    runs = [run for run in _best_runs(study, f"tags.{contract.TAG_SWEEP_PHASE} = {quoted(source_phase)}") if all(same_param(run.data.params.get(k), v) for k, v in source.items())]
     if not runs:
         wanted = ", ".join(f"{k}={v}" for k, v in source.items()) or "any"
         raise ConfigError(f"phase '{phase.name}' fine-tunes the best run of phase '{source_phase}' ({wanted}) but none FINISHED")
@@ -308,26 +305,20 @@ def _best_model_uri(study: str, phase: Phase) -> str:
     return f"runs:/{best.info.run_id}/{contract.MODEL_ARTIFACT}"
 
 
-def _param_matches(logged: str | None, wanted) -> bool:
-    if logged is None:
-        return False
-    try:
-        return float(logged) == float(wanted)
-    except (TypeError, ValueError):
-        return str(logged).lower() == str(wanted).lower()
+def _best_runs(study: str, extra_filter: str = "") -> list:
+    """The sweep's FINISHED training runs (matching `extra_filter`), best validation accuracy first.
+    Pruned runs never count: stopped early, their best is not one of a whole run."""
+    filters = [f"tags.{contract.TAG_SWEEP_STUDY} = {quoted(study)}", f"tags.{contract.TAG_KIND} = '{contract.KIND_TRAIN}'", "attributes.status = 'FINISHED'", extra_filter]
+    runs = mlflow.search_runs(experiment_ids=_experiment_ids(), filter_string=" AND ".join(f for f in filters if f),
+                              order_by=[f"metrics.{contract.BEST_VAL_ACCURACY} DESC"], output_format="list")
+    return [run for run in runs if contract.BEST_VAL_ACCURACY in run.data.metrics and run.data.tags.get(contract.TAG_PRUNED) != "true"]
 
 
 def _register_best(options: SweepOptions, claims: Claims) -> dict[str, int]:
     """Register the best FINISHED child of each stage (alias = stage) and alias the best of all `champion`."""
     for phase in options.plan.phases:
         _wait_for_phase(phase, claims, options, Progress(0))
-    runs = mlflow.search_runs(
-        experiment_ids=_experiment_ids(),
-        filter_string=f"tags.{contract.TAG_SWEEP_STUDY} = {quoted(options.study_name)} AND tags.{contract.TAG_KIND} = '{contract.KIND_TRAIN}' AND attributes.status = 'FINISHED'",
-        order_by=[f"metrics.{contract.BEST_VAL_ACCURACY} DESC"],
-        output_format="list",
-    )
-    runs = [run for run in runs if contract.BEST_VAL_ACCURACY in run.data.metrics and run.data.tags.get(contract.TAG_PRUNED) != "true"]
+    runs = _best_runs(options.study_name)
     if not runs:
         print("sweep: no finished run to register", file=sys.stderr, flush=True)
         return {}
