@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -17,11 +15,11 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from train import contract
-from train.config import ConfigError, TrainConfig
+from train.config import ConfigError, TrainConfig, same_param
+from train.messages import refusal, server_down, unreachable
 
 # MLflow's generated run names look like "bold-owl-123": those we may replace.
 _GENERATED_RUN_NAME = re.compile(r"^[a-z]+-[a-z]+-\d+$")
-_HEALTH_TIMEOUT_SECONDS = 5
 
 
 def connect(experiment: str = "") -> str:
@@ -107,15 +105,9 @@ def _copy_empty_store(database: Path) -> None:
 def check_store(uri: str) -> None:
     """Fail in seconds, with one line, when the tracking store cannot be used."""
     if uri.startswith(("http://", "https://")):
-        health = uri.rstrip("/") + "/health"
-        try:
-            with urllib.request.urlopen(health, timeout=_HEALTH_TIMEOUT_SECONDS):
-                pass
-        except urllib.error.HTTPError:
-            return  # it answers; authentication and paths are checked by the first real call
-        except (urllib.error.URLError, OSError) as error:
-            reason = getattr(error, "reason", error)
-            raise ConfigError(f"tracking server {uri} is unreachable ({reason}); start it (mlflow server ...) or set MLFLOW_TRACKING_URI") from None
+        reason = server_down(uri)  # any HTTP answer will do: authentication is for the first real call
+        if reason is not None:
+            raise ConfigError(unreachable(uri, reason))
         try:
             MlflowClient(uri).search_experiments(max_results=1)  # the first call that needs the credentials
         except MlflowException as error:
@@ -130,16 +122,8 @@ def check_store(uri: str) -> None:
 
 def access_error(error: MlflowException, uri: str | None = None) -> ConfigError | None:
     """A one-line ConfigError when the server refused the credentials or the permission, else None."""
-    uri = uri or contract.tracking_uri()
-    user = os.environ.get("MLFLOW_TRACKING_USERNAME", "")
-    code = getattr(error, "error_code", "")
-    text = str(error)
-    if code == "UNAUTHENTICATED" or "error code 401" in text:
-        who = f"the credentials of '{user}'" if user else "requests without credentials"
-        return ConfigError(f"tracking server {uri} refused {who} (401); set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")
-    if code == "PERMISSION_DENIED" or "error code 403" in text:
-        return ConfigError(f"tracking server {uri}: user '{user}' lacks permission for this (403); ask an admin for EDIT on the experiment, or pick another with --experiment")
-    return None
+    refused = refusal(error, uri or contract.tracking_uri(), need="EDIT permission on the experiment", alternative="pick another with --experiment")
+    return ConfigError(refused) if refused else None
 
 
 def resolve_model_run(model_uri: str) -> str:
@@ -284,14 +268,5 @@ def check_resumable(run_id: str, config: TrainConfig) -> None:
     ignored = {"resume", "run_name", "experiment"}
     for name, value in config.as_params().items():
         logged = run.data.params.get(name)
-        if name not in ignored and logged is not None and not _same_value(logged, value):
+        if name not in ignored and logged is not None and not same_param(logged, value):
             raise ConfigError(f"resume: {name}={value} but run '{run_id}' was started with {name}={logged}; resume with the same parameters")
-
-
-def _same_value(logged: str, value: str) -> bool:
-    if logged == value:
-        return True
-    try:
-        return float(logged) == float(value)
-    except ValueError:
-        return logged.lower() == value.lower()  # booleans: "true" from mlflow run, "True" from Python
