@@ -31,7 +31,17 @@ SPLIT_LEGEND = alt.Legend(orient="top", direction="horizontal", symbolOpacity=1,
 LR_AXIS = alt.Axis(format="~e", values=[10.0**k for k in range(-12, 3)])
 NOT_TRAINING = (contract.KIND_LR_FIND, contract.KIND_EVALUATE, contract.KIND_SWEEP)  # no training curves, or an lr that is no training rate
 HEIGHT = 320
-FULL_WIDTH = 1000
+# The width the curve chart fills: the main area of a 1600 px wide page beside the open sidebar (a
+# faceted chart cannot follow the browser's width: Vega-Lite sizes facets in pixels only).
+FULL_WIDTH = 1140
+Y_AXIS_WIDTH = 40  # the y axis and its title, beside each column
+# When another param than lr varies (a schedule, a warm-up), it takes the dash; the split then takes the width.
+VARIANT_DASHES = [[1, 0], [8, 4], [2, 3], [10, 3, 2, 3], [4, 2], [14, 5]]
+SPLIT_WIDTH = alt.Scale(domain=[frames.TRAIN, frames.VALIDATION], range=[1.0, 2.6])
+# Labels beside the curves ("1e-3 0.912" at each line's best point): at most this many per column, the best
+# ones, at least LABEL_GAP of the chart's height apart.
+LABELS_PER_FACET = 5
+LABEL_GAP = 0.055
 # Points per line and split the page draws; longer curves are thinned for the browser (exports keep all).
 PAGE_MAX_POINTS = 500
 
@@ -103,17 +113,18 @@ def facet_order(values) -> list[str]:
     return sorted(present, key=lambda v: (0, rank[v], "") if v in rank else (1, 0, v))
 
 
-LOOKUP_FIELDS = ["color", "facet", "label", "lr_label", "stage", "schedule", "n_runs"]
+LOOKUP_FIELDS = ["color", "variant", "facet", "label", "lr_label", "stage", "schedule", "n_runs", "note_left", "note_right", "note_y"]
 
 
-def _value_tooltips(metric: str, smoothed: bool, grouped: bool) -> list[alt.Tooltip]:
+def _value_tooltips(metric: str, smoothed: bool, grouped: bool, joined: bool = False) -> list[alt.Tooltip]:
     return [
         alt.Tooltip("label:N", title="group" if grouped else "run"),
         alt.Tooltip("lr_label:N", title="lr"),
         alt.Tooltip("stage:N", title="stage"),
         alt.Tooltip("schedule:N", title="schedule"),
         alt.Tooltip("split:N", title="split"),
-        alt.Tooltip("epoch:Q", title="epoch"),
+        # A continued run's x is its epoch on the joined curve; the runs table counts from its own start.
+        *([alt.Tooltip("run_epoch:Q", title="epoch of its run"), alt.Tooltip("epoch:Q", title="epoch of the joined curve")] if joined else [alt.Tooltip("epoch:Q", title="epoch")]),
         alt.Tooltip("value:Q", title=f"mean {metric}" if grouped else metric, format=".4~g"),
         *([alt.Tooltip("smoothed:Q", title="smoothed", format=".4~g")] if smoothed else []),
         *([alt.Tooltip("n_runs:Q", title="runs")] if grouped else []),
@@ -142,14 +153,64 @@ def thin(points: pd.DataFrame, max_points: int) -> pd.DataFrame:
     return points.loc[sorted(keep)]
 
 
-def compact(curves: frames.Curves, smoothing: float, max_points: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+def format_value(value: float) -> str:
+    """A metric value as the labels beside the curves write it: 0.912, 1.37, 2345."""
+    return "" if pd.isna(value) else f"{value:.3f}" if abs(value) < 10 else f"{value:.4g}"
+
+
+def best_notes(points: pd.DataFrame, lower_is_better: bool, log_y: bool = False) -> pd.DataFrame:
+    """The labels beside the curves: per labelled line its text ("1e-3  0.912"), on which side of its
+    best point it goes (left of a point in the last third of its column, so it stays inside the
+    chart), and its height `note_y`. One label per colour and dash in each column (the best line of
+    that rate and variant: repeats share one), at most `LABELS_PER_FACET`, the best first. Vega-Lite
+    puts text where it is told, so labels closer than `LABEL_GAP` of the chart's height are moved
+    apart, downwards from the highest."""
+    columns = ["line", "note_left", "note_right", "note_y"]
+    best = points[points["best"].fillna(False).astype(bool) & points["role"].isin(["run", "mean"])].dropna(subset=["value"])
+    if log_y:
+        best = best[best["value"] > 0]
+    if best.empty:
+        return pd.DataFrame(columns=columns)
+    best = best.assign(facet=best["facet"].fillna(""), variant=best["variant"].fillna(""))
+    best = best.sort_values("value", ascending=lower_is_better, kind="stable").drop_duplicates(["facet", "color", "variant"])
+    best = best.groupby("facet", sort=False).head(LABELS_PER_FACET)
+    # The variant too where a column's labels differ in it: the dash alone does not say which schedule a label is of.
+    several = best.groupby("facet")["variant"].transform("nunique") > 1
+    variant = (" " + best["variant"].astype(str)).where(several, "")
+    text = (best["lr_label"].fillna("").astype(str) + variant + "  " + best["value"].map(format_value)).str.strip()
+    epochs = points.groupby(points["facet"].fillna(""))["epoch"].agg(["min", "max"])
+    start, end = (best["facet"].map(epochs[k]) for k in ("min", "max"))
+    right = best["epoch"] > start + (end - start) * 2 / 3
+    return pd.DataFrame({"line": best["line"], "note_left": text.where(~right, ""), "note_right": text.where(right, ""), "note_y": _dodged(best, points, log_y)})
+
+
+def _dodged(labels: pd.DataFrame, points: pd.DataFrame, log_y: bool) -> pd.Series:
+    """Label heights at least LABEL_GAP of the y range apart within each column (in log units on a log axis)."""
+    values = points["value"].dropna()
+    values = values[values > 0] if log_y else values
+    to_axis, from_axis = (np.log10, lambda v: 10.0**v) if log_y else (np.asarray, np.asarray)
+    gap = (float(np.max(to_axis(values))) - float(np.min(to_axis(values)))) * LABEL_GAP
+    heights = pd.Series(to_axis(labels["value"].to_numpy(dtype=float)), index=labels.index)
+    for _, column in heights.groupby(labels["facet"]):
+        below = np.inf
+        for index in column.sort_values(ascending=False).index:
+            heights[index] = below = min(heights[index], below - gap)
+    return pd.Series(from_axis(heights.to_numpy()), index=labels.index)
+
+
+def compact(curves: frames.Curves, smoothing: float, max_points: int = 0, lower_is_better: bool = False, log_y: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The points as the browser gets them: per point only what varies (line number, split, epoch,
-    values), per line the rest (colour, facet, names), joined back by a Vega lookup. A fifth of
-    the bytes, and Vega builds that many fewer objects. `max_points` > 0 thins long curves (`thin`)."""
+    values), per line the rest (colour, dash, facet, names, the label at its best point), joined
+    back by a Vega lookup. A fifth of the bytes, and Vega builds that many fewer objects.
+    `max_points` > 0 thins long curves (`thin`)."""
+    notes = best_notes(curves.points, lower_is_better, log_y)
     points = thin(curves.points, max_points)
+    points = points.merge(notes, on="line", how="left").fillna({"note_left": "", "note_right": ""}).set_axis(points.index)
     codes, lines = pd.factorize(points["line"])
     per_line = points.assign(line=codes).drop_duplicates("line")[["line", *LOOKUP_FIELDS]]
     keep = ["split", "epoch", "value", "best", "role"]
+    if not curves.boundaries.empty:
+        keep.append("run_epoch")
     if smoothing > 0:
         keep.append("smoothed")
     if (points["role"] == "mean").any():
@@ -168,22 +229,27 @@ def compact(curves: frames.Curves, smoothing: float, max_points: int = 0) -> tup
 def curves_chart(
     curves: frames.Curves, *, metric: str, colors: ColorScale, facet_title: str = "", smoothing: float = 0.0, log_y: bool = False, title: str = "", max_points: int = 0
 ):
-    """A metric against epoch: colour = learning rate, dash = train/validation, a column per facet value.
+    """A metric against epoch: colour = learning rate, a column per facet value; dash = train/validation,
+    or, when another param varies between the runs of a column (`Curves.variant_params`, e.g. the
+    schedule), dash = that param and line width = train (thin) / validation (thick).
 
-    Smoothed lines over faint raw ones, bands for groups of repeats, a diamond at each best
-    epoch, dotted rules where a continued run starts its next stage. Click a legend entry to
-    highlight its learning rate. `max_points` > 0 draws long curves thinned (`thin`).
+    Smoothed lines over faint raw ones, bands for groups of repeats, a diamond at each best epoch
+    with the rate and value written beside it, dotted rules where a continued run starts its next
+    stage. Click a legend entry to highlight its learning rate. `max_points` > 0 draws long curves
+    thinned (`thin`).
     """
     points = curves.points
-    data, per_line = compact(curves, smoothing, max_points)
+    data, per_line = compact(curves, smoothing, max_points, lower_is_better=_lower_is_better(metric), log_y=log_y)
     grouped = bool((points["role"] == "mean").any())
-    tooltips = _value_tooltips(metric, smoothing > 0, grouped)
+    joined = not curves.boundaries.empty
+    tooltips = _value_tooltips(metric, smoothing > 0, grouped, joined)
     pick = alt.selection_point(name="pick", fields=["color"], bind="legend")
-    color = colors.encoding()
     y_scale = alt.Scale(type="log") if log_y else alt.Scale(zero=False)
-    x = alt.X("epoch:Q", title="epoch", axis=alt.Axis(tickMinStep=1, format="d"))
     y_title = f"{metric} (log)" if log_y else metric
-    base = alt.Chart().encode(x=x, color=color, detail=[alt.Detail("line:N"), alt.Detail("split:N")])
+    x = alt.X("epoch:Q", title="epoch of the joined curve" if joined else "epoch", axis=alt.Axis(tickMinStep=1, format="d"))
+    base = alt.Chart().encode(x=x, color=colors.encoding(), detail=[alt.Detail("line:N"), alt.Detail("split:N")])
+    dash, width = _dash_and_width(curves)
+    quiet_dash, quiet_width = _dash_and_width(curves, legend=False)
     # Marks carry aria=False: Vega-Lite would otherwise build an ARIA description string for every
     # point (thousands, each through Streamlit's expression interpreter); the runs table says it in words.
     drawn = alt.FieldOneOfPredicate(field="role", oneOf=["run", "mean"])
@@ -193,42 +259,53 @@ def curves_chart(
 
     def only_drawn(layer):
         return layer.transform_filter(drawn) if filtered else layer
-    dash = alt.StrokeDash("split:N", scale=SPLIT_DASH, title="split", legend=SPLIT_LEGEND)
+
+    def y(field):
+        return alt.Y(f"{field}:Q", scale=y_scale, title=y_title)
+
     layers = []
     if grouped:
         layers.append(
             base.mark_area(interpolate="linear", aria=False)
-            .encode(y=alt.Y("low:Q", scale=y_scale, title=y_title), y2="high:Q", opacity=alt.condition(pick, alt.value(0.16), alt.value(0.03)))
+            .encode(y=y("low"), y2="high:Q", opacity=alt.condition(pick, alt.value(0.16), alt.value(0.03)))
             .transform_filter(alt.FieldEqualPredicate(field="role", equal="mean"))
         )
     if (points["role"] == "member").any():
         layers.append(
             base.mark_line(strokeWidth=0.9, aria=False)
-            .encode(y=alt.Y("value:Q", scale=y_scale, title=y_title), strokeDash=alt.StrokeDash("split:N", scale=SPLIT_DASH, legend=None),
-                    opacity=alt.condition(pick, alt.value(0.35), alt.value(0.04)), tooltip=_value_tooltips(metric, False, False))
+            .encode(y=y("value"), strokeDash=quiet_dash, opacity=alt.condition(pick, alt.value(0.35), alt.value(0.04)), tooltip=_value_tooltips(metric, False, False, joined))
             .transform_filter(alt.FieldEqualPredicate(field="role", equal="member"))
         )  # fmt: skip
     raw_opacity = 0.25 if smoothing > 0 else 0.95
+    raw_width = width if smoothing <= 0 or curves.variant_params else alt.value(1.2)
     layers.append(
         only_drawn(
-            base.mark_line(strokeWidth=1.2 if smoothing > 0 else 2, aria=False)
-            .encode(y=alt.Y("value:Q", scale=y_scale, title=y_title), strokeDash=dash, opacity=alt.condition(pick, alt.value(raw_opacity), alt.value(0.05)), tooltip=tooltips)
+            base.mark_line(aria=False).encode(y=y("value"), strokeDash=dash, strokeWidth=raw_width, opacity=alt.condition(pick, alt.value(raw_opacity), alt.value(0.05)), tooltip=tooltips)
         ).add_params(pick)
     )
     if smoothing > 0:
+        smooth_width = quiet_width if curves.variant_params else alt.value(2.2)
         layers.append(
             only_drawn(
-                base.mark_line(strokeWidth=2.2, aria=False)
-                .encode(y=alt.Y("smoothed:Q", scale=y_scale, title=y_title), strokeDash=dash, opacity=alt.condition(pick, alt.value(1.0), alt.value(0.06)), tooltip=tooltips)
+                base.mark_line(aria=False)
+                .encode(y=y("smoothed"), strokeDash=quiet_dash, strokeWidth=smooth_width, opacity=alt.condition(pick, alt.value(1.0), alt.value(0.06)), tooltip=tooltips)
             )
-        )
+        )  # fmt: skip
+    best_epoch = [alt.Tooltip("label:N", title="best epoch of"), *tooltips[1:]]
+    best_only = alt.FieldEqualPredicate(field="best", equal=True)
     layers.append(
         base.mark_point(shape="diamond", filled=True, size=90, stroke="white", strokeWidth=1, aria=False)
-        .encode(y=alt.Y("value:Q", scale=y_scale, title=y_title), opacity=alt.condition(pick, alt.value(1.0), alt.value(0.1)),
-                tooltip=[alt.Tooltip("label:N", title="best epoch of"), *tooltips[1:]])
-        .transform_filter(alt.FieldEqualPredicate(field="best", equal=True))
-    )  # fmt: skip
-    if not curves.boundaries.empty:
+        .encode(y=y("value"), opacity=alt.condition(pick, alt.value(1.0), alt.value(0.1)), tooltip=best_epoch)
+        .transform_filter(best_only)
+    )
+    # The numbers beside the curves: rate and value at each line's best point, left of it near the column's end.
+    for field, align, dx in (("note_left", "left", 8), ("note_right", "right", -8)):
+        layers.append(
+            base.mark_text(align=align, dx=dx, dy=-9, fontSize=11, fontWeight="bold", aria=False)
+            .encode(y=y("note_y"), text=alt.Text(f"{field}:N"), opacity=alt.condition(pick, alt.value(1.0), alt.value(0.1)))
+            .transform_filter(best_only)
+        )
+    if joined:
         layers.append(
             alt.Chart().mark_rule(strokeDash=[2, 3], color="#444", strokeWidth=1.2)
             .encode(x="epoch:Q", tooltip=[alt.Tooltip("epoch:Q", title="next stage starts after epoch", format=".0f")])
@@ -237,16 +314,36 @@ def curves_chart(
     lookup = alt.LookupData(data=per_line, key="line", fields=LOOKUP_FIELDS)
     facets = facet_order(points["facet"].dropna().astype(str)) if not points.empty else []
     if len(facets) > 1 or (facets and facets[0] != frames.NO_FACET):
-        width = max(200, min(560, FULL_WIDTH // len(facets) - 45))
-        layered = alt.layer(*layers).properties(width=width, height=HEIGHT)
+        column_width = max(200, min(900, FULL_WIDTH // len(facets) - Y_AXIS_WIDTH))
+        layered = alt.layer(*layers).properties(width=column_width, height=HEIGHT)
         chart = (
             layered.facet(column=alt.Column("facet:N", sort=facets, title=facet_title or None, header=alt.Header(labelFontSize=13, labelFontWeight="bold")), data=data)
             .transform_lookup(lookup="line", from_=lookup)
             .resolve_scale(x="independent")
         )
     else:
-        chart = alt.layer(*layers, data=data).transform_lookup(lookup="line", from_=lookup).properties(width=FULL_WIDTH - 200, height=HEIGHT + 40)
+        chart = alt.layer(*layers, data=data).transform_lookup(lookup="line", from_=lookup).properties(width=FULL_WIDTH - Y_AXIS_WIDTH - 40, height=HEIGHT + 40)
     return chart.properties(title=title) if title else chart
+
+
+def _lower_is_better(metric: str) -> bool:
+    return frames.split_metric(contract.LOSS)[0] in metric
+
+
+def _dash_and_width(curves: frames.Curves, legend: bool = True):
+    """The strokeDash and strokeWidth encodings of the curves (see `curves_chart`); without their
+    legends for a second layer (the first one draws them)."""
+    top = {"orient": "top", "direction": "horizontal", "symbolStrokeColor": "#333"}
+    if not curves.variant_params:
+        return alt.StrokeDash("split:N", scale=SPLIT_DASH, title="split", legend=SPLIT_LEGEND if legend else None), alt.value(2)
+    domain = sorted(curves.points["variant"].dropna().astype(str).unique(), key=_natural)
+    dash = alt.StrokeDash(
+        "variant:N", scale=alt.Scale(domain=domain, range=VARIANT_DASHES[: len(domain)]), title=", ".join(curves.variant_params),
+        legend=alt.Legend(**top, symbolStrokeWidth=2, symbolSize=500, labelLimit=260) if legend else None,
+    )  # fmt: skip
+    title = "split (line width)"
+    width = alt.StrokeWidth("split:N", scale=SPLIT_WIDTH, title=title, legend=alt.Legend(**top, symbolSize=300) if legend else None)
+    return dash, width
 
 
 def sensitivity_chart(frame: pd.DataFrame, *, band: str = frames.CI95):

@@ -9,6 +9,7 @@ seeds, joined across stages), the per-run summary and the learning-rate sensitiv
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,6 +21,7 @@ from train import contract
 TRAIN, VALIDATION = "train", "validation"
 VAL_PREFIX = contract.VAL_LOSS.removesuffix(contract.LOSS)  # "val_", spelled once in the contract
 NO_FACET = ""
+FLOAT_MAX = sys.float_info.max
 MINMAX, STD = "min–max", "± std"
 CI95 = "95% CI"  # the LR-sensitivity bars: the Student-t interval of the mean (app/stats.py)
 REPEAT_PARAMS = stats.REPEAT_PARAMS  # what a group of repeats is: defined once, in app/stats.py
@@ -46,7 +48,9 @@ def tidy_history(raw: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
         metric=frame["key"].map(lambda key: split[key][0]),
         split=frame["key"].map(lambda key: split[key][1]),
     )
-    frame["value"] = frame["value"].replace([np.inf, -np.inf], np.nan)
+    # MLflow stores an infinite value as ±1.8e308 (the largest float): one such point would stretch
+    # every chart's y axis flat, so it is skipped like NaN.
+    frame["value"] = frame["value"].where(frame["value"].abs() < FLOAT_MAX)
     return frame[columns].reset_index(drop=True)
 
 
@@ -144,12 +148,16 @@ class Curves:
     boundaries: pd.DataFrame
     groups: pd.DataFrame = field(default_factory=pd.DataFrame)
     missing_predecessors: list[str] = field(default_factory=list)
+    # The params besides the colour's and the facet's that differ between the drawn runs (`variant` of each point).
+    variant_params: list[str] = field(default_factory=list)
 
 
 POINT_COLUMNS = [
-    "line", "label", "run_id", "lr", "lr_label", "stage", "schedule", "model", "color", "facet", "split",
-    "epoch", "value", "smoothed", "low", "high", "n_runs", "best", "bridge", "role",
+    "line", "label", "run_id", "lr", "lr_label", "stage", "schedule", "model", "color", "variant", "facet", "split",
+    "epoch", "run_epoch", "value", "smoothed", "low", "high", "n_runs", "best", "bridge", "role",
 ]  # fmt: skip
+# Dash patterns that stay distinct side by side: more values than this are not told apart by dash.
+VARIANT_MAX = 6
 
 
 def curves(history: pd.DataFrame, runs: pd.DataFrame, options: CurveOptions, all_runs: pd.DataFrame | None = None) -> Curves:
@@ -162,6 +170,8 @@ def curves(history: pd.DataFrame, runs: pd.DataFrame, options: CurveOptions, all
     info = all_runs.set_index("run_id")
     series, boundaries, missing = _series(runs, info, history, options)
     metric_rows = history[history["metric"] == options.metric]
+    variant = variant_params(runs, options)
+    info = info.assign(variant=variant_labels(info.reset_index(), variant).to_numpy())
     points = _attach(series, metric_rows, info, options)
     best = best_epochs(all_runs, history)
     groups = pd.DataFrame()
@@ -177,7 +187,31 @@ def curves(history: pd.DataFrame, runs: pd.DataFrame, options: CurveOptions, all
         for column in ("value", "smoothed", "low", "high"):
             points[column] = points[column].where(points[column] > 0)
     points = points.sort_values(["line", "split", "epoch"], kind="stable").reset_index(drop=True)
-    return Curves(points[POINT_COLUMNS], boundaries, groups, missing)
+    return Curves(points[POINT_COLUMNS], boundaries, groups, missing, variant)
+
+
+def variant_params(runs: pd.DataFrame, options: CurveOptions) -> list[str]:
+    """The params that tell apart runs the colour and the facet do not: those (besides lr, the colour's,
+    the facet's and the repeat params) that differ between runs of one facet, e.g. `schedule` and
+    `warmup_epochs` for a constant and a warm-up + cosine run of one rate. All of them when their
+    combinations are few enough to dash, else the first one that is, else none."""
+    training = runs[runs["kind"] != contract.KIND_SWEEP] if "kind" in runs else runs
+    if training.empty:
+        return []
+    skip = {contract.PARAM_LR, _color_column(options.color), options.color, options.facet, *options.vary, queries.PARAM_INIT_MODEL}
+    facet = (param_values(training, options.facet) if options.facet else pd.Series("", index=training.index)).to_numpy()
+    names = [n for n in varying_params(training) if n not in skip and (param_values(training, n).groupby(facet).nunique() > 1).any()]
+    if names and variant_labels(training, names).nunique() <= VARIANT_MAX:
+        return names
+    return next(([n] for n in names if param_values(training, n).nunique() <= VARIANT_MAX), [])
+
+
+def variant_labels(runs: pd.DataFrame, names: list[str]) -> pd.Series:
+    """Per run, its values of `names` joined ("cosine, 1"); "" without names."""
+    if not names:
+        return pd.Series("", index=runs.index)
+    values = [param_values(runs, n) for n in names]
+    return pd.concat(values, axis=1).agg(", ".join, axis=1) if len(values) > 1 else values[0]
 
 
 def _series(runs, info, history, options):
@@ -213,12 +247,14 @@ def _attach(series: pd.DataFrame, rows: pd.DataFrame, info: pd.DataFrame, option
     if series.empty or rows.empty:
         return empty
     merged = series.merge(rows[["run_id", "split", "epoch", "value"]], on="run_id", how="inner")
+    merged["run_epoch"] = merged["epoch"]
     merged["epoch"] = merged["epoch"] + merged["offset"]
     merged["bridge"] = False
     later = series[series["position"] > 0]
     if not later.empty:
         previous = series.assign(position=series["position"] + 1).merge(later[["series", "position", "run_id"]], on=["series", "position"], suffixes=("", "_next"))
         tails = previous.merge(rows[["run_id", "split", "epoch", "value"]], on="run_id")
+        tails["run_epoch"] = tails["epoch"]  # the bridge is the previous run's last point
         tails["epoch"] = tails["epoch"] + tails["offset"]
         tails = tails.loc[tails.groupby(["series", "position", "split"])["epoch"].idxmax()]
         tails = tails.assign(run_id=tails["run_id_next"], bridge=True)
@@ -230,7 +266,7 @@ def _attach(series: pd.DataFrame, rows: pd.DataFrame, info: pd.DataFrame, option
     merged["line"] = merged["series"] + "#" + merged["position"].astype(str)
     attributes = info.loc[merged["run_id"]]
     merged["label"] = attributes["run_name"].to_numpy()
-    for column in ("lr", "lr_label", "stage", "schedule", "model"):
+    for column in ("lr", "lr_label", "stage", "schedule", "model", "variant"):
         merged[column] = attributes[column].to_numpy()
     merged["color"] = param_values(attributes.reset_index(), _color_column(options.color)).to_numpy()
     merged["low"] = merged["high"] = np.nan
@@ -253,7 +289,7 @@ def _group_labels(info: pd.DataFrame, vary) -> pd.Series:
     return info["params"].map(lambda params: " ".join(f"{n}={params.get(n, '')}" for n in varying) or "all runs")
 
 
-ATTRIBUTES = ["label", "lr", "lr_label", "stage", "schedule", "model", "color", "facet"]
+ATTRIBUTES = ["label", "lr", "lr_label", "stage", "schedule", "model", "color", "variant", "facet"]
 
 
 def _aggregate(points, accuracy_rows, series, info, options):
@@ -268,6 +304,7 @@ def _aggregate(points, accuracy_rows, series, info, options):
     by = ["group", "position", "split", "epoch"]
     stats = points.groupby(by)["value"].agg(["mean", "min", "max", "std"]).reset_index()
     stats["bridge"] = points.groupby(by)["bridge"].all().to_numpy()
+    stats["run_epoch"] = points.groupby(by)["run_epoch"].max().to_numpy()
     attributes = points.drop_duplicates(["group", "position"]).set_index(["group", "position"])[ATTRIBUTES]
     mean = stats.join(attributes, on=["group", "position"]).rename(columns={"mean": "value"})
     if options.band == STD:

@@ -30,7 +30,9 @@ TABLE_COLUMNS = [
     "run", "lr", "stage", "model", "schedule", "seed", "state", "best_val_accuracy", "best_epoch",
     "final_accuracy", "final_val_accuracy", "final_loss", "final_val_loss", "gap", "duration_s", "images_per_second",
 ]  # fmt: skip
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~])")
+# ":" and "@" too: "http://", "www." and "a@b.c" would start GFM autolinks, inside which a backslash
+# is no escape but shows (`http://127\.0\.0\.1`); escaped, they stay text and read as typed.
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~:@])")
 
 
 def to_svg(chart) -> str:

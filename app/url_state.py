@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, MutableMapping
 
-from app import frames, stats
+from app import frames, numbers, stats
 from train import contract
 
 LIST, TEXT, FLOAT, INT, BOOL = "list", "text", "float", "int", "bool"
@@ -81,6 +81,8 @@ def restore(state: MutableMapping, query: Mapping) -> None:
             if key in query:
                 values = query.get_all(key) if hasattr(query, "get_all") else _as_list(query[key])
                 state[key] = parse(kind, values, default)
+        if state.get("lr"):  # a link from before rates had one spelling (lr=0.001) still selects 1e-3
+            state["lr"] = [_rate(value) for value in state["lr"]]
     for key, (_, default) in SPEC.items():
         if key not in state:
             state[key] = list(default) if isinstance(default, list) else default
@@ -93,6 +95,13 @@ def to_query(state: Mapping) -> dict[str, str | list[str]]:
         if key in state and state[key] != default and not (kind == LIST and not state[key]):
             query[key] = encode(kind, state[key])
     return query
+
+
+def _rate(text: str) -> str:
+    try:
+        return numbers.format_lr(float(text))
+    except ValueError:
+        return text
 
 
 def _as_list(value) -> list[str]:

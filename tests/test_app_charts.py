@@ -20,7 +20,7 @@ from train import contract
 KNOWN_FIELDS = {
     "line", "label", "lr", "lr_label", "stage", "schedule", "model", "color", "facet", "split", "epoch", "value",
     "smoothed", "low", "high", "n_runs", "best", "role", "measure", "mean", "run_name", "step", "loss", "suggested_lr",
-    "ci_low", "ci_high", "min", "max", "n_label",
+    "variant", "run_epoch", "note_left", "note_right", "note_y", "ci_low", "ci_high", "min", "max", "n_label",
 }  # fmt: skip
 
 
@@ -78,14 +78,15 @@ def test_curve_chart_encodings(lab):
     color = encodings(spec, "color")[0]
     assert color["field"] == "color"
     assert color["scale"]["domain"] == sorted(set(training["lr_label"]), key=float)
-    dash = encodings(spec, "strokeDash")[0]
-    assert dash["field"] == "split" and dash["scale"]["domain"] == [frames.TRAIN, frames.VALIDATION]
+    dash = encodings(spec, "strokeDash")[0]  # the lab's `full` column compares schedules at one rate
+    assert dash["field"] == "variant" and dash["title"] == "schedule" and dash["scale"]["domain"] == ["constant", "cosine", "exponential", "step"]
+    assert encodings(spec, "strokeWidth")[0]["scale"]["domain"] == [frames.TRAIN, frames.VALIDATION]
     tooltip_fields = {t["field"] for t in encodings(spec, "tooltip")[0]}
     assert {"label", "lr_label", "stage", "schedule", "epoch", "value", "smoothed"} <= tooltip_fields
     params = spec.get("params", []) + [p for layer in spec["spec"]["layer"] for p in layer.get("params", [])]
     assert params[0]["select"]["fields"] == ["color"] and params[0]["bind"] == "legend"
     marks = [layer["mark"]["type"] for layer in spec["spec"]["layer"]]
-    assert marks.count("line") == 2 and "point" in marks  # raw + smoothed lines, best-epoch marks
+    assert marks.count("line") == 2 and "point" in marks and marks.count("text") == 2  # raw + smoothed lines, best-epoch marks and labels
     assert fields(spec) <= KNOWN_FIELDS
     vlc.vegalite_to_vega(json.dumps(chart.to_dict()), vl_version=report.VL_VERSION)  # compiles
 
@@ -110,8 +111,8 @@ def test_the_same_rate_has_the_same_colour_whatever_the_filter(lab):
         return dict(zip(scale["domain"], scale["range"], strict=True))[rate]
 
     head = runs[runs["stage"] == "head"]
-    only_one_rate = runs[(runs["lr_label"] == "0.001") & (runs["stage"] == "full")]
-    assert colour_of(head, "0.001") == colour_of(only_one_rate, "0.001") == colour_of(runs, "0.001")
+    only_one_rate = runs[(runs["lr_label"] == "1e-3") & (runs["stage"] == "full")]
+    assert colour_of(head, "1e-3") == colour_of(only_one_rate, "1e-3") == colour_of(runs, "1e-3")
 
 
 def test_ordered_palette_is_distinct_and_ordered():
@@ -219,3 +220,104 @@ def test_long_curves_are_thinned_for_the_page_keeping_their_shape():
     assert kept["value"].min() == value.min() and kept["epoch"].is_monotonic_increasing
     pd.testing.assert_frame_equal(thinned[thinned["line"] == "b"], short.set_axis(range(epochs, epochs + 40)))
     assert charts.thin(short, 500) is short
+
+
+@pytest.fixture(scope="module")
+def demo_like(store_template, tmp_path_factory):
+    """What `make demo-sweep` logs, in miniature: scratch runs at two rates under a constant and a
+    warm-up + cosine schedule (same colour per rate: only the schedule tells them apart)."""
+    import shutil
+
+    from mlflow.tracking import MlflowClient
+
+    from app import synthetic
+
+    path = tmp_path_factory.mktemp("demo-like") / "mlflow.db"
+    shutil.copy(store_template, path)
+    client = MlflowClient(tracking_uri=f"sqlite:///{path}")
+    experiment_id = client.create_experiment("demo")
+    for lr in (3e-3, 1e-3):
+        for schedule, warmup in (("constant", "0"), ("cosine", "1")):
+            params = {**synthetic.params_for(lr, "scratch", schedule=schedule, epochs=8), "warmup_epochs": warmup}
+            synthetic.log_run(client, experiment_id, name=f"scratch lr={lr:g} {schedule}", params=params, values=synthetic.history(lr, "scratch", 8, schedule=schedule))
+    _, runs, history = load(f"sqlite:///{path}", "demo")
+    return runs, history
+
+
+def test_a_param_that_varies_besides_lr_takes_the_dash_and_the_legend_names_it(demo_like):
+    runs, history = demo_like
+    curves, chart = curves_chart(runs, history, frames.CurveOptions())
+    assert curves.variant_params == ["schedule", "warmup_epochs"]
+    spec = spec_of(chart)
+    dash = encodings(spec, "strokeDash")[0]
+    assert dash["field"] == "variant" and dash["title"] == "schedule, warmup_epochs"
+    assert dash["scale"]["domain"] == ["constant, 0", "cosine, 1"] and len({json.dumps(d) for d in dash["scale"]["range"]}) == 2
+    width = encodings(spec, "strokeWidth")[0]
+    assert width["field"] == "split" and width["title"] == "split (line width)" and width["scale"]["range"] == [1.0, 2.6]  # train thin
+    # The two runs of one rate share a colour and differ in dash.
+    lines = curves.points.drop_duplicates("line").set_index("label")
+    assert lines.at["scratch lr=0.003 constant", "color"] == lines.at["scratch lr=0.003 cosine", "color"]
+    assert lines.at["scratch lr=0.003 constant", "variant"] != lines.at["scratch lr=0.003 cosine", "variant"]
+    assert fields(spec) <= KNOWN_FIELDS
+    vlc.vegalite_to_vega(json.dumps(chart.to_dict()), vl_version=report.VL_VERSION)
+    # Without a second param (one schedule), the dash is train/validation again.
+    constant = runs[runs["schedule"] == "constant"]
+    assert encodings(spec_of(curves_chart(constant, history, frames.CurveOptions())[1]), "strokeDash")[0]["field"] == "split"
+
+
+def test_each_curve_has_its_rate_and_best_value_written_at_its_best_point(lab):
+    runs, history = lab
+    training = runs[runs["kind"] == contract.KIND_TRAIN]
+    curves, chart = curves_chart(training, history, frames.CurveOptions())
+    spec = spec_of(chart)
+    texts = [layer for layer in spec["spec"]["layer"] if layer["mark"]["type"] == "text"]
+    assert {t["encoding"]["text"]["field"] for t in texts} == {"note_left", "note_right"}
+    assert all(t["transform"][0]["filter"] == {"field": "best", "equal": True} for t in texts)
+    notes = charts.best_notes(curves.points, lower_is_better=False).set_index("line")[["note_left", "note_right"]].agg("".join, axis=1)
+    best = curves.points[curves.points["best"]].set_index("line")
+    line = best[best["stage"] == "head"]["value"].idxmax()  # the best head run: labelled
+    assert notes[line] == f"{best.at[line, 'lr_label']}  {best.at[line, 'value']:.3f}"  # "1e-3  0.812"
+    assert notes[line].split()[0] in {"1e-2", "1e-3", "1e-4"}
+    # Where a column compares schedules, a label names its schedule too.
+    full_lines = best.index[(best["facet"] == "full") & best.index.isin(notes[notes != ""].index)]
+    assert {notes[line].split()[1] for line in full_lines} >= {"constant", "cosine"} or {notes[line].split()[1] for line in full_lines} >= {"constant", "step"}
+    # One label per rate and schedule in a column (repeats share it), at most LABELS_PER_FACET, the best:
+    # `full` has 6 such configurations; labels at least LABEL_GAP of the y range apart.
+    full = best[best["facet"] == "full"].sort_values("value", ascending=False).drop_duplicates(["color", "variant"])
+    labelled = [name for name in best.index[best["facet"] == "full"] if notes.get(name)]
+    assert len(full) > charts.LABELS_PER_FACET == len(labelled) and set(labelled) == set(full.index[: charts.LABELS_PER_FACET])
+    heights = charts.best_notes(curves.points, lower_is_better=False).set_index("line").loc[labelled, "note_y"].sort_values()
+    span = curves.points["value"].max() - curves.points["value"].min()
+    assert (heights.diff().dropna() >= charts.LABEL_GAP * span - 1e-9).all()
+    assert (heights <= best.loc[heights.index, "value"] + 1e-9).all()  # at its point, or moved down out of another's way
+    # The labels travel with the lines (lookup), so the browser draws them without another dataset.
+    _, per_line = charts.compact(curves, 0.0)
+    assert (per_line["note_left"] + per_line["note_right"]).str.len().gt(0).sum() == len(notes[notes != ""])
+
+
+def test_a_continued_runs_best_epoch_reads_as_in_the_table(lab):
+    """Joined, a fine-tuning run's x is its epoch on the joined curve; its best point also carries
+    the epoch of its own run, the table's `best epoch`, and the tooltip shows both."""
+    runs, history = lab
+    finetune = runs[runs["stage"] == "finetune"].iloc[[0]]
+    curves, chart = curves_chart(finetune, history, frames.CurveOptions(join=True), all_runs=runs)
+    best = curves.points[curves.points["best"] & (curves.points["run_id"] == finetune["run_id"].iloc[0])].iloc[0]
+    table = frames.summary(finetune, history, now_ms=time.time() * 1000, stale_after_s=600, ui_base="")
+    assert best["run_epoch"] == table["best_epoch"].iloc[0] and best["epoch"] > best["run_epoch"]
+    tooltip = {t["field"]: t["title"] for t in encodings(spec_of(chart), "tooltip")[0]}
+    assert tooltip["run_epoch"] == "epoch of its run" and tooltip["epoch"] == "epoch of the joined curve"
+    head = runs[runs["run_id"] == finetune["init_run_id"].iloc[0]]
+    both = frames.summary(pd.concat([head, finetune]), history, now_ms=time.time() * 1000, stale_after_s=600, ui_base="")
+    data, _ = charts.compact(curves, 0.0)  # what the browser gets: each part's best point with its run's own epoch
+    assert sorted(data.loc[data["best"], "run_epoch"]) == sorted(both["best_epoch"])
+
+
+def test_the_curve_chart_fills_the_page_width(lab):
+    runs, history = lab
+    training = runs[runs["kind"] == contract.KIND_TRAIN]
+    for facet in (contract.PARAM_STAGE, frames.NO_FACET):
+        _, chart = curves_chart(training, history, frames.CurveOptions(facet=facet))
+        spec = spec_of(chart)
+        columns = len(set(training["stage"])) if facet else 1
+        width = (spec["spec"]["width"] if facet else spec["width"]) + charts.Y_AXIS_WIDTH
+        assert charts.FULL_WIDTH - 120 <= width * columns <= charts.FULL_WIDTH

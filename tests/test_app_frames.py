@@ -73,14 +73,14 @@ def test_repeats_become_a_mean_line_with_a_band(lab):
     means = curves.points[curves.points["role"] == "mean"]
     assert means["line"].nunique() == full["lr_label"].nunique() == 3
     assert (means["n_runs"] == 2).all()
-    one = means[(means["lr_label"] == "0.0001") & (means["split"] == frames.VALIDATION) & (means["epoch"] == 5)].iloc[0]
-    members = history[history["run_id"].isin(full.loc[full["lr_label"] == "0.0001", "run_id"]) & (history["key"] == contract.VAL_ACCURACY) & (history["epoch"] == 5)]["value"]
+    one = means[(means["lr_label"] == "1e-4") & (means["split"] == frames.VALIDATION) & (means["epoch"] == 5)].iloc[0]
+    members = history[history["run_id"].isin(full.loc[full["lr_label"] == "1e-4", "run_id"]) & (history["key"] == contract.VAL_ACCURACY) & (history["epoch"] == 5)]["value"]
     assert one["value"] == pytest.approx(members.mean())
     assert (one["low"], one["high"]) == pytest.approx((members.min(), members.max()))
     assert (curves.points["role"] == "member").any()
     assert set(curves.groups["n_runs"]) == {2}
     std = frames.curves(history, full, frames.CurveOptions(group=True, band=frames.STD)).points
-    row = std[(std["lr_label"] == "0.0001") & (std["split"] == frames.VALIDATION) & (std["epoch"] == 5)].iloc[0]
+    row = std[(std["lr_label"] == "1e-4") & (std["split"] == frames.VALIDATION) & (std["epoch"] == 5)].iloc[0]
     assert row["high"] - row["value"] == pytest.approx(members.std())
 
 
@@ -168,8 +168,8 @@ def test_filters_and_their_options(lab):
     assert frames.filter_options(runs, "stage") == list(contract.STAGES)
     rates = frames.filter_options(runs, "lr")
     assert [float(r) for r in rates] == sorted(float(r) for r in rates)
-    chosen = frames.apply_filters(runs, {"stage": ["head", "full"], "lr": ["0.001"], "model": []})
-    assert set(chosen["stage"]) == {"head", "full"} and set(chosen["lr_label"]) == {"0.001"}
+    chosen = frames.apply_filters(runs, {"stage": ["head", "full"], "lr": ["1e-3"], "model": []})
+    assert set(chosen["stage"]) == {"head", "full"} and set(chosen["lr_label"]) == {"1e-3"}
 
 
 def test_stale_runs_are_running_runs_silent_for_too_long(lab_store):
