@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -11,6 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO, run_train_cli
 from train import config as config_module
+from train import contract
 from train.cli import flag_name, main
 
 CLI_ONLY = {"experiment"}
@@ -160,6 +162,75 @@ def test_every_parameter_of_the_other_entry_points_is_an_option(entry, module):
     values = {name: _sample(param) for name, param in mlproject()["entry_points"][entry]["parameters"].items()}
     undeclared = {"val_split": "0.3"} if entry != "evaluate" else {}
     rendered = load_project(str(REPO)).get_entry_point(entry).compute_command({**values, **undeclared}, None)
+
+
+def test_a_tracking_store_that_cannot_be_used_is_one_line_within_seconds(tmp_path, monkeypatch, capsys):
+    from tests.app_fixtures import free_port
+
+    (tmp_path / "notes.db").write_text("these are notes, not a database")
+    cases = {
+        "foo://bar": "tracking URI 'foo://bar' has a scheme ('foo') MLflow cannot open",
+        f"sqlite:///{tmp_path}/notes.db": f"'{tmp_path / 'notes.db'}' is not an SQLite database",
+        # MLflow alone retries a database that is down for ~100 s, logging a traceback each time
+        f"postgresql://lrlab:secret@127.0.0.1:{free_port()}/runs": "tracking store postgresql://lrlab:***@127.0.0.1:",
+    }
+    monkeypatch.chdir(tmp_path)
+    for uri, expected in cases.items():
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        started = time.monotonic()
+        assert main(["--stage", "scratch", "--weights", "none"]) == 2
+        line = error_line(capsys.readouterr().err)
+        assert expected in line and "secret" not in line, line
+        assert time.monotonic() - started < 20, uri
+
+
+def test_a_sqlite_store_in_a_read_only_folder_is_one_line():
+    """As root, permissions do not stop writes: the check then runs after dropping to `nobody`."""
+    import os
+    import pwd
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="lrlab-read-only-"))  # outside pytest's root-only tmp_path
+    folder.chmod(0o555)
+    as_nobody = "import os; os.setgid({0}); os.setuid({0}); ".format(pwd.getpwnam("nobody").pw_uid) if os.geteuid() == 0 else ""
+    code = f"import sys; from train.tracking import check_store; {as_nobody}check_store(sys.argv[1])"
+    try:
+        done = subprocess.run([sys.executable, "-c", code, f"sqlite:///{folder}/mlflow.db"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    finally:
+        shutil.rmtree(folder)
+    assert done.returncode != 0
+    assert "or its folder is read-only (SQLite writes a journal beside the database)" in done.stderr.strip().splitlines()[-1], done.stderr[-2000:]
+
+
+def test_init_model_that_is_not_a_keras_model_is_one_line(tracking_uri, capsys):
+    import mlflow
+
+    class Constant(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input):
+            return model_input
+
+    with mlflow.start_run(experiment_id=MlflowClient().create_experiment("other")):
+        info = mlflow.pyfunc.log_model(name="model", python_model=Constant(), pip_requirements=[])
+    capsys.readouterr()  # MLflow's warnings about logging the model
+    assert main(["--stage", "finetune", "--init-model", info.model_uri]) == 2
+    assert f"init_model '{info.model_uri}' is not a Keras model (flavors: python_function)" in error_line(capsys.readouterr().err)
+
+
+@pytest.mark.slow
+def test_a_failed_start_under_mlflow_run_leaves_a_named_failed_run_saying_why(tracking_uri):
+    """`mlflow run` creates the run before lrlab starts: it must not stay nameless (or RUNNING)."""
+    from tests.conftest import mlflow_run
+
+    done = mlflow_run({"stage": "scratch", "weights": "none", "image_size": "10000"}, tracking_uri, timeout=300)
+    assert done.returncode != 0
+    assert "error: image_size must be from 32 to 1024 pixels" in done.stderr
+    (run,) = MlflowClient().search_runs([MlflowClient().get_experiment_by_name("tests").experiment_id])
+    assert run.info.status == "FAILED"
+    assert run.info.run_name == "scratch lr=0.0001"
+    assert run.data.tags[contract.TAG_STOP_REASON].startswith("image_size must be from 32 to 1024 pixels for mobilenet_v2 (got 10000)")
     argv = shlex.split(rendered)[3:]  # drop "python -m MODULE"
     context = importlib.import_module(module).command.make_context(f"python -m {module}", argv)
     overrides = dict(zip(context.args[::2], context.args[1::2], strict=True))

@@ -115,6 +115,7 @@ def test_sigkill_leaves_a_stale_run_that_is_detected_marked_and_resumed(tracking
     assert all(steps == [0, 1, 2] for steps in _steps(run_id).values())
 
 
+@pytest.mark.slow  # trains for real
 def test_nan_loss_fails_the_run_with_a_tag_and_keeps_the_curves(tracking_uri):
     """lr=1e3 under float16 (the GPU default) overflows within a few batches."""
     import keras
@@ -147,3 +148,122 @@ def test_resume_refuses_a_finished_run_and_changed_parameters(tracking_uri, caps
     client.set_terminated(killed.info.run_id, "KILLED")
     assert main(["--stage", "scratch", "--weights", "none", "--lr", "2e-3", "--resume", killed.info.run_id]) == 2
     assert "resume: lr=0.002 but run" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # trains for real
+def test_a_rate_that_overflows_the_weights_fails_the_run_though_the_loss_stays_finite(tracking_uri):
+    """lr=1e300 is inf in float32. With one batch an epoch, that batch's loss (computed before the
+    update) is finite; the update makes the weights NaN, and with them validation."""
+    from train.trainer import train
+
+    with pytest.raises(TrainingError, match=r"(val_loss|val_accuracy|weights) became NaN or infinite at epoch 0 with lr=1e\+300; try a learning rate 10x lower"):
+        train(tiny_config(lr=1e300, epochs=1, batch_size=512, experiment="tests"))
+    run = _only_run()
+    assert run.info.status == "FAILED"
+    assert run.data.tags[contract.TAG_STOP_REASON].startswith("non-finite ")
+    assert _steps(run.info.run_id)[contract.LOSS] == [0], "the epoch's curves are kept"
+    assert not MlflowClient().list_artifacts(run.info.run_id, contract.MODEL_ARTIFACT), "no NaN model is logged"
+
+
+def test_the_logger_publishes_each_epoch_after_the_checkpoint_whatever_the_callback_order(tmp_path):
+    import json
+    import uuid
+
+    import keras
+    import numpy as np
+
+    from train import interrupt
+    from train.callbacks import EpochMetricsLogger
+
+    images, labels = np.random.default_rng(0).normal(size=(16, 3)), np.arange(16) % 2
+    for order in ("checkpoint first", "logger first"):
+        run_id = f"order-{uuid.uuid4().hex}"
+        published = []
+
+        def log(metrics, step, run_id=run_id, published=published):
+            saved = json.loads((interrupt.checkpoint_dir(run_id) / "epochs.json").read_text())
+            published.append((step, [row["epoch"] for row in saved], interrupt.completed_epochs(run_id)))
+
+        checkpoint = interrupt.EpochCheckpoint(run_id)
+        logger = EpochMetricsLogger(16, log, checkpoint=checkpoint)
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])
+        model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+        callbacks = [checkpoint, logger] if order == "checkpoint first" else [logger, checkpoint]
+        model.fit(images, labels, batch_size=8, epochs=3, verbose=0, callbacks=callbacks)
+        interrupt.remove_checkpoint(run_id)
+        assert published == [(0, [0], 1), (1, [0, 1], 2), (2, [0, 1, 2], 3)], order
+
+
+SIGTERM_AFTER_FIT = """
+import os, signal, sys, threading
+import keras
+from tests.conftest import tiny_config
+from train.errors import TrainingInterrupted
+from train.trainer import train
+
+class SigtermAfterFit(keras.callbacks.Callback):
+    def on_train_end(self, logs=None):  # then come the metric drain, the outputs, the model and its registration
+        threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGTERM)).start()
+
+try:
+    train(tiny_config(epochs=1, experiment="tests", register_as="after-fit"), callbacks=[SigtermAfterFit()])
+except TrainingInterrupted as stop:
+    print(stop, file=sys.stderr)
+    sys.exit(128 + stop.signum)
+"""
+
+
+@pytest.mark.slow
+def test_sigterm_after_fit_ends_the_run_killed_not_running(tracking_uri):
+    env = subprocess_env(tracking_uri, PYTHONPATH=str(REPO))
+    done = subprocess.run([sys.executable, "-c", SIGTERM_AFTER_FIT], cwd=Path.cwd(), env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 128 + signal.SIGTERM, done.stderr[-3000:]
+    assert "stopped by SIGTERM after training, before the run was complete" in done.stderr
+    run = _only_run()
+    assert run.info.status == "KILLED"
+    assert run.data.tags[contract.TAG_STOP_REASON] == "SIGTERM after training, before the run was complete"
+    assert run.info.run_name == "scratch lr=0.001"
+
+
+def test_a_refusal_from_the_store_fails_at_once_and_is_not_reported_as_an_outage(tracking_uri, capsys):
+    """A deleted run refuses metrics (400): waiting 120 s for it to 'come back' would only repeat the refusal."""
+    import time
+
+    from train.metric_buffer import MetricBuffer, MetricsRefused
+
+    client = MlflowClient()
+    run = client.create_run(client.create_experiment("refused"))
+    client.delete_run(run.info.run_id)
+    buffer = MetricBuffer(run.info.run_id)
+    started = time.monotonic()
+    with pytest.raises(MetricsRefused, match=f"the tracking store refused the metrics of run {run.info.run_id} .*this is not an outage"):
+        buffer.log({contract.LOSS: 1.0}, step=0)
+    assert time.monotonic() - started < 5
+    assert "unavailable" not in capsys.readouterr().err
+
+
+def test_a_server_error_is_an_outage_the_metrics_wait_out(capsys):
+    """503 from the server (a proxy whose backend restarts): the epoch is queued, training goes on."""
+    import http.server
+    import threading
+
+    from train.metric_buffer import MetricBuffer
+
+    class Unavailable(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.send_response(503)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Unavailable)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        buffer = MetricBuffer("0" * 32, MlflowClient(f"http://127.0.0.1:{server.server_address[1]}"))
+        buffer.log({contract.LOSS: 1.0}, step=0)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert [step for step, _, _ in buffer.pending] == [0]
+    assert "warning: tracking store unavailable" in capsys.readouterr().err

@@ -79,6 +79,48 @@ def test_server_stopped_for_20_seconds_mid_run(tmp_path):
         assert trainer.wait(timeout=400) == 0, log.read_text()[-3000:]
         run = client.get_run(run_id)
         assert run.info.status == "FINISHED"
+
+
+def test_a_server_that_answers_health_but_hangs_on_the_api_is_one_line_in_seconds(tmp_path):
+    """A proxy whose backend is stuck: /health says OK, every API call hangs. MLflow's own
+    defaults (120 s timeout, 7 retries) would hold the run for over 15 minutes."""
+    import http.server
+    import threading
+
+    release = threading.Event()
+
+    class HealthyButStuck(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path == "/health":
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"OK")
+            else:
+                release.wait(120)
+
+        do_POST = do_GET
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), HealthyButStuck)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    uri = f"http://127.0.0.1:{server.server_address[1]}"
+    env = {key: value for key, value in subprocess_env(uri).items() if not key.startswith("MLFLOW_HTTP_REQUEST")}
+    started = time.monotonic()
+    try:
+        done = subprocess.run([sys.executable, "-m", "train", "--stage", "scratch", "--weights", "none"], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=120)
+    finally:
+        release.set()
+        server.shutdown()
+        server.server_close()
+    elapsed = time.monotonic() - started
+    assert done.returncode == 2, done.stderr[-3000:]
+    lines = [line for line in done.stderr.strip().splitlines() if " INFO " not in line]
+    assert len(lines) == 1 and lines[0].startswith(f"error: tracking server {uri} answers /health but not its API ("), done.stderr[-3000:]
+    assert elapsed < 45, elapsed
         for name in contract.EPOCH_METRICS:
             steps = [m.step for m in client.get_metric_history(run_id, name)]
             assert sorted(steps) == list(range(epochs)), (name, steps)

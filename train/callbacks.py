@@ -1,4 +1,4 @@
-"""Keras callbacks: the per-epoch MLflow metrics and the NaN guard.
+"""Keras callbacks: the per-epoch MLflow metrics and the NaN guard (loss, validation metrics, weights).
 
 The metric names come from `contract`; this is the only code that logs per-epoch metrics.
 """
@@ -9,24 +9,27 @@ import math
 import time
 
 import keras
+import numpy as np
 
 from train import contract
 
 
 class EpochMetricsLogger(keras.callbacks.Callback):
-    """Measures the contract's per-epoch metrics; `publish(epoch)` logs them with step = epoch.
+    """Measures the contract's per-epoch metrics at each epoch end and publishes them, step = epoch.
 
-    The epoch checkpoint calls `publish` once the epoch is saved, so a run never has
-    metrics for an epoch that a resume would train again. Training throughput counts only
-    the training part of the epoch (until validation starts), so `images_per_second`
-    compares across validation-set sizes.
+    With a `checkpoint` (interrupt.EpochCheckpoint) the epoch is saved first and published
+    after, whatever the order of the callbacks, so a run never has metrics for an epoch
+    that a resume would train again. Training throughput counts only the training part of
+    the epoch (until validation starts), so `images_per_second` compares across
+    validation-set sizes.
     """
 
-    def __init__(self, train_images: int, log_metrics, logged_epochs: set[int] | None = None):
+    def __init__(self, train_images: int, log_metrics, logged_epochs: set[int] | None = None, checkpoint=None):
         super().__init__()
         self.train_images = train_images
         self.log_metrics = log_metrics  # (metrics, step) -> None: a MetricBuffer's log
         self.logged_epochs = set(logged_epochs or ())  # a resumed run keeps the values it already has
+        self.checkpoint = checkpoint  # saves (epoch, logs, row) before the row is published
         self.rows: list[dict[str, float]] = []
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -46,7 +49,11 @@ class EpochMetricsLogger(keras.callbacks.Callback):
         metrics[contract.LEARNING_RATE] = float(logs.get(contract.LEARNING_RATE, keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
         metrics[contract.EPOCH_SECONDS] = end - self._epoch_start
         metrics[contract.IMAGES_PER_SECOND] = self.train_images / max(train_seconds, 1e-9)
-        self.rows.append({"epoch": epoch, **metrics})
+        row = {"epoch": epoch, **metrics}
+        self.rows.append(row)
+        if self.checkpoint is not None:
+            self.checkpoint.save_epoch(epoch, logs, row)
+        self.publish(row)
 
     def publish(self, row: dict[str, float]) -> None:
         epoch = int(row["epoch"])
@@ -56,16 +63,18 @@ class EpochMetricsLogger(keras.callbacks.Callback):
 
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
-    """Stops training at the first NaN or infinite batch loss and remembers where.
+    """Stops training at the first NaN or infinite batch loss, validation metric or weight, and remembers which and where.
 
-    Keras' TerminateOnNaN ends fit() as if training had finished; the trainer turns the
-    position recorded here into a failed run instead.
+    Keras' TerminateOnNaN ends fit() as if training had finished, and watches only the loss:
+    a rate high enough to overflow the weights can leave a finite, clipped loss beside NaN
+    predictions. The trainer turns what is recorded here into a failed run instead.
     """
 
     def __init__(self):
         super().__init__()
         self.epoch = 0
-        self.where: tuple[int, int] | None = None
+        self.where: tuple[int, int | None] | None = None  # (epoch, batch; None for an epoch-end check)
+        self.what = ""  # loss, val_loss, val_accuracy or weights
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
@@ -73,5 +82,23 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
-            self.where = (self.epoch, batch)
-            self.model.stop_training = True
+            self._stop("loss", (self.epoch, batch))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.where is not None:
+            return
+        logs = logs or {}
+        bad = [name for name in (contract.VAL_LOSS, contract.VAL_ACCURACY) if name in logs and not math.isfinite(float(logs[name]))]
+        if bad:
+            self._stop(bad[0], (epoch, None))
+        elif not all(np.isfinite(weights).all() for weights in self.model.get_weights()):
+            self._stop("weights", (epoch, None))
+
+    def _stop(self, what: str, where: tuple[int, int | None]) -> None:
+        self.what, self.where = what, where
+        self.model.stop_training = True
+
+    @property
+    def place(self) -> str:
+        epoch, batch = self.where
+        return f"epoch {epoch}" + (f", batch {batch}" if batch is not None else "")

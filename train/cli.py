@@ -11,6 +11,7 @@ import sys
 import click
 
 from train import config as config_module
+from train import tracking
 from train.config import ConfigError, TrainConfig
 from train.errors import TrainingError, TrainingInterrupted
 from train.preflight import preflight
@@ -42,10 +43,14 @@ def config_options(command):
 def command(**values) -> None:
     """Train an image classifier and track it in MLflow (MLFLOW_TRACKING_URI, default sqlite:///mlflow.db)."""
     config = TrainConfig(**values)
-    checked = preflight(config)
-    from train.trainer import train  # TensorFlow loads only once the input is known good
+    try:
+        checked = preflight(config)
+        from train.trainer import train  # TensorFlow loads only once the input is known good
 
-    train(config, checked)
+        train(config, checked)
+    except ConfigError as error:
+        tracking.record_failed_start(config, str(error))
+        raise
 
 
 def main(argv: list[str] | None = None, command: click.Command = command, prog_name: str = "python -m train") -> int:
@@ -69,12 +74,11 @@ def main(argv: list[str] | None = None, command: click.Command = command, prog_n
     except TrainingInterrupted as stop:
         print(f"error: {stop}", file=sys.stderr)
         return 128 + stop.signum
-    except Exception as error:  # a server that refuses a write mid-way: one line, not a traceback
-        from train.tracking import access_error
-
-        refused = access_error(error) if hasattr(error, "error_code") else None
-        if refused is None:
+    except Exception as error:  # a server that refuses a write or stops answering mid-way: one line, not a traceback
+        refused = tracking.access_error(error) if hasattr(error, "error_code") else None
+        failure = refused or tracking.store_error(error)
+        if failure is None:
             raise
-        print(f"error: {refused}", file=sys.stderr)
-        return 2
+        print(f"error: {failure}", file=sys.stderr)
+        return 2 if refused else 1
     return 0

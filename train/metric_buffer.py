@@ -5,36 +5,32 @@ When the server does not answer, they stay queued (training goes on) and are re-
 in order, with the next epoch or at the end, when the trainer waits for the server.
 Re-sending the same (key, step, value, timestamp) is harmless: it is the same point.
 If the server never comes back, the queue is written to a JSON file that
-`python -m train.upload FILE` sends later.
+`python -m train.upload FILE` sends later. A refusal (a 4xx answer: a deleted run, a bad
+value, no permission) is not an outage: waiting would only repeat it, so it fails at once.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 from mlflow.entities import Metric
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+
+from train import tracking
+from train.errors import TrainingError
+from train.messages import first_line
 
 # While training, do not let MLflow's HTTP client block an epoch for minutes of retries:
 # a failed send is queued here and retried with the next epoch instead.
 QUICK_RETRY_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 
 
-@contextlib.contextmanager
-def _quick_retries():
-    """MLflow reads these per request; set them (unless the user did) around one send."""
-    added = {key: value for key, value in QUICK_RETRY_ENV.items() if key not in os.environ}
-    os.environ.update(added)
-    try:
-        yield
-    finally:
-        for key in added:
-            os.environ.pop(key, None)
+class MetricsRefused(TrainingError):
+    """The store answered and said no (a deleted run, a bad value, no permission): not an outage, not retried."""
 
 
 class MetricBuffer:
@@ -54,12 +50,15 @@ class MetricBuffer:
             step, metrics, timestamp = self.pending[0]
             batch = [Metric(key, float(value), timestamp, step) for key, value in metrics.items()]
             try:
-                with _quick_retries():
+                with tracking.http_limits(QUICK_RETRY_ENV):
                     self.client.log_batch(self.run_id, metrics=batch, synchronous=True)
-            except Exception as error:  # any failure to reach the store: keep the points, go on training
-                if not self._warned:
-                    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-                    print(f"warning: tracking store unavailable ({first_line[:160]}); metrics are kept and re-sent when it is back", file=sys.stderr, flush=True)
+            except Exception as error:
+                if not tracking.is_transient(error):
+                    refused = tracking.access_error(error) if isinstance(error, MlflowException) else None
+                    raise MetricsRefused(str(refused) if refused else f"the tracking store refused the metrics of run {self.run_id} "
+                                         f"({first_line(error)}); this is not an outage, so they are not retried") from None
+                if not self._warned:  # the store is unreachable: keep the points, go on training
+                    print(f"warning: tracking store unavailable ({first_line(error)[:160]}); metrics are kept and re-sent when it is back", file=sys.stderr, flush=True)
                     self._warned = True
                 return False
             self.pending.pop(0)
@@ -68,12 +67,16 @@ class MetricBuffer:
             self._warned = False
         return True
 
-    def drain(self, patience_seconds: float, interval_seconds: float = 2.0) -> bool:
-        """Retry until everything is sent or `patience_seconds` have passed."""
+    def drain(self, patience_seconds: float, interval_seconds: float = 2.0, check=None) -> bool:
+        """Retry until everything is sent or `patience_seconds` have passed.
+
+        `check()` runs between tries: the trainer's stop check, so a signal does not wait out the patience."""
         deadline = time.monotonic() + patience_seconds
         while not self.flush():
             if time.monotonic() >= deadline:
                 return False
+            if check is not None:
+                check()
             time.sleep(interval_seconds)
         return True
 
@@ -94,3 +97,4 @@ def upload(path: Path, client: MlflowClient | None = None) -> int:
     if not buffer.flush():
         raise RuntimeError(f"tracking store still unavailable; {len(buffer.pending)} epochs not sent")
     return len(saved["points"])
+

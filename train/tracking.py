@@ -6,25 +6,31 @@ of steps and the failure modes of a tracking store are handled in one place.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import tempfile
 from pathlib import Path
 
 import mlflow
 from mlflow.exceptions import MlflowException
+from mlflow.store.db.db_types import DATABASE_ENGINES
 from mlflow.tracking import MlflowClient
 
 from train import contract
 from train.config import ConfigError, TrainConfig, same_param
-from train.messages import refusal, server_down, unreachable
+from train.errors import TrainingError
+from train.messages import first_line, redact_uri, refusal, scrub, server_down, unreachable
 
 # MLflow's generated run names look like "bold-owl-123": those we may replace.
 _GENERATED_RUN_NAME = re.compile(r"^[a-z]+-[a-z]+-\d+$")
+_OTHER_SCHEMES = ("file", "databricks", "databricks-uc", "uc")  # what MLflow 3.17 opens besides servers and databases
 
 
 def connect(experiment: str = "") -> str:
     """Point MLflow at the tracking store after checking it answers; return the URI."""
     uri = contract.tracking_uri()
+    bound_http_requests()
     check_store(uri)
     if uri.startswith("sqlite:///"):
         _create_sqlite_tables_once(uri)
@@ -102,22 +108,129 @@ def _copy_empty_store(database: Path) -> None:
         partial.unlink(missing_ok=True)
         database.unlink(missing_ok=True)
 
+
 def check_store(uri: str) -> None:
     """Fail in seconds, with one line, when the tracking store cannot be used."""
-    if uri.startswith(("http://", "https://")):
-        reason = server_down(uri)  # any HTTP answer will do: authentication is for the first real call
-        if reason is not None:
-            raise ConfigError(unreachable(uri, reason))
-        try:
-            MlflowClient(uri).search_experiments(max_results=1)  # the first call that needs the credentials
-        except MlflowException as error:
-            raise access_error(error, uri) or error from None
-    elif uri.startswith("sqlite:///"):
-        folder = Path(uri.removeprefix("sqlite:///")).expanduser().resolve().parent
-        if not folder.is_dir():
-            raise ConfigError(f"tracking store {uri}: folder '{folder}' does not exist; create it or set MLFLOW_TRACKING_URI")
-    elif "://" not in uri and not uri.startswith(("databricks", "file:")):
+    scheme = uri.split("://", 1)[0].split("+", 1)[0] if "://" in uri else ""
+    if scheme in ("http", "https"):
+        _check_server(uri)
+    elif scheme == "sqlite":
+        _check_sqlite(uri)
+    elif scheme in DATABASE_ENGINES:
+        _connect_database(uri)
+        _probe(uri, f"tracking store {redact_uri(uri)} cannot be opened", "start the database or fix MLFLOW_TRACKING_URI")
+    elif scheme and scheme not in _OTHER_SCHEMES:
+        raise ConfigError(f"tracking URI '{redact_uri(uri)}' has a scheme ('{scheme}') MLflow cannot open; use sqlite:///mlflow.db, http://HOST:PORT or postgresql://...")
+    elif not scheme and not uri.startswith(("databricks", "file:")):
         raise ConfigError(f"tracking URI '{uri}' is not one MLflow 3 can open; use sqlite:///mlflow.db or http://HOST:PORT")
+
+
+def _check_server(uri: str) -> None:
+    reason = server_down(uri)  # any HTTP answer will do: authentication is for the first real call
+    if reason is not None:
+        raise ConfigError(unreachable(uri, reason))
+    # /health is not the API: a server (or a proxy) can answer one and hang on the other.
+    _probe(uri, f"tracking server {redact_uri(uri)} answers /health but not its API", "check the server's log, or set MLFLOW_TRACKING_URI")
+
+
+def _probe(uri: str, failure: str, advice: str) -> None:
+    """The first real call (it needs the credentials), bounded in time, as one line when it fails."""
+    try:
+        with http_limits(PROBE_HTTP_LIMITS):
+            MlflowClient(uri).search_experiments(max_results=1)
+    except Exception as error:  # noqa: BLE001 - whatever the store says, the user gets one line
+        refused = access_error(error, uri) if isinstance(error, MlflowException) else None
+        raise refused or ConfigError(f"{failure} ({first_line(error)}); {advice}") from None
+
+
+def _connect_database(uri: str) -> None:
+    """One connection with a timeout: MLflow retries a database that is down 10 times over ~100 s,
+    logging each attempt, and a host that drops packets waits for the TCP timeout."""
+    import sqlalchemy
+
+    timeout = {"postgresql": {"connect_timeout": 10}, "mysql": {"connect_timeout": 10}}.get(uri.split(":", 1)[0].split("+", 1)[0], {})
+    try:
+        engine = sqlalchemy.create_engine(uri, connect_args=timeout)
+        try:
+            with engine.connect():
+                pass
+        finally:
+            engine.dispose()
+    except Exception as error:  # noqa: BLE001 - a missing driver, a refused connection, a wrong password: one line each
+        cause = getattr(error, "orig", None) or error
+        raise ConfigError(f"tracking store {redact_uri(uri)} cannot be opened ({scrub(first_line(cause), uri)}); start the database or fix MLFLOW_TRACKING_URI") from None
+
+
+def _check_sqlite(uri: str) -> None:
+    database = Path(uri.removeprefix("sqlite:///")).expanduser().resolve()
+    folder = database.parent
+    if not folder.is_dir():
+        raise ConfigError(f"tracking store {uri}: folder '{folder}' does not exist; create it or set MLFLOW_TRACKING_URI")
+    if database.is_file() and database.stat().st_size:
+        with open(database, "rb") as file:
+            if file.read(16) != b"SQLite format 3\x00":
+                raise ConfigError(f"tracking store {uri}: '{database}' is not an SQLite database; move it away or set MLFLOW_TRACKING_URI to a new file")
+    # SQLite writes a journal beside the database (and the table-creation lock lives there too).
+    if not _can_write_in(folder) or (database.exists() and not os.access(database, os.W_OK)):
+        raise ConfigError(f"tracking store {uri}: '{database}' or its folder is read-only (SQLite writes a journal beside the database); use a writable folder, e.g. MLFLOW_TRACKING_URI=sqlite:///$HOME/mlflow.db")
+
+
+def _can_write_in(folder: Path) -> bool:
+    """By trying: os.access says yes to root on a read-only mount."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
+
+
+# Every call to a tracking server gets a timeout and few retries while training (MLflow's
+# defaults, 120 s and 7 retries with backoff, let a server that accepts connections but
+# never answers hold a run for over 15 minutes). Values the user exported win.
+TRAINING_HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "30", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2"}
+PROBE_HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}  # the check at start: seconds, not minutes
+# What the user exported before lrlab started; our own values, inherited by a child process
+# (a test, a sweep worker), do not count.
+_USER_HTTP_LIMITS = {key for key, ours in TRAINING_HTTP_LIMITS.items() if os.environ.get(key) not in (None, ours)}
+
+
+def bound_http_requests() -> None:
+    """Apply TRAINING_HTTP_LIMITS for the rest of the process (MLflow reads them per request)."""
+    for key, value in TRAINING_HTTP_LIMITS.items():
+        if key not in _USER_HTTP_LIMITS:
+            os.environ[key] = value
+
+
+@contextlib.contextmanager
+def http_limits(limits: dict[str, str]):
+    """Tighter limits around a few calls (unless the user set them), then back to what was there."""
+    previous = {key: os.environ.get(key) for key in limits if key not in _USER_HTTP_LIMITS}
+    os.environ.update({key: limits[key] for key in previous})
+    try:
+        yield
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def is_transient(error: BaseException) -> bool:
+    """An outage worth waiting for (no connection, timeout, 5xx, 429), not a refusal (4xx) that retrying repeats."""
+    if isinstance(error, MlflowException):
+        status = error.get_http_status_code()
+        return status >= 500 or status == 429
+    return isinstance(error, OSError)  # requests' connection errors and timeouts are OSErrors too
+
+
+def store_error(error: BaseException) -> TrainingError | None:
+    """One line for a tracking server that stopped answering mid-run (after the timeouts and
+    retries of TRAINING_HTTP_LIMITS), else None."""
+    if not (isinstance(error, MlflowException) and is_transient(error) and "API request to" in str(error)):
+        return None
+    return TrainingError(f"tracking store {redact_uri(contract.tracking_uri())} stopped answering ({first_line(error)}); "
+                         "the run may be left RUNNING: `python -m train.stale --mark` finds it, --resume RUN_ID continues it")
 
 
 def access_error(error: MlflowException, uri: str | None = None) -> ConfigError | None:
@@ -131,13 +244,30 @@ def resolve_model_run(model_uri: str) -> str:
     try:
         info = mlflow.models.get_model_info(model_uri)
     except (MlflowException, OSError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ConfigError(f"init_model '{model_uri}' does not resolve: {first_line}") from None
+        raise ConfigError(f"init_model '{model_uri}' does not resolve: {first_line(error)}") from None
     if "keras" not in info.flavors:
         raise ConfigError(f"init_model '{model_uri}' is not a Keras model (flavors: {', '.join(sorted(info.flavors)) or 'none'}); fine-tune a model that lrlab trained")
     if not info.run_id:
         raise ConfigError(f"init_model '{model_uri}' is not linked to a training run")
     return info.run_id
+
+
+def record_failed_start(config: TrainConfig, reason: str) -> None:
+    """Under `mlflow run` the run exists before lrlab starts: one that fails its checks gets a
+    name, the reason as stop_reason, and FAILED. Best effort, bounded: the store may be what failed."""
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if not run_id:
+        return
+    try:
+        with http_limits(PROBE_HTTP_LIMITS):
+            client = MlflowClient(contract.tracking_uri())
+            current = client.get_run(run_id).info.run_name or ""
+            if config.run_name or not current or _GENERATED_RUN_NAME.match(current):
+                client.set_tag(run_id, "mlflow.runName", run_name(config))
+            client.set_tag(run_id, contract.TAG_STOP_REASON, reason[:5000])
+            client.set_terminated(run_id, "FAILED")
+    except Exception:  # noqa: BLE001, S110 - the one-line error the user sees matters more than this record
+        pass
 
 
 def run_name(config: TrainConfig) -> str:
@@ -270,3 +400,5 @@ def check_resumable(run_id: str, config: TrainConfig) -> None:
         logged = run.data.params.get(name)
         if name not in ignored and logged is not None and not same_param(logged, value):
             raise ConfigError(f"resume: {name}={value} but run '{run_id}' was started with {name}={logged}; resume with the same parameters")
+
+

@@ -28,7 +28,7 @@ from train.callbacks import EpochMetricsLogger, StopOnNonFiniteLoss
 from train.config import ConfigError, TrainConfig
 from train.data import make_datasets
 from train.device import set_up_devices
-from train.errors import TrainingError, TrainingInterrupted
+from train.errors import TrainingError
 from train.metric_buffer import MetricBuffer
 from train.models import auto_bn_momentum, build_model, unfreeze_for_finetune
 from train.preflight import Preflight, preflight
@@ -73,34 +73,33 @@ def train(config: TrainConfig, checked: Preflight | None = None, callbacks=(), r
     print(f"device: {devices.description}; model: {model.name}, {model.count_params():,} parameters", flush=True)
 
     run_options = {**(run_options or {}), **({"run_id": checked.resume_run_id} if checked.resume_run_id else {})}
-    with mlflow.start_run(**run_options) as run:
+    # From the run's first moment to its last, a stop signal ends it KILLED (interrupt.GracefulStop).
+    with mlflow.start_run(**run_options) as run, interrupt.GracefulStop() as stopper:
         run_id = run.info.run_id
+        metrics = MetricBuffer(run_id)
+        stopper.on_stop = lambda stopped: _end_interrupted(run_id, stopped, metrics)
         logged_epochs = tracking.logged_epochs(run_id)
         _start_run_records(config, checked, devices, bn_momentum, resumed=bool(logged_epochs))
-        metrics = MetricBuffer(run_id)
-        logger = EpochMetricsLogger(len(report.train), metrics.log, logged_epochs)
-        checkpoint = interrupt.EpochCheckpoint(run_id, logger)
+        checkpoint = interrupt.EpochCheckpoint(run_id)
+        logger = EpochMetricsLogger(len(report.train), metrics.log, logged_epochs, checkpoint)
         if logged_epochs:
             tracking.fetch_checkpoint(run_id, interrupt.checkpoint_dir(run_id))
             for row in interrupt.saved_epochs(run_id):  # saved but not sent when the process died
                 logger.publish(row)
             print(f"resuming run {run_id} after epoch {interrupt.completed_epochs(run_id) - 1}", flush=True)
         nan_guard = StopOnNonFiniteLoss()
-        with interrupt.GracefulStop() as stopper:
-            fit_callbacks = [BatchSchedule(config, steps_per_epoch), stopper, nan_guard, logger, checkpoint, *callbacks]
-            try:
-                model.fit(train_data, validation_data=val_data, epochs=config.epochs, callbacks=fit_callbacks, shuffle=False, verbose="auto")
-            except TrainingInterrupted as stop:
-                _end_interrupted(run_id, stop, metrics)
-                raise
-        _send_queued_metrics(metrics)
+        fit_callbacks = [BatchSchedule(config, steps_per_epoch), stopper, nan_guard, logger, checkpoint, *callbacks]
+        model.fit(train_data, validation_data=val_data, epochs=config.epochs, callbacks=fit_callbacks, shuffle=False, verbose="auto")
+        _send_queued_metrics(metrics, stopper.check)
         if nan_guard.where is not None:
             interrupt.remove_checkpoint(run_id)  # its weights are NaN: nothing to resume from
-            _fail_on_nan(nan_guard.where, config)
+            _fail_on_nan(nan_guard, config)
 
         history = tracking.epoch_history(run_id)
         result = _summarise(run_id, history)
+        stopper.check()  # between the steps that follow fit(), a stop signal ends the run KILLED
         example = _log_outputs(model, val_data, report, history)
+        stopper.check()
         result.model_uri, result.registered_version = _log_model(model, example, config)
         interrupt.remove_checkpoint(run_id)
         print(f"run {run_id}: best val_accuracy {result.best_val_accuracy:.4f} at epoch {result.best_epoch}; "
@@ -142,20 +141,20 @@ def _log_data_costs(checked: Preflight) -> None:
     }, step=0)
 
 
-def _end_interrupted(run_id: str, stop: TrainingInterrupted, metrics: MetricBuffer) -> None:
+def _end_interrupted(run_id: str, stopper: interrupt.GracefulStop, metrics: MetricBuffer) -> None:
     """Keep what the run has (metrics, checkpoint), say why it stopped, and mark it KILLED."""
     metrics.drain(patience_seconds=10)
-    mlflow.set_tag(contract.TAG_STOP_REASON, f"{signal.Signals(stop.signum).name} during epoch {stop.epoch}")
+    mlflow.set_tag(contract.TAG_STOP_REASON, stopper.reason)
     folder = interrupt.checkpoint_dir(run_id)
     if folder.exists():
         mlflow.log_artifacts(str(folder), tracking.CHECKPOINT_ARTIFACT)
     mlflow.end_run("KILLED")
-    print(f"run {run_id} stopped by {signal.Signals(stop.signum).name}; continue it with --resume {run_id} "
+    print(f"run {run_id} stopped by {signal.Signals(stopper.signum).name}; continue it with --resume {run_id} "
           f"(or mlflow run --run-id {run_id} ...)", file=sys.stderr, flush=True)
 
 
-def _send_queued_metrics(metrics: MetricBuffer) -> None:
-    if metrics.drain(patience_seconds=SERVER_PATIENCE_SECONDS):
+def _send_queued_metrics(metrics: MetricBuffer, check) -> None:
+    if metrics.drain(patience_seconds=SERVER_PATIENCE_SECONDS, check=check):
         return
     path = metrics.save(Path.cwd())
     raise TrainingError(f"tracking store {contract.tracking_uri()} did not come back within {SERVER_PATIENCE_SECONDS} s; "
@@ -204,11 +203,10 @@ def _log_data(report: DataReport) -> None:
     mlflow.log_input(dataset, context="training")
 
 
-def _fail_on_nan(where: tuple[int, int], config: TrainConfig) -> None:
-    epoch, batch = where
-    mlflow.set_tag(contract.TAG_STOP_REASON, f"non-finite loss at epoch {epoch} batch {batch}")
+def _fail_on_nan(guard: StopOnNonFiniteLoss, config: TrainConfig) -> None:
+    mlflow.set_tag(contract.TAG_STOP_REASON, f"non-finite {guard.what} at {guard.place.replace(',', '')}")
     mlflow.log_text(tracking.epoch_history(mlflow.active_run().info.run_id).to_csv(index=False), contract.HISTORY_FILE)
-    raise TrainingError(f"loss became NaN or infinite at epoch {epoch}, batch {batch} with lr={config.lr:g}; try a learning rate 10x lower")
+    raise TrainingError(f"{guard.what} became NaN or infinite at {guard.place} with lr={config.lr:g}; try a learning rate 10x lower")
 
 
 def _summarise(run_id: str, history: pd.DataFrame) -> TrainResult:
