@@ -237,7 +237,7 @@ def _validation_predictions(model: keras.Model, val_data) -> tuple[np.ndarray, n
     import tensorflow as tf
 
     spec = val_data.element_spec[0]
-    forward = tf.function(lambda batch: model(batch, training=False), input_signature=[tf.TensorSpec((None, *spec.shape[1:]), spec.dtype)])
+    forward = tf.function(lambda batch: model(batch, training=False), input_signature=[tf.TensorSpec((None, *spec.shape[1:]), spec.dtype)], autograph=False)
     first, labels, probabilities = None, [], []
     for batch, batch_labels in val_data:
         first = batch[:2].numpy().astype(np.float32) if first is None else first
