@@ -40,7 +40,7 @@ def answer(built: views.Views) -> None:
     said = stats.sentences(comparison)
     if said:
         st.markdown("**Is the difference real?** " + report.markdown_text(stats.explanation(comparison)))
-        st.markdown("  \n".join(report.markdown_text(sentence) for sentence in said))
+        st.markdown("  \n".join(_with_code(report.markdown_text(sentence)) for sentence in said))
     for note in comparison.notes:
         st.caption(report.markdown_text(note))
     compared = int(comparison.table["verdict"].isin([stats.WORSE, stats.WITHIN_NOISE]).sum()) if not comparison.table.empty else 0
@@ -49,6 +49,12 @@ def answer(built: views.Views) -> None:
             f"{compared} comparisons at once: even where nothing differs, about {compared * (1 - stats.CONFIDENCE):.1f} of them "
             "would come out “worse” by chance. Confirm a surprising verdict with more seeds."
         )
+
+
+def _with_code(escaped: str) -> str:
+    """An escaped sentence with the command in its hint (our own text, not the runs') set as code."""
+    hint = stats.REPEATS_COMMAND
+    return escaped.replace(report.markdown_text(f"`{hint}`"), f"`{hint}`")
 
 
 def groups_table(built: views.Views) -> None:

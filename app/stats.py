@@ -305,7 +305,8 @@ def _float(text) -> float:
 # ---------------------------------------------------------------------------------------
 # The answer in words
 
-REPEATS_HINT = "add `-P repeats=3` to the sweep"
+REPEATS_COMMAND = "-P repeats=3"
+REPEATS_HINT = f"add `{REPEATS_COMMAND}` to the sweep"
 
 
 def explanation(comparison: Comparison) -> str:
@@ -335,7 +336,12 @@ def _sentence(part: pd.DataFrame, several_models: bool) -> str:
     head = f"{where}: {best['group']} is best, {_interval(best)}"
     if others.empty:
         return head + " (the only configuration)"
-    return "; ".join([head, *(_clause(row) for _, row in others.iterrows())])
+    told = [_clause(row) for _, row in others.iterrows() if row["verdict"] != CANNOT_TELL]
+    untold = others[others["verdict"] == CANNOT_TELL]
+    if not untold.empty:  # one clause for all of them: the same remedy
+        why = "the best is one run" if best["n"] < 2 else "one run each" if len(untold) > 1 else "one run"
+        told.append(f"{' / '.join(untold['group'])}: cannot tell ({why}; {REPEATS_HINT})")
+    return "; ".join([head, *told])
 
 
 def _interval(row) -> str:
@@ -352,7 +358,7 @@ def _clause(row) -> str:
         needed = row["seeds_needed"]
         tell = "equal means: no number of seeds would tell" if math.isinf(needed) else f"needs ~{int(needed)} seeds to tell" if math.isfinite(needed) else "no spread to go on"
         return f"{name} is within noise of it ({tell})"
-    return f"{name}: cannot tell ({'one run' if row['n'] < 2 else 'the best is one run'}; {REPEATS_HINT})"
+    return f"{name}: cannot tell ({REPEATS_HINT})"
 
 
 def _number(value: float) -> str:

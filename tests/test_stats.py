@@ -107,6 +107,13 @@ def test_verdicts_per_stage_and_the_sentences():
     assert stats.runner_up_note(comparison)[1].startswith("head: the winner (lr 1e-3) is within noise of the runner-up (lr 1e-6)")
 
 
+def test_single_runs_share_one_cannot_tell_clause():
+    values = pd.DataFrame(runs((1e-3, [0.80, 0.81, 0.79]), (1e-4, [0.5]), (1e-5, [0.4])) + runs((1e-3, [0.9]), (1e-4, [0.70, 0.71]), stage="full"))
+    full, head = stats.sentences(stats.compare(values))  # the contract's stage order
+    assert head.endswith("; lr 1e-4 / lr 1e-5: cannot tell (one run each; add `-P repeats=3` to the sweep)")
+    assert full == "full: lr 1e-3 is best, 0.900 (one run); lr 1e-4: cannot tell (the best is one run; add `-P repeats=3` to the sweep)"
+
+
 def test_lowest_loss_is_best_and_the_difference_counts_how_much_higher():
     values = pd.DataFrame(runs((1e-3, [0.50, 0.52, 0.51]), (1e-4, [0.80, 0.82, 0.81])))
     table = stats.compare(values, stats.LOWEST_VAL_LOSS).table
