@@ -91,12 +91,8 @@ print(time.perf_counter() - started, report.inspected)
 _PREPARE = """
 import os, sys, time
 from pathlib import Path
-from train import cache, images
+from train import cache
 from train.scan import scan
-reduced = sys.argv[3] == "1"
-if not reduced:  # full decode: an entry of its own, and the decoder without DCT scaling
-    cache.DECODER_VERSION = 1000
-    cache.decode_file = lambda path, size: images.decode_file(path, size, reduced_scale=False)
 report = scan(Path(sys.argv[1]), 0.25, 42, int(sys.argv[2]))
 paths = [p for p, _ in report.train + report.val]
 started = time.perf_counter()
@@ -122,6 +118,47 @@ for epoch in range(2):
     rates.append(n / (time.perf_counter() - started))
 print(rates[-1], source.mode, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
 """
+
+# The alternative the cache replaces: tf.data's own format (Dataset.save / load), read with
+# the shuffle buffer a sequential format needs. Same uint8 images, same batch size.
+_TFDATA = """
+import resource, sys, tempfile, time
+from pathlib import Path
+import tensorflow as tf
+from train import cache
+from train.scan import scan
+folder, size, buffer = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+report = scan(folder, 0.25, 42, size)
+source = cache.open_images([p for p, _ in report.train + report.val], size, "disk")
+rows = source.rows_of([p for p, _ in report.train])
+target = tempfile.mkdtemp(prefix="bench-tfdata-")
+images = tf.data.Dataset.from_tensor_slices(rows).batch(256).map(lambda r: tf.numpy_function(source.gather, [r], tf.uint8)).unbatch()
+images.save(target)
+loaded = tf.data.Dataset.load(target, element_spec=tf.TensorSpec((size, size, 3), tf.uint8))
+train = loaded.shuffle(buffer, reshuffle_each_iteration=True).batch(64).prefetch(tf.data.AUTOTUNE)
+rates = []
+for epoch in range(2):
+    started, n = time.perf_counter(), 0
+    for batch in train:
+        n += int(batch.shape[0])
+    rates.append(n / (time.perf_counter() - started))
+print(rates[-1], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+"""
+
+
+def decode_rates(folder: Path, image_size: int, sample: int = 200, repeats: int = 3) -> tuple[float, float]:
+    """(full, reduced-scale) decodes per second on one core, interleaved and best of `repeats` (the load varies)."""
+    from train.images import decode_file
+
+    paths = [str(p) for p in sorted(folder.rglob("*.jpg"))[:sample]]
+    best = {False: float("inf"), True: float("inf")}
+    for _ in range(repeats):
+        for reduced in (False, True):
+            started = time.perf_counter()
+            for path in paths:
+                decode_file(path, image_size, reduced_scale=reduced)
+            best[reduced] = min(best[reduced], time.perf_counter() - started)
+    return len(paths) / best[False], len(paths) / best[True]
 
 
 def pixel_difference(folder: Path, image_size: int, sample: int = 200) -> tuple[float, int]:
@@ -172,15 +209,19 @@ def main() -> int:
             row["scan_first_s"], row["scan_again_s"], row["scan_speedup"] = first, again, first / again
             ok &= first / again >= 20 and reopened == 0
             print(f"\n{n} images: scan {first:.2f} s first ({opened:.0f} files opened), {again:.3f} s again ({reopened:.0f} opened): {first / again:.0f}x", flush=True)
-            for reduced in ("0", "1"):
-                rate, decoded = _in_subprocess(_PREPARE, str(folder), str(args.image_size), reduced, env=env).split()
-                row[f"prepare_per_core_{'reduced' if reduced == '1' else 'full'}"] = float(rate)
-            print(f"  epoch 0 (prepare) per core: {row['prepare_per_core_full']:.0f} images/s full decode, "
-                  f"{row['prepare_per_core_reduced']:.0f} reduced-scale ({row['prepare_per_core_reduced'] / row['prepare_per_core_full']:.2f}x)", flush=True)
+            rate, decoded = _in_subprocess(_PREPARE, str(folder), str(args.image_size), "1", env=env).split()
+            row["prepare_per_core"] = float(rate)
+            full, reduced = decode_rates(folder, args.image_size)
+            row["decode_per_core_full"], row["decode_per_core_reduced"] = full, reduced
+            print(f"  epoch 0 (prepare, {os.cpu_count()} threads): {float(rate):.0f} images/s per core; one core decodes {full:.0f} images/s "
+                  f"in full, {reduced:.0f} at reduced scale ({reduced / full:.2f}x)", flush=True)
             for mode in ("auto", "memory", "disk"):
                 rate, chosen, rss = _in_subprocess(_EPOCH, str(folder), str(args.image_size), mode, env=env).split()
                 row[f"epoch1_{mode}"], row[f"rss_{mode}_mb"], row[f"chosen_{mode}"] = float(rate), int(rss) / 2**20, chosen
                 print(f"  cache={mode:<6} ({chosen}): epoch 1 reads {float(rate):,.0f} images/s ({float(rate) / os.cpu_count():,.0f} per core); peak RSS {int(rss) / 2**20:,.0f} MB", flush=True)
+            rate, rss = _in_subprocess(_TFDATA, str(folder), str(args.image_size), "1000", env=env).split()
+            row["epoch1_tfdata_save_load"], row["rss_tfdata_save_load_mb"] = float(rate), int(rss) / 2**20
+            print(f"  tf.data save/load + shuffle(1000): epoch 1 reads {float(rate):,.0f} images/s; peak RSS {int(rss) / 2**20:,.0f} MB", flush=True)
             row["uint8_mb"] = n * args.image_size ** 2 * 3 / 2**20
             print(f"  uint8 size of the images: {row['uint8_mb']:,.0f} MB", flush=True)
         mean_diff, max_diff = pixel_difference(food_folder(args.workdir, sizes[0]), args.image_size)
