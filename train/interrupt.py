@@ -1,9 +1,10 @@
 """Stopping cleanly: SIGTERM/SIGINT between batches, checkpoints at every epoch end.
 
 A pre-empted machine sends SIGTERM and, a little later, SIGKILL. On the first signal the
-current batch finishes, training stops without validating a half epoch, the last
-completed epoch's checkpoint is kept (locally and with the run) and the run is marked
-KILLED. `--resume RUN_ID`, or `mlflow run --run-id RUN_ID`, continues from there.
+current batch finishes (after fit(): the step in progress, such as logging the model),
+training stops without validating a half epoch, the last completed epoch's checkpoint is
+kept (locally and with the run) and the run is marked KILLED. `--resume RUN_ID`, or
+`mlflow run --run-id RUN_ID`, continues from there.
 """
 
 from __future__ import annotations
