@@ -32,7 +32,7 @@ LR_FIND_LOSS = contract.LR_FIND_LOSS
 LR_FIND_LR = contract.LR_FIND_LR
 SUGGESTED_LR = contract.SUGGESTED_LR
 # Logged once per run: read from the run search, never as histories.
-SINGLE_VALUE_METRICS = (*contract.SUMMARY_METRICS, SUGGESTED_LR)
+SINGLE_VALUE_METRICS = (*contract.SUMMARY_METRICS, *contract.DATA_METRICS, SUGGESTED_LR)
 # Whole histories of up to 100 runs, one SQL query on the server (the MLflow UI's own call).
 BULK_ENDPOINT = "/ajax-api/2.0/mlflow/metrics/get-history-bulk"
 BULK_MAX_POINTS = 25_000  # the server cuts an answer there; a full answer is asked again in halves

@@ -315,3 +315,13 @@ def test_a_second_run_on_the_same_folder_decodes_nothing_and_logs_what_it_cost(t
     assert runs[0].tags[contract.TAG_DATA_CACHE].startswith("memory ") and runs[1].tags[contract.TAG_DATA_CACHE].startswith("disk ")
     report = json.loads(Path(client.download_artifacts(second.run_id, contract.DATA_REPORT_FILE, str(tmp_path))).read_text())
     assert report["scan"]["files_opened"] == 0
+
+
+def test_the_dashboard_reads_a_runs_data_costs_as_single_values_not_as_curves():
+    import pandas as pd
+
+    from app.history import history_keys
+    from train import contract
+
+    runs = pd.DataFrame({"metric_keys": [[contract.LOSS, *contract.DATA_METRICS, contract.VAL_ACCURACY]]})
+    assert history_keys(runs) == [contract.LOSS, contract.VAL_ACCURACY]
