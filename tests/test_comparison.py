@@ -159,3 +159,19 @@ def test_the_sweep_closing_summary_ranks_with_verdicts_and_warns_on_the_runner_u
     assert "sweep: head: the winner (lr 1e-3) is within noise of the runner-up (lr 1e-5); do not pick between them on this evidence." in out
     assert any(line.startswith("sweep: full: the winner (lr 1e-3) cannot be told from the runner-up (lr 1e-4)") for line in out)
     assert "sweep: 2 finished run(s) have no best validation accuracy (not logged, or NaN) and are left out of the comparison." in out
+
+
+def test_sensitivity_bars_are_the_interval_or_the_range_with_n_beside_each_point(verdict_store):
+    _, runs, history = load(verdict_store, EXPERIMENT)
+    built = views.build(runs, history, frames.CurveOptions(), now_ms=time.time() * 1000, stale_after_s=600, ui_base="")
+
+    def layers(chart):
+        panel = chart.to_dict()["hconcat"][0]["layer"]
+        return {layer["mark"]["type"] if isinstance(layer["mark"], dict) else layer["mark"]: layer["encoding"] for layer in panel}
+
+    interval, spread = layers(built.sensitivity_chart), layers(built.sensitivity_minmax_chart)
+    assert (interval["rule"]["y"]["field"], interval["rule"]["y2"]["field"]) == ("ci_low", "ci_high")
+    assert (spread["rule"]["y"]["field"], spread["rule"]["y2"]["field"]) == ("min", "max")
+    assert interval["text"]["text"]["field"] == "n_label"
+    head = built.sensitivity[(built.sensitivity["stage"] == "head") & (built.sensitivity["measure"] == "best_val_accuracy")]
+    assert dict(zip(head["lr"], head["n_label"], strict=True)) == {1e-5: "n=4", 1e-4: "n=3", 1e-3: "n=3"}  # the NaN and empty runs: no point
