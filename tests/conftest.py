@@ -33,6 +33,12 @@ def tiny_config(**overrides):
     return TrainConfig(**{**TINY, "stage": "scratch", "experiment": "tests", **overrides})
 
 
+def tiny_args(**overrides) -> list[str]:
+    """The same tiny configuration as `python -m train` flags (`--image-size 64 ...`), with `overrides`."""
+    values = {**TINY, "stage": "scratch", **overrides}
+    return [part for name, value in values.items() for part in (f"--{name.replace('_', '-')}", str(value))]
+
+
 # `make test` runs two pytest-xdist workers, a file per worker at a time (--dist loadfile). The
 # files that train the most start first, so the rest fill in beside them rather than after.
 LONGEST_FILES = ("test_team_server.py", "test_sweep.py", "test_faults.py", "test_lr_find.py", "test_mlflow_run.py", "test_training.py")
@@ -41,6 +47,14 @@ LONGEST_FILES = ("test_team_server.py", "test_sweep.py", "test_faults.py", "test
 def pytest_collection_modifyitems(items):
     rank = {name: i for i, name in enumerate(LONGEST_FILES)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file keeps its own order
+
+
+def error_line(stderr: str) -> str:
+    """The one error line a command printed (MLflow may log INFO lines first when it creates a store)."""
+    lines = [line for line in stderr.strip().splitlines() if " INFO " not in line]
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("error: "), stderr
+    return lines[0]
 
 
 def sqlite_uri(folder: Path) -> str:

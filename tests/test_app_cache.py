@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from mlflow.tracking import MlflowClient
 from streamlit.testing.v1 import AppTest
 
@@ -41,6 +42,7 @@ def history_calls(requests: list[str]) -> list[str]:
     return [r for r in requests if any(call in r for call in HISTORY_CALLS)]
 
 
+@pytest.mark.slow  # starts a real mlflow server
 def test_a_new_session_asks_the_store_nothing_and_a_reload_reads_only_what_changed(make_store, tmp_path, monkeypatch):
     uri = make_store()
     client = MlflowClient(tracking_uri=uri)
@@ -75,6 +77,7 @@ def test_a_new_session_asks_the_store_nothing_and_a_reload_reads_only_what_chang
         assert "1e-5" in set(chart_data(second.get("vega_lite_chart")[0])["lr_label"].dropna())
 
 
+@pytest.mark.slow  # starts a real mlflow server
 def test_the_dashboard_never_loads_tensorflow(lab_store, tmp_path):
     """Every view of the page, in a fresh process, against a tracking server: no TensorFlow or
     Keras, and not MLflow's SQL store either (a second of start-up a client over HTTP never needs)."""
@@ -116,6 +119,7 @@ def test_many_runs_draw_the_best_first_and_list_every_one(lab_store, monkeypatch
     assert any(f"Drawing the {top} runs" in caption.value for caption in page.caption)
 
 
+@pytest.mark.slow  # starts a real mlflow server
 def test_warm_up_fills_the_shared_cache_so_the_first_session_reads_no_history(make_store, tmp_path, monkeypatch):
     """What `streamlit run app/serve.py` does as the server starts: afterwards, the first session
     of the page asks the server for the run list only."""

@@ -54,6 +54,7 @@ def test_filters_change_the_charted_runs_and_land_in_the_url(lab_store, monkeypa
     assert page.query_params["stage"] in ("full", ["full"]) and page.query_params["lr"] in ("1e-3", ["1e-3"])
 
 
+@pytest.mark.slow  # every view, the Export figures rendered: ~45 s
 def test_every_view_renders(lab_store, monkeypatch):
     page = open_page(monkeypatch, lab_store["uri"], {"group": "1"})
     for view in ("LR sensitivity", "Schedules", "LR finder", "Groups", "Export", "Runs"):

@@ -119,6 +119,7 @@ def served_lab(lab_store):
         yield uri
 
 
+@pytest.mark.slow  # starts a real mlflow server
 def test_rest_loader_matches_the_sql_loader(lab_store, served_lab):
     _, runs, sql_history = load(lab_store["uri"])
     client, rest_runs, rest_history = load(served_lab)
@@ -131,6 +132,7 @@ def test_rest_loader_matches_the_sql_loader(lab_store, served_lab):
     )
 
 
+@pytest.mark.slow  # starts a real mlflow server
 def test_rest_loader_reads_from_a_step(served_lab):
     client, runs, _ = load(served_lab)
     some = list(runs["run_id"].iloc[:2])
@@ -138,6 +140,7 @@ def test_rest_loader_reads_from_a_step(served_lab):
     assert set(later["step"]) == set(range(15, 20))
 
 
+@pytest.mark.slow  # starts a real mlflow server
 def test_rest_loader_splits_runs_into_batches_the_server_accepts(served_lab, monkeypatch):
     client, runs, history = load(served_lab)
     monkeypatch.setattr(history_module, "BULK_MAX_RUNS", 10)  # the lab's 26 runs in 3 calls per metric

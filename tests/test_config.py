@@ -10,20 +10,12 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import REPO, run_train_cli
+from tests.conftest import REPO, error_line, run_train_cli
 from train import config as config_module
 from train import contract
 from train.cli import flag_name, main
 
 CLI_ONLY = {"experiment"}
-
-
-def error_line(stderr: str) -> str:
-    """The one error line (MLflow may log INFO lines first when it creates a store)."""
-    lines = [line for line in stderr.strip().splitlines() if " INFO " not in line]
-    assert len(lines) == 1, stderr
-    assert lines[0].startswith("error: ")
-    return lines[0]  # under mlflow run the experiment comes from --experiment-name
 
 
 def mlproject():
@@ -162,6 +154,14 @@ def test_every_parameter_of_the_other_entry_points_is_an_option(entry, module):
     values = {name: _sample(param) for name, param in mlproject()["entry_points"][entry]["parameters"].items()}
     undeclared = {"val_split": "0.3"} if entry != "evaluate" else {}
     rendered = load_project(str(REPO)).get_entry_point(entry).compute_command({**values, **undeclared}, None)
+    argv = shlex.split(rendered)[3:]  # drop "python -m MODULE"
+    context = importlib.import_module(module).command.make_context(f"python -m {module}", argv)
+    overrides = dict(zip(context.args[::2], context.args[1::2], strict=True))
+    for name, value in {**values, **undeclared}.items():
+        if name in context.params:
+            assert _same(context.params[name], value), f"{entry}: -P {name}={value} reached the option as {context.params[name]!r}"
+        else:
+            assert entry == "sweep" and overrides.get(f"--{name}") == value, f"{entry}: -P {name}={value} reached no option ({context.args})"
 
 
 def test_a_tracking_store_that_cannot_be_used_is_one_line_within_seconds(tmp_path, monkeypatch, capsys):
@@ -231,11 +231,3 @@ def test_a_failed_start_under_mlflow_run_leaves_a_named_failed_run_saying_why(tr
     assert run.info.status == "FAILED"
     assert run.info.run_name == "scratch lr=0.0001"
     assert run.data.tags[contract.TAG_STOP_REASON].startswith("image_size must be from 32 to 1024 pixels for mobilenet_v2 (got 10000)")
-    argv = shlex.split(rendered)[3:]  # drop "python -m MODULE"
-    context = importlib.import_module(module).command.make_context(f"python -m {module}", argv)
-    overrides = dict(zip(context.args[::2], context.args[1::2], strict=True))
-    for name, value in {**values, **undeclared}.items():
-        if name in context.params:
-            assert _same(context.params[name], value), f"{entry}: -P {name}={value} reached the option as {context.params[name]!r}"
-        else:
-            assert entry == "sweep" and overrides.get(f"--{name}") == value, f"{entry}: -P {name}={value} reached no option ({context.args})"

@@ -19,19 +19,11 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import sqlite_uri, subprocess_env, tiny_config
+from tests.conftest import error_line, sqlite_uri, subprocess_env, tiny_config
 from train import contract
 from train.evaluate import main, metrics_of, per_class_table
 
 MODEL_NAME = "evaluated"
-
-
-def error_line(stderr: str) -> str:
-    """The one error line (MLflow may log INFO lines first when it creates a store)."""
-    lines = [line for line in stderr.strip().splitlines() if " INFO " not in line]
-    assert len(lines) == 1, stderr
-    assert lines[0].startswith("error: "), stderr
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +70,7 @@ def demo_evaluation(trained, store):
     return runs[0]
 
 
+@pytest.mark.slow  # trains for real
 def test_accuracy_and_per_class_metrics_match_the_keras_model(trained, demo_evaluation):
     from train.demo_data import demo_folder
 
@@ -108,6 +101,7 @@ def test_accuracy_and_per_class_metrics_match_the_keras_model(trained, demo_eval
         assert probability == pytest.approx(top, abs=1e-5), path
 
 
+@pytest.mark.slow  # trains for real
 def test_run_is_tagged_and_links_the_models_run(trained, demo_evaluation):
     run = demo_evaluation
     assert run.data.tags[contract.TAG_KIND] == contract.KIND_EVALUATE
@@ -134,6 +128,7 @@ def test_run_is_tagged_and_links_the_models_run(trained, demo_evaluation):
     assert run.inputs.dataset_inputs, "the evaluated images are logged as a run input"
 
 
+@pytest.mark.slow  # trains for real
 def test_registered_alias_on_a_val_folder_under_mlflow_run(trained, store, tmp_path, monkeypatch, capsys):
     """models:/NAME@ALIAS; train/ + val/ evaluates val/ only; a class subset; a broken file; MLFLOW_RUN_ID."""
     from train.demo_data import demo_folder
@@ -209,6 +204,7 @@ BAD_INPUTS = [
 ]
 
 
+@pytest.mark.slow  # trains for real
 @pytest.mark.parametrize(("case", "expected"), BAD_INPUTS, ids=[case for case, _ in BAD_INPUTS])
 def test_bad_input_is_one_line_and_leaves_no_run(case, expected, trained, wrong_classes, tmp_path, monkeypatch, capsys):
     model = f"runs:/{trained.run_id}/model"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import mlflow_run, run_train_cli
+from tests.conftest import mlflow_run, run_train_cli, tiny_args
 from train import contract
 
 pytestmark = pytest.mark.slow
@@ -41,8 +41,7 @@ def test_bad_parameter_under_mlflow_run_leaves_no_run_running(tracking_uri):
 
 
 def test_mirrored_strategy_on_two_logical_cpus(tracking_uri):
-    done = run_train_cli(["--data", "demo", "--image-size", "64", "--alpha", "0.35", "--weights", "none", "--stage", "scratch",
-                          "--epochs", "1", "--strategy", "mirrored", "--experiment", "tests"], tracking_uri)
+    done = run_train_cli(tiny_args(strategy="mirrored", experiment="tests"), tracking_uri)
     assert done.returncode == 0, done.stderr[-3000:]
     (run,) = _runs(tracking_uri)
     assert "2 replicas" in run.data.params["device"]

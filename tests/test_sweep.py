@@ -54,6 +54,7 @@ def head_then_finetune(tmp_path):
     return str(plan)
 
 
+@pytest.mark.slow  # trains for real
 def test_plan_with_dependency_runs_in_order_resumes_and_registers(head_then_finetune, tracking_uri, capsys):
     assert main(["--plan", head_then_finetune, *SMALL, "--register-as", "shapes", "--experiment", "sweeps"]) == 0
     out = capsys.readouterr().out
@@ -166,6 +167,7 @@ def test_mlflow_run_sweep_entry_point_passes_plan_overrides(tmp_path, tracking_u
     assert {r.data.params["image_size"] for r in runs} == {"64"}
 
 
+@pytest.mark.slow  # trains for real
 def test_a_child_that_diverges_leaves_no_checkpoint_to_resume_from_nan_weights(tracking_uri, capsys):
     """lr=1e3 in float16 overflows within a few batches; the child's checkpoint (NaN weights) goes."""
     import keras

@@ -21,6 +21,8 @@ from train import contract
 from train.config import TrainConfig
 from train.schedules import learning_rate_at
 
+pytestmark = pytest.mark.slow  # every test here reads runs these fixtures train for real
+
 
 def _train(config: TrainConfig):
     from train.trainer import train
@@ -91,7 +93,6 @@ def test_scratch_on_small_data_validates_above_chance(scratch):
     assert result.best_val_accuracy > chance + 0.15, result.history
 
 
-@pytest.mark.slow
 def test_keras_default_bn_momentum_stays_at_chance_where_auto_learns(scratch):
     """The same run with MobileNetV2's own momentum (0.999): validation never leaves chance."""
     config, result = scratch
