@@ -11,6 +11,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -100,39 +101,56 @@ def lab_store(store_template, tmp_path_factory):
     return {"uri": uri, "path": path, "lab": ids, "edge": edge}
 
 
-@contextlib.contextmanager
-def mlflow_server(backend_uri: str, *, app_name: str = "", env: dict[str, str] | None = None, workdir: Path | None = None, extra_args: tuple[str, ...] = ()):
-    """A real `mlflow server` on a free port over `backend_uri`; yields its http:// URI."""
-    port = free_port()
-    command = [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", backend_uri, "--host", "127.0.0.1", "--port", str(port), "--workers", "2", *extra_args]
+def start_mlflow_server(backend_uri: str, *, port: int | None = None, app_name: str = "", env: dict[str, str] | None = None,
+                        workdir: Path | None = None, extra_args: tuple[str, ...] = (), workers: int = 2) -> tuple[subprocess.Popen, str]:
+    """Start a real `mlflow server` over `backend_uri` (on `port`, else a free one) and wait until it
+    answers /health; return the process (stop it with `stop_mlflow_server`) and its http:// URI."""
+    port = port or free_port()
+    command = [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", backend_uri, "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers), *extra_args]
     if app_name:
         command += ["--app-name", app_name]
     log = (workdir or Path(backend_uri.removeprefix("sqlite:///")).parent) / f"server-{port}.log"
-    with open(log, "w") as out:
+    with open(log, "a") as out:  # a server restarted on its port (an outage) adds to its log
         # The server's job runners (GenAI evaluation) are not needed to read runs and cost CPU.
         server_env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})}
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=server_env, cwd=workdir or log.parent)
+        # Its own process group: stopping it stops its uvicorn workers too.
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=server_env, cwd=workdir or log.parent, start_new_session=True)
     uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"mlflow server exited: {log.read_text()[-2000:]}")
+        try:
+            if requests.get(uri + "/health", timeout=1).status_code == 200:
+                return process, uri
+        except requests.RequestException:
+            pass
+        if time.monotonic() > deadline:
+            stop_mlflow_server(process)
+            raise RuntimeError(f"mlflow server did not start in 90 s: {log.read_text()[-2000:]}")
+        time.sleep(0.3)
+
+
+def stop_mlflow_server(process: subprocess.Popen) -> None:
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"mlflow server exited: {log.read_text()[-2000:]}")
-            try:
-                if requests.get(uri + "/health", timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow server did not start in 90 s: {log.read_text()[-2000:]}")
-            time.sleep(0.3)
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=20)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def mlflow_server(backend_uri: str, **options):
+    """A real `mlflow server` over `backend_uri` for the length of the block; yields its http:// URI
+    (options as `start_mlflow_server`'s)."""
+    process, uri = start_mlflow_server(backend_uri, **options)
+    try:
         yield uri
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_mlflow_server(process)
 
 
 def server_requests(uri: str, folder: Path) -> list[str]:

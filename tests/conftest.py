@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -49,9 +50,14 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file keeps its own order
 
 
+# Lines that are not the command's own: MLflow's INFO log, and TensorFlow's C++ start-up log (absl
+# writes it to stderr before logging is set up, whatever TF_CPP_MIN_LOG_LEVEL says).
+NOT_OURS = re.compile(r" INFO |^WARNING: All log messages before absl::InitializeLog\(\)|^[IWE]\d{4} \d\d:\d\d:\d\d")
+
+
 def error_line(stderr: str) -> str:
-    """The one error line a command printed (MLflow may log INFO lines first when it creates a store)."""
-    lines = [line for line in stderr.strip().splitlines() if " INFO " not in line]
+    """The one error line a command printed (what MLflow and TensorFlow log left aside)."""
+    lines = [line for line in stderr.strip().splitlines() if not NOT_OURS.search(line)]
     assert len(lines) == 1, stderr
     assert lines[0].startswith("error: "), stderr
     return lines[0]

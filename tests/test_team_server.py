@@ -14,7 +14,7 @@ from mlflow.server import get_app_client
 from mlflow.tracking import MlflowClient
 
 from tests.app_fixtures import mlflow_server
-from tests.conftest import subprocess_env
+from tests.conftest import error_line, subprocess_env, tiny_args
 from tests.servers import basic_auth_env, postgres_server
 from train import contract
 
@@ -24,7 +24,7 @@ ADMIN = ("admin", "admin-password-1234")
 ALICE = ("alice", "alice-password-1234")
 BOB = ("bob", "bob-password-1234")
 EPOCHS = 2
-TINY = ["--data", "demo", "--image-size", "64", "--alpha", "0.35", "--weights", "none", "--stage", "scratch", "--epochs", str(EPOCHS), "--lr", "1e-3"]
+TINY = tiny_args(epochs=EPOCHS)
 
 
 def as_user(user):
@@ -101,7 +101,7 @@ def test_wrong_password_is_one_line_before_training(team_server, tmp_path):
     env = {**subprocess_env(uri), **as_user((ALICE[0], "wrong"))}
     done = subprocess.run([sys.executable, "-m", "train", *TINY], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
-    assert done.stderr.strip().splitlines()[-1] == f"error: tracking server {uri} refused the credentials of 'alice' (401 Unauthorized); set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)"
+    assert error_line(done.stderr) == f"error: tracking server {uri} refused the credentials of 'alice' (401 Unauthorized); set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)"
     assert "Traceback" not in done.stderr
 
 
@@ -113,7 +113,7 @@ def test_user_without_edit_permission_gets_one_line(team_server, tmp_path, monke
     env = {**subprocess_env(uri), **as_user(BOB)}
     done = subprocess.run([sys.executable, "-m", "train", *TINY, "--experiment", "admins-only"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2, done.stderr[-2000:]
-    assert done.stderr.strip().splitlines()[-1].startswith(f"error: tracking server {uri}: user 'bob' lacks permission for this (403)")
+    assert error_line(done.stderr).startswith(f"error: tracking server {uri} denied user 'bob' access (403 Forbidden); ask its administrator for EDIT permission")
     assert "Traceback" not in done.stderr
     assert os.environ["MLFLOW_TRACKING_USERNAME"] == ADMIN[0]
 
