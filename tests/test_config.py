@@ -209,7 +209,7 @@ def test_init_model_that_is_not_a_keras_model_is_one_line(tracking_uri, capsys):
     import mlflow
 
     class Constant(mlflow.pyfunc.PythonModel):
-        def predict(self, context, model_input):
+        def predict(self, context, model_input: list[str]) -> list[str]:  # typed: else MLflow warns it cannot validate
             return model_input
 
     with mlflow.start_run(experiment_id=MlflowClient().create_experiment("other")):
