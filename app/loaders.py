@@ -10,7 +10,7 @@ import time
 import pandas as pd
 import streamlit as st
 
-from app import first_chart, frames, queries, views
+from app import first_chart, frames, queries, views, warmup
 
 # Every cache below is shared by all sessions of the process and keyed on `queries.store_key`: the
 # store and the credentials reading it. The run search is asked again after a minute (or on "Reload
@@ -34,6 +34,9 @@ def experiments_of(key: str, token: int, _uri: str) -> pd.DataFrame:
 
 @st.cache_data(show_spinner=False, ttl=60, max_entries=64)
 def runs_of(key: str, experiment_ids: tuple[str, ...], filter_string: str, token: int, _uri: str) -> pd.DataFrame:
+    early = warmup.searched(key, experiment_ids) if not filter_string else None
+    if early is not None:  # the server's warm-up searched these a moment ago
+        return early
     try:
         return queries.search_runs(client_for(key, _uri), list(experiment_ids), filter_string)
     except Exception as error:  # noqa: BLE001

@@ -1,9 +1,9 @@
-"""`streamlit run app/serve.py`: the dashboard, with the tracking store read as the server starts.
+"""`streamlit run app/serve.py` (`make dashboard`): the dashboard, with the tracking store read as the server starts.
 
-The same page as `streamlit run app/dashboard.py` (which still works), served through st.App,
-Streamlit's ASGI entry point, whose start-up hook runs `app.warmup`: the first visitor finds
-the page's modules imported and the default experiment's histories cached, instead of waiting
-for both. Every `streamlit run` option (--server.port, ...) applies as usual.
+The same as `streamlit run app/dashboard.py`, which is itself an st.App now: the page served
+through Streamlit's ASGI entry point, whose start-up hook runs `app.warmup`, so the first visitor
+finds the page's modules imported and the first chart and the default experiment's histories
+read. Kept as the Makefile's entry. Every `streamlit run` option (--server.port, ...) applies.
 """
 
 import sys

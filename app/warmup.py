@@ -24,6 +24,19 @@ ENV_EXPERIMENTS = "LRLAB_WARM_EXPERIMENTS"
 log = logging.getLogger("lrlab.warmup")
 
 
+# The warm-up's run search, by (store and reader, experiment ids), for the first page to reuse.
+_SEARCHED: dict[tuple, tuple[float, object]] = {}
+_LOCK = threading.Lock()
+SEARCH_REUSE_SECONDS = 30  # the page's own run search is cached for a minute: as fresh as that
+
+
+def searched(key: str, experiment_ids: tuple[str, ...]):
+    """The runs the warm-up found for these experiments (once, and only if recent), else None."""
+    with _LOCK:
+        found = _SEARCHED.pop((key, tuple(experiment_ids)), None)
+    return found[1] if found and time.monotonic() - found[0] < SEARCH_REUSE_SECONDS else None
+
+
 def warm_up(uri: str | None = None) -> dict:
     """Load what a page will ask for first; a summary of what was read (also logged)."""
     started = time.perf_counter()
@@ -37,6 +50,8 @@ def warm_up(uri: str | None = None) -> dict:
         wanted = [n.strip() for n in os.environ.get(ENV_EXPERIMENTS, "").split(",") if n.strip()] or queries.default_experiments(experiments["name"].tolist())
         ids = list(experiments.loc[experiments["name"].isin(wanted), "experiment_id"])
         runs = queries.search_runs(client, ids)
+        with _LOCK:  # the first visitor's page asks the same a moment later: it takes this answer
+            _SEARCHED[(queries.store_key(uri), tuple(ids))] = (time.monotonic(), runs)
         cache = queries.shared_history_cache(queries.store_key(uri))
         # The page's first chart first (what it reads, and the chart itself): a visitor who arrives
         # meanwhile finds both (`HistoryCache.peek`, `first_chart.cached_spec`) while the rest is read.

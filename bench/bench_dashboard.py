@@ -155,7 +155,7 @@ def old_dashboard(rev: str, folder: Path) -> Path | None:
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
     try:
-        archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "app", "train/__init__.py", "train/contract.py"], capture_output=True, check=True)
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "app", "train"], capture_output=True, check=True)  # the page may import any of train/
     except (OSError, subprocess.CalledProcessError) as error:
         print(f"old dashboard at {rev} not available ({error}); measuring this checkout only", flush=True)
         return None
@@ -164,15 +164,18 @@ def old_dashboard(rev: str, folder: Path) -> Path | None:
 
 
 def render_side_by_side(http_uri: str, pages: dict[str, Path], log_dir: Path, *, cold: int, sessions: int) -> dict[str, dict]:
-    """Per page and fresh `streamlit run` process (`cold` of them): its first session, `sessions`
+    """Per page and fresh `streamlit run` process (`cold` of them): its first session, opened as
+    soon as the server answers (the servers are started one after the other, each once the one
+    before has served its whole first page, so no start-up competes with another's), `sessions`
     later sessions each in a fresh browser, and `sessions` new tabs of one browser that has shown
-    the page once before. The pages' sessions alternate. Seconds, every measurement kept."""
+    the page once before. The pages' later sessions alternate. Seconds, every measurement kept."""
     times = {name: {"cold": [], "warm": [], "returning": []} for name in pages}
     for _ in range(cold):
         with contextlib.ExitStack() as stack:
-            urls = {name: stack.enter_context(dashboard_server(http_uri, log_dir=log_dir, script=script)) for name, script in pages.items()}
-            for name, url in urls.items():
-                times[name]["cold"].append(open_session(url))
+            urls = {}
+            for name, script in pages.items():  # one fresh server at a time: its start-up competes with no other's
+                urls[name] = stack.enter_context(dashboard_server(http_uri, log_dir=log_dir, script=script))
+                times[name]["cold"].append(open_session(url=urls[name]))
             for _ in range(sessions):
                 for name, url in urls.items():
                     times[name]["warm"].append(open_session(url))

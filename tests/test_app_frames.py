@@ -180,3 +180,13 @@ def test_stale_runs_are_running_runs_silent_for_too_long(lab_store):
     assert states[lab_store["edge"]["running"]] == "RUNNING"
     assert states[lab_store["edge"]["no_metrics"]] == "RUNNING"  # started a second ago: judged by its start time
     assert frames.run_states(runs, history, now + 3_600_000, stale_after_s=600)[lab_store["edge"]["no_metrics"]] == "STALE"
+
+
+def test_one_spelling_of_a_rate_everywhere(lab):
+    from app import numbers, stats
+
+    assert [numbers.format_lr(v) for v in (1e-5, float("1e-05"), 0.00001, 3e-4, 2.5e-3, 0.1, 1.0)] == ["1e-5", "1e-5", "1e-5", "3e-4", "2.5e-3", "1e-1", "1e0"]
+    assert numbers.format_lr(float("nan")) == numbers.format_lr(None) == ""
+    assert stats.lr_text(1e-5) == queries.format_lr(1e-5) == "1e-5"  # sentences, the run frame, the table: one function
+    runs, _ = lab
+    assert set(runs.loc[runs["kind"] == contract.KIND_TRAIN, "lr_label"]) == {"1e-2", "1e-3", "1e-4", "1e-5", "1e-6"}
