@@ -95,3 +95,13 @@ def test_exported_csvs_start_no_formula(make_store):
         assert not risky, (name, risky)
     summary_cells = set(_cells(csvs["data/summary.csv"]))
     assert {"'" + name for name in FORMULAS} <= summary_cells
+
+
+@pytest.mark.parametrize(("uri", "shown"), [
+    ("https://ghp_token123@mlflow.example.com/x", "https://***@mlflow.example.com/x"),  # a token in the user slot
+    ("postgresql://bob@db.example.com/mlflow", "postgresql://bob@db.example.com/mlflow"),  # peer auth: no secret
+    ("sqlite:///runs/ml%20flow.db", "sqlite:///runs/ml%20flow.db"),  # nothing to hide: as given
+    ("mlruns", "mlruns"),
+])  # fmt: skip
+def test_a_uri_without_a_password_shows_all_but_a_token(uri, shown):
+    assert redact_uri(uri) == shown

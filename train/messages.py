@@ -31,7 +31,12 @@ def redact_uri(uri: str) -> str:
     from sqlalchemy.exc import ArgumentError
 
     try:
-        return make_url(uri).render_as_string(hide_password=True)
+        url = make_url(uri)
+        if url.password:
+            return url.render_as_string(hide_password=True)
+        if url.username and url.drivername in ("http", "https"):  # https://TOKEN@host: the name is the secret
+            return uri.replace(f"{uri.split('://', 1)[1].split('@', 1)[0]}@", "***@", 1)
+        return uri  # nothing to hide: shown as given (the render would unescape its path)
     except (ArgumentError, ValueError, TypeError):
         return re.sub(r"^([^@]*?//)?[^@/]*@", lambda m: (m.group(1) or "") + "***@", uri) if "@" in uri else uri
 
