@@ -64,3 +64,19 @@ def test_the_readme_says_what_the_gpu_figures_measured_and_nothing_of_how_the_ma
     gpu = text[text.index("**On a GPU**") :].split("\n\n")[0]
     assert "H100" in gpu and "JAX backend" in gpu and "bench/bench_gpu_keras.py" in gpu
     assert not [word for word in ("lent", "registry", "transfer limit", "MiB", "cannot be installed") if word in gpu]
+
+
+@pytest.mark.slow
+def test_make_setup_installs_the_project_without_setuptools_warnings(tmp_path):
+    """`make setup`'s install line, in a fresh venv with a current pip (which shows the build
+    backend's warnings): no 'Editable installation' warning for every user to read."""
+    line = next(line.strip() for line in (REPO / "Makefile").read_text().splitlines() if "pip install -q -e" in line)
+    warnings_filter = re.search(r"PYTHONWARNINGS='([^']+)'", line)
+    assert warnings_filter, line
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([venv / "bin" / "pip", "install", "-q", "--upgrade", "pip"], check=True, capture_output=True)
+    done = subprocess.run([venv / "bin" / "pip", "install", "-q", "--no-deps", "-e", str(REPO)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONWARNINGS": warnings_filter.group(1)}, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "Editable installation" not in done.stdout + done.stderr
