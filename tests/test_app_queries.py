@@ -25,7 +25,7 @@ def test_runs_frame_has_the_contract_columns(lab_store):
     assert len(runs) == sum(len(v) for v in lab_store["lab"].values())
     row = runs[runs["stage"] == "full"].iloc[0]
     assert row["lr"] == float(row["params"][contract.PARAM_LR])
-    assert row["lr_label"] == f"{row['lr']:g}"
+    assert row["lr_label"] == queries.format_lr(row["lr"]) and row["lr_label"] in {"1e-3", "1e-4", "1e-5"}
     assert set(runs["kind"]) == {contract.KIND_TRAIN, contract.KIND_LR_FIND}
     finetune = runs[runs["stage"] == "finetune"]
     assert set(finetune["init_run_id"]) <= set(runs["run_id"]) and all(finetune["init_run_id"])

@@ -37,7 +37,7 @@ def test_loaders_read_what_training_logged(trained_store):
     experiments = queries.list_experiments(client)
     experiment_id = experiments.loc[experiments["name"] == contract.DEFAULT_EXPERIMENT, "experiment_id"].iloc[0]
     runs = queries.search_runs(client, [experiment_id])
-    assert sorted(runs["lr_label"]) == sorted(f"{float(lr):g}" for lr in RATES)
+    assert sorted(runs["lr_label"]) == sorted(queries.format_lr(float(lr)) for lr in RATES)
     assert set(runs["stage"]) == {"scratch"} and set(runs["kind"]) == {contract.KIND_TRAIN}
     raw = queries.HistoryCache().load(client, runs)
     history = frames.tidy_history(raw, runs)
@@ -58,5 +58,5 @@ def test_page_draws_real_runs(trained_store, monkeypatch):
     page = AppTest.from_file(str(REPO / "app" / "dashboard.py"), default_timeout=60).run()
     assert not page.exception and not page.error
     data = chart_data(page.get("vega_lite_chart")[0])
-    assert set(data["lr_label"].dropna()) == {f"{float(lr):g}" for lr in RATES}
+    assert set(data["lr_label"].dropna()) == {queries.format_lr(float(lr)) for lr in RATES}
     assert set(data["split"].dropna()) == {frames.TRAIN, frames.VALIDATION}
