@@ -241,3 +241,20 @@ def test_bad_input_fails_within_seconds_from_the_command_line(store, tmp_path):
     assert done.returncode == 2, done.stderr
     assert re.fullmatch(r"error: data folder '.*missing' does not exist; .*", error_line(done.stderr))
     assert elapsed < 15, elapsed
+
+
+@pytest.mark.slow  # trains for real
+def test_a_folder_named_like_mathtext_is_evaluated_and_drawn_as_plain_text(trained, store, tmp_path):
+    """The figure's title carries the folder's name: '$\\undefined$' must not reach matplotlib's mathtext."""
+    from train.demo_data import demo_folder
+
+    data = tmp_path / "$\\undefined$"
+    for name in ("circle", "ring"):
+        (data / name).mkdir(parents=True)
+        for source in sorted((demo_folder() / name).glob("*.png"))[:2]:
+            shutil.copy(source, data / name / source.name)
+    assert main(["--model-uri", f"runs:/{trained.run_id}/model", "--data", str(data), "--batch-size", "4"]) == 0
+    run = max(_evaluate_runs(), key=lambda found: found.info.start_time)
+    assert run.info.run_name.endswith("$\\undefined$")
+    artifacts = {a.path for a in MlflowClient().list_artifacts(run.info.run_id)}
+    assert contract.EVAL_CONFUSION_MATRIX_FILE in artifacts

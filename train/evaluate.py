@@ -97,7 +97,7 @@ def evaluate(checked: Checked, batch_size: int, image_size_option: str = "auto")
     import pandas as pd
 
     from train import tracking
-    from train.report import confusion_matrix_figure
+    from train.report import confusion_matrix_figure, plain_text
 
     labels, probabilities = predict(checked, batch_size)
     predicted = probabilities.argmax(axis=1)
@@ -131,7 +131,7 @@ def evaluate(checked: Checked, batch_size: int, image_size_option: str = "auto")
         _log_metrics(metrics, checked.model_id, dataset)
         mlflow.log_text(csv_safe.to_csv(files), contract.EVAL_PREDICTIONS_FILE)  # file and class names are user text
         figure = confusion_matrix_figure(labels, predicted, checked.class_names)
-        figure.axes[0].set_title(f"{data_name}: {len(labels)} images, accuracy {accuracy:.3f}")
+        figure.axes[0].set_title(plain_text(f"{data_name}: {len(labels)} images, accuracy {accuracy:.3f}"))
         mlflow.log_figure(figure, contract.EVAL_CONFUSION_MATRIX_FILE)
         summary = {
             "model_uri": checked.model_uri,
