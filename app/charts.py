@@ -16,7 +16,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
-from app import frames
+from app import curve_data, frames
 from train import contract
 
 # Curves carry up to a few hundred thousand points by design; Altair's 5,000-row guard would refuse them.
@@ -198,7 +198,7 @@ def _dodged(labels: pd.DataFrame, points: pd.DataFrame, log_y: bool) -> pd.Serie
     return pd.Series(from_axis(heights.to_numpy()), index=labels.index)
 
 
-def compact(curves: frames.Curves, smoothing: float, max_points: int = 0, lower_is_better: bool = False, log_y: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+def compact(curves: curve_data.Curves, smoothing: float, max_points: int = 0, lower_is_better: bool = False, log_y: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The points as the browser gets them: per point only what varies (line number, split, epoch,
     values), per line the rest (colour, dash, facet, names, the label at its best point), joined
     back by a Vega lookup. A fifth of the bytes, and Vega builds that many fewer objects.
@@ -227,7 +227,7 @@ def compact(curves: frames.Curves, smoothing: float, max_points: int = 0, lower_
 
 
 def curves_chart(
-    curves: frames.Curves, *, metric: str, colors: ColorScale, facet_title: str = "", smoothing: float = 0.0, log_y: bool = False, title: str = "", max_points: int = 0
+    curves: curve_data.Curves, *, metric: str, colors: ColorScale, facet_title: str = "", smoothing: float = 0.0, log_y: bool = False, title: str = "", max_points: int = 0
 ):
     """A metric against epoch: colour = learning rate, a column per facet value; dash = train/validation,
     or, when another param varies between the runs of a column (`Curves.variant_params`, e.g. the
@@ -330,7 +330,7 @@ def _lower_is_better(metric: str) -> bool:
     return frames.split_metric(contract.LOSS)[0] in metric
 
 
-def _dash_and_width(curves: frames.Curves, legend: bool = True):
+def _dash_and_width(curves: curve_data.Curves, legend: bool = True):
     """The strokeDash and strokeWidth encodings of the curves (see `curves_chart`); without their
     legends for a second layer (the first one draws them)."""
     top = {"orient": "top", "direction": "horizontal", "symbolStrokeColor": "#333"}

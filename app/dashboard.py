@@ -21,7 +21,7 @@ import time  # noqa: E402
 import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
-from app import charts, comparison_view, export, frames, loaders, queries, report, url_state, views, warmup  # noqa: E402
+from app import charts, comparison_view, curve_data, export, frames, loaders, queries, report, url_state, views, warmup  # noqa: E402
 from train import contract  # noqa: E402
 
 queries.fail_fast()
@@ -139,9 +139,9 @@ def _chart_choices(selected: pd.DataFrame, runs_all: pd.DataFrame) -> dict[str, 
     return {"metrics": metrics, "facets": facets, "colors": colors, "params": all_params}
 
 
-def _curve_options() -> frames.CurveOptions:
+def _curve_options() -> curve_data.CurveOptions:
     state = st.session_state
-    return frames.CurveOptions(
+    return curve_data.CurveOptions(
         metric=state["metric"], smoothing=float(state["smooth"]), facet=state["facet"], color=state["color"],
         group=state["group"], vary=tuple(state["vary"]), band=state["band"], members=state["members"], join=state["join"], log_y=state["logy"],
         top=int(state["top"]),
@@ -222,7 +222,7 @@ def _publish_url() -> None:
         st.query_params.from_dict(query)
 
 
-def _draw(built: views.Views, options: frames.CurveOptions, head, slot, first: dict | None) -> None:
+def _draw(built: views.Views, options: curve_data.CurveOptions, head, slot, first: dict | None) -> None:
     """The page below the title: notes and the answer in `head`, the curve chart in `slot` (unless
     `first`, already drawn there, is the same chart), then the views."""
     with head:

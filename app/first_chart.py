@@ -16,7 +16,7 @@ from collections import OrderedDict
 
 import pandas as pd
 
-from app import frames, queries, url_state, views
+from app import curve_data, frames, queries, url_state, views
 from train import contract
 
 
@@ -35,7 +35,7 @@ _BUILT_LOCK = threading.Lock()
 _BUILDING: dict[tuple, threading.Event] = {}  # memo keys being built, set when done
 
 
-def cached_spec(key: str, client, cache, selected: pd.DataFrame, runs_all: pd.DataFrame, options: frames.CurveOptions, **kwargs) -> dict | None:
+def cached_spec(key: str, client, cache, selected: pd.DataFrame, runs_all: pd.DataFrame, options: curve_data.CurveOptions, **kwargs) -> dict | None:
     """`chart_spec`, or the very one built before for the same store, runs and options; while another
     thread builds that one (the warm-up, as the first visitor arrives), wait for it instead."""
     memo = (key, queries.runs_version(selected), queries.runs_version(runs_all), dataclasses.astuple(options), kwargs.get("ui_base"))
@@ -62,19 +62,19 @@ def cached_spec(key: str, client, cache, selected: pd.DataFrame, runs_all: pd.Da
             done.set()
 
 
-def default_options(runs_all: pd.DataFrame) -> frames.CurveOptions:
+def default_options(runs_all: pd.DataFrame) -> curve_data.CurveOptions:
     """The options of a page opened without settings in its URL (`url_state.SPEC`'s defaults, as
     the page's `_chart_choices` applies them to these runs)."""
     defaults = {name: default for name, (_, default) in url_state.SPEC.items()}
     params = {name for params in runs_all["params"] for name in params}
     vary = tuple(n for n in defaults["vary"] if n in params) or tuple(n for n in frames.REPEAT_PARAMS if n in params)
-    return frames.CurveOptions(
+    return curve_data.CurveOptions(
         metric=defaults["metric"], smoothing=float(defaults["smooth"]), facet=defaults["facet"], color=defaults["color"], group=defaults["group"],
         vary=vary, band=defaults["band"], members=defaults["members"], join=defaults["join"], log_y=defaults["logy"], top=int(defaults["top"]),
     )  # fmt: skip
 
 
-def chart_spec(client, cache, selected: pd.DataFrame, runs_all: pd.DataFrame, options: frames.CurveOptions, *, now_ms: float, stale_after_s: float, ui_base: str) -> dict | None:
+def chart_spec(client, cache, selected: pd.DataFrame, runs_all: pd.DataFrame, options: curve_data.CurveOptions, *, now_ms: float, stale_after_s: float, ui_base: str) -> dict | None:
     """The curve chart of `selected` in its page form, from the few histories it draws; None when
     no run has logged the metric yet (the full views say so)."""
     wanted, known = selected, runs_all

@@ -10,7 +10,7 @@ import time
 import pandas as pd
 import streamlit as st
 
-from app import first_chart, frames, queries, views, warmup
+from app import curve_data, first_chart, frames, queries, views, warmup
 
 # Every cache below is shared by all sessions of the process and keyed on `queries.store_key`: the
 # store and the credentials reading it. The run search is asked again after a minute (or on "Reload
@@ -68,7 +68,7 @@ def views_of(key: str, version: str, filters: tuple, options: tuple, stale_after
     and settings, and shared by every session. `clock` moves on while a selected run is active (its
     state and duration depend on the time); it is 0 otherwise."""
     started = time.monotonic()
-    curve_options = frames.CurveOptions(*options)
+    curve_options = curve_data.CurveOptions(*options)
     history, known, load_stats = history_of(key, version, filters, curve_options.join, _uri, _selected, _runs_all)
     built = views.build(_selected, history, curve_options, all_runs=known, now_ms=time.time() * 1000, stale_after_s=stale_after_s, ui_base=ui_base).prepare()
     built.load_stats, built.build_seconds, built.built_at = load_stats, time.monotonic() - started, time.strftime("%H:%M:%S")
@@ -83,7 +83,7 @@ def first_chart_of(key: str, version: str, filters: tuple, options: tuple, stale
     try:
         cache = queries.shared_history_cache(key)
         return first_chart.cached_spec(
-            key, client_for(key, _uri), cache, _selected, _runs_all, frames.CurveOptions(*options), now_ms=time.time() * 1000, stale_after_s=stale_after_s, ui_base=ui_base
+            key, client_for(key, _uri), cache, _selected, _runs_all, curve_data.CurveOptions(*options), now_ms=time.time() * 1000, stale_after_s=stale_after_s, ui_base=ui_base
         )  # fmt: skip
     except Exception:  # noqa: BLE001 - the full load that follows reports a store failure on the page
         return None

@@ -22,7 +22,7 @@ from pathlib import Path
 import altair as alt
 import pandas as pd
 
-from app import frames, queries, stats, views
+from app import curve_data, frames, queries, stats, views
 from train import contract, csv_safe
 
 VL_VERSION = ".".join(alt.SCHEMA_VERSION.lstrip("v").split(".")[:2])  # "6.4"
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     if runs.empty:
         print("no runs match; nothing to report", file=sys.stderr)
         return 2
-    options = frames.CurveOptions(metric=args.metric, smoothing=args.smoothing, group=args.group, join=args.join, log_y=args.metric == contract.LOSS)
+    options = curve_data.CurveOptions(metric=args.metric, smoothing=args.smoothing, group=args.group, join=args.join, log_y=args.metric == contract.LOSS)
     built = views.build(runs, history, options, now_ms=time.time() * 1000, stale_after_s=600, ui_base=queries.ui_base_url(uri))
     context = context_lines(uri, list(chosen["name"]), {"filter": args.filter, "metric": args.metric, "smoothing": args.smoothing})
     title = f"Learning-rate study: {', '.join(chosen['name'])}"

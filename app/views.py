@@ -11,7 +11,7 @@ from functools import cached_property
 
 import pandas as pd
 
-from app import charts, frames, stats
+from app import charts, curve_data, frames, stats
 from train import contract
 
 LEARNING_RATE = frames.split_metric(contract.LEARNING_RATE)[0]
@@ -62,8 +62,8 @@ class Views:
         return len(self.training) - len(self.drawn)
 
     @cached_property
-    def curves(self) -> frames.Curves:
-        return frames.curves(self.history, self.drawn, self.options, all_runs=self.all_runs)
+    def curves(self) -> curve_data.Curves:
+        return curve_data.curves(self.history, self.drawn, self.options, all_runs=self.all_runs)
 
     @cached_property
     def curves_chart(self):
@@ -97,9 +97,9 @@ class Views:
         return self._comparisons[statistic]
 
     @cached_property
-    def schedule(self) -> frames.Curves:
-        options = frames.CurveOptions(metric=LEARNING_RATE, facet=contract.PARAM_SCHEDULE, color=self.options.color, log_y=True)
-        return frames.curves(self.history, self.training, options)
+    def schedule(self) -> curve_data.Curves:
+        options = curve_data.CurveOptions(metric=LEARNING_RATE, facet=contract.PARAM_SCHEDULE, color=self.options.color, log_y=True)
+        return curve_data.curves(self.history, self.training, options)
 
     @cached_property
     def schedule_chart(self):
@@ -173,7 +173,7 @@ class Views:
 def build(
     runs: pd.DataFrame,
     history: pd.DataFrame,
-    options: frames.CurveOptions,
+    options: curve_data.CurveOptions,
     *,
     all_runs: pd.DataFrame | None = None,
     now_ms: float,

@@ -152,12 +152,12 @@ def test_warm_up_of_a_store_that_is_down_leaves_it_to_the_page(monkeypatch):
 def test_the_first_chart_is_the_chart_the_full_views_draw_from_a_fraction_of_the_reads(lab_store):
     """`app.first_chart` reads the chart's keys of the runs it draws only, and builds the very chart
     the full views build from every history, whatever the settings."""
-    from app import first_chart, frames, queries, views
+    from app import curve_data, first_chart, queries, views
 
     client, runs, history = load(lab_store["uri"])
     kwargs = {"now_ms": 1.8e12, "stale_after_s": 600.0, "ui_base": ""}
-    for options in (frames.CurveOptions(), frames.CurveOptions(top=5), frames.CurveOptions(metric=contract.LOSS, log_y=True, smoothing=0.5),
-                    frames.CurveOptions(join=True), frames.CurveOptions(group=True, members=True)):  # fmt: skip
+    for options in (curve_data.CurveOptions(), curve_data.CurveOptions(top=5), curve_data.CurveOptions(metric=contract.LOSS, log_y=True, smoothing=0.5),
+                    curve_data.CurveOptions(join=True), curve_data.CurveOptions(group=True, members=True)):  # fmt: skip
         cache = queries.HistoryCache()
         quick = first_chart.chart_spec(client, cache, runs, runs, options, **kwargs)
         full = views.build(runs, history, options, all_runs=runs, **kwargs).page_spec("curves")

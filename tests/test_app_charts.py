@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import vl_convert as vlc
 
-from app import charts, frames, report, views
+from app import charts, curve_data, frames, report, views
 from tests.app_fixtures import *  # noqa: F403
 from tests.app_fixtures import EDGE_EXPERIMENT, HOSTILE_NAME, HOSTILE_PARAM, inline_values, load
 from train import contract
@@ -63,7 +63,7 @@ def encodings(node, channel) -> list[dict]:
 
 
 def curves_chart(runs, history, options, all_runs=None):
-    curves = frames.curves(history, runs, options, all_runs=all_runs)
+    curves = curve_data.curves(history, runs, options, all_runs=all_runs)
     colors = charts.color_scale(all_runs if all_runs is not None else runs, options.color)
     return curves, charts.curves_chart(curves, metric=options.metric, colors=colors, facet_title=options.facet, smoothing=options.smoothing, log_y=options.log_y)
 
@@ -71,7 +71,7 @@ def curves_chart(runs, history, options, all_runs=None):
 def test_curve_chart_encodings(lab):
     runs, history = lab
     training = runs[runs["kind"] == contract.KIND_TRAIN]
-    _, chart = curves_chart(training, history, frames.CurveOptions(smoothing=0.6))
+    _, chart = curves_chart(training, history, curve_data.CurveOptions(smoothing=0.6))
     spec = spec_of(chart)
     assert spec["facet"]["column"]["field"] == "facet"
     assert spec["facet"]["column"]["sort"] == list(contract.STAGES)
@@ -94,7 +94,7 @@ def test_curve_chart_encodings(lab):
 def test_loss_uses_a_log_scale_and_groups_draw_bands(lab):
     runs, history = lab
     training = runs[runs["kind"] == contract.KIND_TRAIN]
-    _, chart = curves_chart(training, history, frames.CurveOptions(metric=contract.LOSS, log_y=True, group=True, facet=frames.NO_FACET))
+    _, chart = curves_chart(training, history, curve_data.CurveOptions(metric=contract.LOSS, log_y=True, group=True, facet=frames.NO_FACET))
     spec = spec_of(chart)
     y = encodings(spec, "y")
     assert all(enc["scale"]["type"] == "log" for enc in y)
@@ -106,7 +106,7 @@ def test_the_same_rate_has_the_same_colour_whatever_the_filter(lab):
     runs, history = lab
 
     def colour_of(selection, rate):
-        _, chart = curves_chart(selection, history, frames.CurveOptions(), all_runs=runs)
+        _, chart = curves_chart(selection, history, curve_data.CurveOptions(), all_runs=runs)
         scale = encodings(spec_of(chart), "color")[0]["scale"]
         return dict(zip(scale["domain"], scale["range"], strict=True))[rate]
 
@@ -127,7 +127,7 @@ def test_ordered_palette_is_distinct_and_ordered():
 def test_continued_runs_draw_stage_boundaries(lab):
     runs, history = lab
     finetune = runs[runs["stage"] == "finetune"]
-    _, chart = curves_chart(finetune, history, frames.CurveOptions(join=True), all_runs=runs)
+    _, chart = curves_chart(finetune, history, curve_data.CurveOptions(join=True), all_runs=runs)
     spec = spec_of(chart)
     assert "rule" in [layer["mark"]["type"] for layer in spec["spec"]["layer"]]
     svg = report.to_svg(chart)
@@ -136,7 +136,7 @@ def test_continued_runs_draw_stage_boundaries(lab):
 
 def test_sensitivity_and_finder_charts_render(lab):
     runs, history = lab
-    built = views.build(runs, history, frames.CurveOptions(), now_ms=time.time() * 1000, stale_after_s=600, ui_base="")
+    built = views.build(runs, history, curve_data.CurveOptions(), now_ms=time.time() * 1000, stale_after_s=600, ui_base="")
     spec = spec_of(built.sensitivity_chart)
     x = encodings(spec, "x")
     assert all(enc["scale"]["type"] == "log" for enc in x)
@@ -151,7 +151,7 @@ def test_hostile_names_and_params_stay_data(lab_store):
     _, runs, history = load(lab_store["uri"], EDGE_EXPERIMENT)
     hostile = runs[runs["run_id"] == lab_store["edge"]["hostile"]]
     assert hostile["run_name"].iloc[0] == HOSTILE_NAME
-    _, chart = curves_chart(hostile, history, frames.CurveOptions(color=contract.PARAM_SCHEDULE))
+    _, chart = curves_chart(hostile, history, curve_data.CurveOptions(color=contract.PARAM_SCHEDULE))
     spec = spec_of(chart)
     text = json.dumps(spec)
     assert fields(spec) <= KNOWN_FIELDS
@@ -167,10 +167,10 @@ def test_the_page_sends_each_chart_with_its_data_inline(lab_store, lab):
     Arrow tables the browser unpacks cell by cell), the same data inline, a spec Vega-Lite compiles
     to the same picture, and hostile names still only data."""
     runs, history = lab
-    built = views.build(runs, history, frames.CurveOptions(join=True, smoothing=0.5), now_ms=time.time() * 1000, stale_after_s=600, ui_base="")
-    grouped = views.build(runs, history, frames.CurveOptions(group=True, members=True, facet=frames.NO_FACET), now_ms=time.time() * 1000, stale_after_s=600, ui_base="")
+    built = views.build(runs, history, curve_data.CurveOptions(join=True, smoothing=0.5), now_ms=time.time() * 1000, stale_after_s=600, ui_base="")
+    grouped = views.build(runs, history, curve_data.CurveOptions(group=True, members=True, facet=frames.NO_FACET), now_ms=time.time() * 1000, stale_after_s=600, ui_base="")
     _, edge_runs, edge_history = load(lab_store["uri"], EDGE_EXPERIMENT)
-    hostile = views.build(edge_runs, edge_history, frames.CurveOptions(color=contract.PARAM_SCHEDULE), now_ms=time.time() * 1000, stale_after_s=600, ui_base="")
+    hostile = views.build(edge_runs, edge_history, curve_data.CurveOptions(color=contract.PARAM_SCHEDULE), now_ms=time.time() * 1000, stale_after_s=600, ui_base="")
     cases = [(b, name) for b in (built, grouped, hostile) for name in ("curves", "sensitivity", "schedule", "lr_finder") if getattr(b, f"{name}_chart") is not None]
     assert len(cases) >= 9
     for source, name in cases:
@@ -246,7 +246,7 @@ def demo_like(store_template, tmp_path_factory):
 
 def test_a_param_that_varies_besides_lr_takes_the_dash_and_the_legend_names_it(demo_like):
     runs, history = demo_like
-    curves, chart = curves_chart(runs, history, frames.CurveOptions())
+    curves, chart = curves_chart(runs, history, curve_data.CurveOptions())
     assert curves.variant_params == ["schedule", "warmup_epochs"]
     spec = spec_of(chart)
     dash = encodings(spec, "strokeDash")[0]
@@ -262,13 +262,13 @@ def test_a_param_that_varies_besides_lr_takes_the_dash_and_the_legend_names_it(d
     vlc.vegalite_to_vega(json.dumps(chart.to_dict()), vl_version=report.VL_VERSION)
     # Without a second param (one schedule), the dash is train/validation again.
     constant = runs[runs["schedule"] == "constant"]
-    assert encodings(spec_of(curves_chart(constant, history, frames.CurveOptions())[1]), "strokeDash")[0]["field"] == "split"
+    assert encodings(spec_of(curves_chart(constant, history, curve_data.CurveOptions())[1]), "strokeDash")[0]["field"] == "split"
 
 
 def test_each_curve_has_its_rate_and_best_value_written_at_its_best_point(lab):
     runs, history = lab
     training = runs[runs["kind"] == contract.KIND_TRAIN]
-    curves, chart = curves_chart(training, history, frames.CurveOptions())
+    curves, chart = curves_chart(training, history, curve_data.CurveOptions())
     spec = spec_of(chart)
     texts = [layer for layer in spec["spec"]["layer"] if layer["mark"]["type"] == "text"]
     assert {t["encoding"]["text"]["field"] for t in texts} == {"note_left", "note_right"}
@@ -300,7 +300,7 @@ def test_a_continued_runs_best_epoch_reads_as_in_the_table(lab):
     the epoch of its own run, the table's `best epoch`, and the tooltip shows both."""
     runs, history = lab
     finetune = runs[runs["stage"] == "finetune"].iloc[[0]]
-    curves, chart = curves_chart(finetune, history, frames.CurveOptions(join=True), all_runs=runs)
+    curves, chart = curves_chart(finetune, history, curve_data.CurveOptions(join=True), all_runs=runs)
     best = curves.points[curves.points["best"] & (curves.points["run_id"] == finetune["run_id"].iloc[0])].iloc[0]
     table = frames.summary(finetune, history, now_ms=time.time() * 1000, stale_after_s=600, ui_base="")
     assert best["run_epoch"] == table["best_epoch"].iloc[0] and best["epoch"] > best["run_epoch"]
@@ -316,7 +316,7 @@ def test_the_curve_chart_fills_the_page_width(lab):
     runs, history = lab
     training = runs[runs["kind"] == contract.KIND_TRAIN]
     for facet in (contract.PARAM_STAGE, frames.NO_FACET):
-        _, chart = curves_chart(training, history, frames.CurveOptions(facet=facet))
+        _, chart = curves_chart(training, history, curve_data.CurveOptions(facet=facet))
         spec = spec_of(chart)
         columns = len(set(training["stage"])) if facet else 1
         width = (spec["spec"]["width"] if facet else spec["width"]) + charts.Y_AXIS_WIDTH

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-from app import frames, queries
+from app import curve_data, frames, queries
 from tests.app_fixtures import *  # noqa: F403
 from tests.app_fixtures import EDGE_EXPERIMENT, load
 from train import contract
@@ -48,7 +48,7 @@ def test_ema_is_tensorboards_debiased_average():
 def test_curves_color_by_lr_and_facet_by_stage(lab):
     runs, history = lab
     training = runs[runs["kind"] == contract.KIND_TRAIN]
-    curves = frames.curves(history, training, frames.CurveOptions(smoothing=0.5))
+    curves = curve_data.curves(history, training, curve_data.CurveOptions(smoothing=0.5))
     points = curves.points
     assert set(points["facet"]) == set(contract.STAGES)
     assert set(points["color"]) == set(training["lr_label"])
@@ -61,7 +61,7 @@ def test_curves_color_by_lr_and_facet_by_stage(lab):
 def test_best_epoch_mark_is_at_the_logged_best_epoch(lab):
     runs, history = lab
     run = runs[(runs["stage"] == "full") & (runs["kind"] == contract.KIND_TRAIN)].iloc[0]
-    curves = frames.curves(history, runs[runs["run_id"] == run["run_id"]], frames.CurveOptions())
+    curves = curve_data.curves(history, runs[runs["run_id"] == run["run_id"]], curve_data.CurveOptions())
     marked = curves.points[curves.points["best"]]
     assert marked["epoch"].tolist() == [run["metrics"][contract.BEST_EPOCH]]
 
@@ -69,7 +69,7 @@ def test_best_epoch_mark_is_at_the_logged_best_epoch(lab):
 def test_repeats_become_a_mean_line_with_a_band(lab):
     runs, history = lab
     full = runs[(runs["stage"] == "full") & (runs["schedule"] == "constant") & (runs["kind"] == contract.KIND_TRAIN)]
-    curves = frames.curves(history, full, frames.CurveOptions(group=True, members=True))
+    curves = curve_data.curves(history, full, curve_data.CurveOptions(group=True, members=True))
     means = curves.points[curves.points["role"] == "mean"]
     assert means["line"].nunique() == full["lr_label"].nunique() == 3
     assert (means["n_runs"] == 2).all()
@@ -79,7 +79,7 @@ def test_repeats_become_a_mean_line_with_a_band(lab):
     assert (one["low"], one["high"]) == pytest.approx((members.min(), members.max()))
     assert (curves.points["role"] == "member").any()
     assert set(curves.groups["n_runs"]) == {2}
-    std = frames.curves(history, full, frames.CurveOptions(group=True, band=frames.STD)).points
+    std = curve_data.curves(history, full, curve_data.CurveOptions(group=True, band=frames.STD)).points
     row = std[(std["lr_label"] == "1e-4") & (std["split"] == frames.VALIDATION) & (std["epoch"] == 5)].iloc[0]
     assert row["high"] - row["value"] == pytest.approx(members.std())
 
@@ -88,7 +88,7 @@ def test_finetune_continues_its_head_run_as_one_curve(lab):
     runs, history = lab
     finetune = runs[runs["stage"] == "finetune"].iloc[0]
     head = runs[runs["run_id"] == finetune["init_run_id"]].iloc[0]
-    curves = frames.curves(history, runs[runs["run_id"] == finetune["run_id"]], frames.CurveOptions(join=True), all_runs=runs)
+    curves = curve_data.curves(history, runs[runs["run_id"] == finetune["run_id"]], curve_data.CurveOptions(join=True), all_runs=runs)
     points = curves.points[curves.points["split"] == frames.VALIDATION]
     head_epochs = int(history[history["run_id"] == head["run_id"]]["epoch"].max()) + 1
     assert set(points["facet"]) == {"head → finetune"}
@@ -105,7 +105,7 @@ def test_a_head_run_continued_by_a_selected_run_is_not_drawn_twice(lab):
     runs, history = lab
     finetune = runs[runs["stage"] == "finetune"].iloc[0]
     both = runs[runs["run_id"].isin([finetune["run_id"], finetune["init_run_id"]])]
-    curves = frames.curves(history, both, frames.CurveOptions(join=True))
+    curves = curve_data.curves(history, both, curve_data.CurveOptions(join=True))
     assert curves.points["line"].str.split("#").str[0].nunique() == 1
 
 
@@ -150,7 +150,7 @@ def test_lr_finder_pairs_loss_with_rate(lab):
 def test_missing_validation_puts_best_marks_on_train(lab_store):
     _, runs, history = load(lab_store["uri"], EDGE_EXPERIMENT)
     no_val = runs[runs["run_id"] == lab_store["edge"]["no_val"]]
-    points = frames.curves(history, no_val, frames.CurveOptions()).points
+    points = curve_data.curves(history, no_val, curve_data.CurveOptions()).points
     assert set(points["split"]) == {frames.TRAIN}
     assert points["best"].sum() <= 1
 
@@ -158,7 +158,7 @@ def test_missing_validation_puts_best_marks_on_train(lab_store):
 def test_deleted_predecessor_is_reported_and_the_run_drawn_alone(lab_store):
     _, runs, history = load(lab_store["uri"], EDGE_EXPERIMENT)
     orphan = runs[runs["run_id"] == lab_store["edge"]["orphan"]]
-    curves = frames.curves(history, orphan, frames.CurveOptions(join=True), all_runs=runs)
+    curves = curve_data.curves(history, orphan, curve_data.CurveOptions(join=True), all_runs=runs)
     assert curves.missing_predecessors == [lab_store["edge"]["deleted"]]
     assert curves.points["epoch"].min() == 0 and curves.boundaries.empty
 

@@ -13,7 +13,7 @@ from mlflow.protos.databricks_pb2 import PERMISSION_DENIED
 from mlflow.tracking import MlflowClient
 from streamlit.testing.v1 import AppTest
 
-from app import frames, queries, synthetic
+from app import curve_data, frames, queries, synthetic
 from app import history as history_module
 from tests.app_fixtures import *  # noqa: F403
 from tests.app_fixtures import EDGE_EXPERIMENT, REPO, free_port, load, mlflow_server
@@ -203,5 +203,5 @@ def test_predecessors_are_followed_across_experiments_and_deletions(make_store):
     ancestors, missing = queries.predecessors(client, selected, known)
     assert set(ancestors["run_id"]) == {middle, head} and missing == [gone]
     history = frames.tidy_history(queries.fetch_history(client, [last, middle, head], [contract.VAL_ACCURACY]), pd.concat([known, ancestors]))
-    curves = frames.curves(history, selected[selected["run_id"] == last], frames.CurveOptions(join=True), all_runs=pd.concat([known, ancestors]))
+    curves = curve_data.curves(history, selected[selected["run_id"] == last], curve_data.CurveOptions(join=True), all_runs=pd.concat([known, ancestors]))
     assert set(curves.points["facet"]) == {"head → finetune → finetune"} and curves.points["epoch"].max() == 8

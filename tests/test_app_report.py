@@ -9,7 +9,7 @@ import zipfile
 import pandas as pd
 import pytest
 
-from app import frames, report, views
+from app import curve_data, report, views
 from tests.app_fixtures import *  # noqa: F403
 from tests.app_fixtures import EDGE_EXPERIMENT, HOSTILE_NAME, load
 from train import contract
@@ -18,7 +18,7 @@ from train import contract
 @pytest.fixture(scope="module")
 def built(lab_store):
     _, runs, history = load(lab_store["uri"], EDGE_EXPERIMENT)
-    return views.build(runs, history, frames.CurveOptions(smoothing=0.5), now_ms=time.time() * 1000, stale_after_s=600, ui_base="http://ui")
+    return views.build(runs, history, curve_data.CurveOptions(smoothing=0.5), now_ms=time.time() * 1000, stale_after_s=600, ui_base="http://ui")
 
 
 def test_figures_render_to_svg_and_png(built):

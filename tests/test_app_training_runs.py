@@ -9,7 +9,7 @@ import time
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from app import frames, queries, views
+from app import curve_data, frames, queries, views
 from tests.app_fixtures import *  # noqa: F403
 from tests.app_fixtures import REPO, chart_data
 from tests.conftest import subprocess_env
@@ -43,7 +43,7 @@ def test_loaders_read_what_training_logged(trained_store):
     history = frames.tidy_history(raw, runs)
     assert set(contract.EPOCH_METRICS) <= set(history["key"])
     assert set(history["epoch"]) == {0, 1}
-    built = views.build(runs, history, frames.CurveOptions(), now_ms=time.time() * 1000, stale_after_s=600, ui_base="")
+    built = views.build(runs, history, curve_data.CurveOptions(), now_ms=time.time() * 1000, stale_after_s=600, ui_base="")
     table = built.summary.set_index("run_id")
     for run in runs.itertuples():
         assert table.at[run.run_id, "best_val_accuracy"] == pytest.approx(run.metrics[contract.BEST_VAL_ACCURACY])

@@ -16,7 +16,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from streamlit.testing.v1 import AppTest
 
-from app import frames, report, stats, synthetic, views
+from app import curve_data, frames, report, stats, synthetic, views
 from sweep import progress
 from tests.app_fixtures import *  # noqa: F403
 from tests.app_fixtures import REPO, chart_data, load
@@ -70,7 +70,7 @@ def verdicts(table: pd.DataFrame) -> dict[tuple[str, float], str]:
 
 def test_the_table_has_the_known_verdicts_and_notes_the_runs_without_values(verdict_store):
     _, runs, history = load(verdict_store, EXPERIMENT)
-    built = views.build(runs, history, frames.CurveOptions(), now_ms=time.time() * 1000, stale_after_s=600, ui_base="")
+    built = views.build(runs, history, curve_data.CurveOptions(), now_ms=time.time() * 1000, stale_after_s=600, ui_base="")
     comparison = built.comparison()
     assert verdicts(comparison.table) == EXPECTED
     assert comparison.table.set_index(["stage", "lr"])["n"].to_dict() == {key: len(values) for key, values in GROUPS.items()}
@@ -118,7 +118,7 @@ def test_the_page_answers_in_words_and_lists_the_verdicts(verdict_store, monkeyp
 
 def test_the_one_click_report_carries_the_verdicts(verdict_store):
     _, runs, history = load(verdict_store, EXPERIMENT)
-    built = views.build(runs, history, frames.CurveOptions(), now_ms=time.time() * 1000, stale_after_s=600, ui_base="")
+    built = views.build(runs, history, curve_data.CurveOptions(), now_ms=time.time() * 1000, stale_after_s=600, ui_base="")
     archive = zipfile.ZipFile(io.BytesIO(report.report_zip("Study", built.figures(), built.summary, {}, built.comparison())))
     assert verdicts(pd.read_csv(archive.open("data/comparison.csv"))) == EXPECTED
     assert "lr 1e-4 is worse by 0.100" in archive.read("report.md").decode().replace("\\", "")
@@ -163,7 +163,7 @@ def test_the_sweep_closing_summary_ranks_with_verdicts_and_warns_on_the_runner_u
 
 def test_sensitivity_bars_are_the_interval_or_the_range_with_n_beside_each_point(verdict_store):
     _, runs, history = load(verdict_store, EXPERIMENT)
-    built = views.build(runs, history, frames.CurveOptions(), now_ms=time.time() * 1000, stale_after_s=600, ui_base="")
+    built = views.build(runs, history, curve_data.CurveOptions(), now_ms=time.time() * 1000, stale_after_s=600, ui_base="")
 
     def layers(chart):
         panel = chart.to_dict()["hconcat"][0]["layer"]

@@ -14,7 +14,7 @@ from mlflow.protos.databricks_pb2 import UNAUTHENTICATED
 from mlflow.tracking import MlflowClient
 from streamlit.testing.v1 import AppTest
 
-from app import frames, queries, report, synthetic, views
+from app import curve_data, queries, report, synthetic, views
 from tests.app_fixtures import *  # noqa: F403
 from tests.app_fixtures import REPO, free_port, load
 from train import contract, tracking
@@ -86,7 +86,7 @@ def test_exported_csvs_start_no_formula(make_store):
         params = {**synthetic.params_for(10.0 ** -(i + 2), "full", seed=i), contract.PARAM_SCHEDULE: FORMULAS[-1 - i]}
         synthetic.log_run(client, experiment_id, name=name, params=params, values=synthetic.history(10.0 ** -(i + 2), "full", 3, seed=i), tags={"note": name})
     _, runs, history = load(uri)
-    built = views.build(runs, history, frames.CurveOptions(), now_ms=time.time() * 1000, stale_after_s=600, ui_base="http://ui")
+    built = views.build(runs, history, curve_data.CurveOptions(), now_ms=time.time() * 1000, stale_after_s=600, ui_base="http://ui")
     archive = zipfile.ZipFile(io.BytesIO(report.report_zip("Study", built.figures(), built.summary, {})))
     csvs = {name: archive.read(name) for name in archive.namelist() if name.endswith(".csv")}
     assert "data/summary.csv" in csvs and len(csvs) > 1
