@@ -1,21 +1,51 @@
 """`python -m train.upload FILE`: send metrics a run could not send while the server was down."""
 
+import json
 import sys
 from pathlib import Path
 
 from train import contract
-from train.metric_buffer import upload
+from train.errors import ConfigError
+from train.messages import redact_uri
+
+USAGE = "usage: python -m train.upload unsent-metrics-RUN_ID.json  (MLFLOW_TRACKING_URI names the store)"
 
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1 or not Path(argv[0]).is_file():
-        print("usage: python -m train.upload unsent-metrics-RUN_ID.json  (MLFLOW_TRACKING_URI names the store)", file=sys.stderr)
+        print(USAGE, file=sys.stderr)
         return 2
+    try:
+        return _send(Path(argv[0]))
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except Exception as error:  # the store refused or is still down: one line; the file is kept for another try
+        from train.messages import first_line
+        from train.tracking import access_error
+
+        refused = access_error(error) if hasattr(error, "error_code") else None
+        print(f"error: {refused or first_line(error)}; {argv[0]} is unchanged, send it again when the store is back", file=sys.stderr)
+        return 1
+
+
+def _send(path: Path) -> int:
+    try:
+        saved = json.loads(path.read_text())
+        points = len(saved["points"])
+        saved["run_id"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ConfigError(f"'{path}' is not a file of unsent metrics written by a training run ({error.__class__.__name__}: {error})") from None
     import mlflow
 
-    mlflow.set_tracking_uri(contract.tracking_uri())
-    sent = upload(Path(argv[0]))
-    print(f"sent {sent} epochs of metrics to {contract.tracking_uri()}")
+    from train import tracking
+    from train.metric_buffer import upload
+
+    uri = contract.tracking_uri()
+    tracking.check_store(uri)
+    mlflow.set_tracking_uri(uri)
+    upload(path)
+    print(f"sent {points} epochs of metrics to {redact_uri(uri)}")
     return 0
 
 
