@@ -101,8 +101,16 @@ source = cache.open_images(paths, int(sys.argv[2]), "disk")
 print(len(paths) / (time.perf_counter() - started) / (os.cpu_count() or 1), source.decoded)
 """
 
-_EPOCH = """
-import resource, sys, time
+# getrusage's ru_maxrss carries the parent's peak over exec: read this process's own (VmHWM).
+_PEAK_RSS = """
+def peak_rss():
+    from pathlib import Path
+    status = Path("/proc/self/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) * 1024
+"""
+
+_EPOCH = _PEAK_RSS + """
+import sys, time
 from pathlib import Path
 from train import cache
 from train.data import make_datasets
@@ -117,13 +125,13 @@ for epoch in range(2):
     for batch, _ in train:
         n += int(batch.shape[0])
     rates.append(n / (time.perf_counter() - started))
-print(rates[-1], source.mode, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+print(rates[-1], source.mode, peak_rss())
 """
 
 # The alternative the cache replaces: tf.data's own format (Dataset.save / load), read with
 # the shuffle buffer a sequential format needs. Same uint8 images, same batch size.
-_TFDATA = """
-import resource, sys, tempfile, time
+_TFDATA = _PEAK_RSS + """
+import sys, tempfile, time
 from pathlib import Path
 import tensorflow as tf
 from train import cache
@@ -143,7 +151,7 @@ for epoch in range(2):
     for batch in train:
         n += int(batch.shape[0])
     rates.append(n / (time.perf_counter() - started))
-print(rates[-1], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+print(rates[-1], peak_rss())
 """
 
 

@@ -251,8 +251,15 @@ def test_the_pipelines_read_every_image_once_per_epoch_in_a_new_order(tmp_path, 
 
 
 _PEAK_RSS = textwrap.dedent("""
-    import resource, sys
+    import sys
     from pathlib import Path
+
+    def peak_rss():
+        # VmHWM, this process's own peak: getrusage's ru_maxrss carries the parent's peak over exec,
+        # so under a pytest worker that trained a model every child reports that worker's peak.
+        status = Path("/proc/self/status").read_text()
+        return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) * 1024
+
     import tensorflow  # its start-up peak comes first, before the images are read
     from train import cache
     from train.data import make_datasets
@@ -266,7 +273,7 @@ _PEAK_RSS = textwrap.dedent("""
             pass
         for batch in val:
             pass
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    print(peak_rss())
 """)
 
 
