@@ -132,9 +132,10 @@ def open_images(paths: list[str], image_size: int, mode: str, source: str = "") 
         opened.decoded, opened.seconds = 0, time.monotonic() - started
         return opened
     decoded = 0
-    if _verified_meta(folder) is None:
-        decoded = _prepare(folder, paths, image_size, source)
     meta = _verified_meta(folder)
+    if meta is None:  # verified again only after preparing: meta.json lists every file, reading it twice costs
+        decoded = _prepare(folder, paths, image_size, source)
+        meta = _verified_meta(folder)
     if meta is None:
         raise ConfigError(f"prepared image cache {folder} could not be verified after preparing it; clear it with `python -m train.cache --clear` or set -P cache=none")
     os.utime(folder / META_FILE)  # last used, for `python -m train.cache`
