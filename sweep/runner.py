@@ -30,6 +30,7 @@ from train import contract, interrupt, tracking
 from train.config import ConfigError, same_param
 from train.errors import TrainingInterrupted
 from train.messages import first_line, redact_uri
+from train.model_pool import ModelPool
 from train.preflight import preflight
 from train.signals import stop_signals_to
 
@@ -49,6 +50,7 @@ class SweepOptions:
     wait_timeout: float = 24 * 3600  # longest wait for other workers' runs of an earlier phase
 
     experiment_id: str = ""  # set once the parent run exists
+    models: ModelPool = field(default_factory=ModelPool, repr=False)  # the compiled model children reuse
 
     @property
     def study_name(self) -> str:
@@ -84,6 +86,8 @@ def run_sweep(options: SweepOptions) -> SweepResult:
                 mlflow.end_run("KILLED")
             print("sweep interrupted: launch the same command again to resume it (finished runs are skipped)", file=sys.stderr, flush=True)
             raise
+        finally:
+            _release_models(options)
 
 
 def _run_plan(options: SweepOptions, parent) -> SweepResult:
@@ -175,7 +179,7 @@ def _run_child(phase: Phase, key: str, values: dict | None, init_model: str, stu
             checked = preflight(config)
             from train.trainer import train  # TensorFlow loads once the first configuration is known good
 
-            outcome = train(config, checked, callbacks=[reporter], run_options={"run_id": child_id, "nested": True})
+            outcome = train(config, checked, callbacks=[reporter], run_options={"run_id": child_id, "nested": True}, models=options.models)
     except TrainingInterrupted:
         # The next launch trains this configuration afresh, in a new child: the local checkpoint
         # (NaN weights, or a half-trained model the sweep never resumes) is only disk used.
@@ -192,7 +196,7 @@ def _run_child(phase: Phase, key: str, values: dict | None, init_model: str, stu
         progress.failed(phase.label(values), error, time.monotonic() - started)
         return
     finally:
-        _release_memory()
+        gc.collect()  # the child's fresh model, datasets and callbacks (the pool keeps one model)
     claims.finish(key, DONE)
     if reporter.pruned_after is not None:
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
@@ -253,11 +257,14 @@ def _close_children(parent_id: str, reason: str) -> None:
         mlflow.end_run("KILLED")
 
 
-def _release_memory() -> None:
-    import keras
+def _release_models(options: SweepOptions) -> None:
+    """The sweep's end: the kept model and Keras' global state go. Not between children:
+    clear_session clears TensorFlow's kernel caches, which the kept model's traced steps use."""
+    options.models.release()
+    if "keras" in sys.modules:  # no child trained: TensorFlow never loaded, nothing to clear
+        import keras
 
-    keras.backend.clear_session()
-    gc.collect()
+        keras.backend.clear_session()
 
 
 def _experiment_ids() -> list[str]:

@@ -116,17 +116,17 @@ def command(min_lr, max_lr, steps, diverge, rule, **values) -> None:
 
 
 def run_lr_find(config: TrainConfig, checked, min_lr: float, max_lr: float, steps: int, diverge: float, rule: str) -> RangeTest:
-    import keras
     import mlflow
     from mlflow.entities import Metric
 
     from train import tracking
     from train.data import make_datasets
     from train.device import set_up_devices
+    from train.seeding import seed_run
     from train.trainer import bn_momentum_for, model_for, optimizer_for
 
     devices = set_up_devices(config)
-    keras.utils.set_random_seed(config.seed)
+    seed_run(config.seed)
     train_data, _ = make_datasets(checked.report, checked.images, config.batch_size, config.seed, config.augment)
     with devices.strategy.scope():
         model = model_for(config, checked.report, bn_momentum_for(config, len(checked.report.train)))  # as training builds it

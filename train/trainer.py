@@ -30,10 +30,12 @@ from train.data import make_datasets
 from train.device import set_up_devices
 from train.errors import TrainingError
 from train.metric_buffer import MetricBuffer
+from train.model_pool import ModelPool, graph_key
 from train.models import auto_bn_momentum, build_model, unfreeze_for_finetune
 from train.preflight import Preflight, preflight
 from train.report import log_confusion_matrix
 from train.scan import DataReport
+from train.seeding import seed_run
 
 SERVER_PATIENCE_SECONDS = 120  # how long the end of a run waits for a tracking server that went away
 
@@ -48,17 +50,18 @@ class TrainResult:
     registered_version: int | None = None
 
 
-def train(config: TrainConfig, checked: Preflight | None = None, callbacks=(), run_options: dict | None = None) -> TrainResult:
+def train(config: TrainConfig, checked: Preflight | None = None, callbacks=(), run_options: dict | None = None, models: ModelPool | None = None) -> TrainResult:
     """Train, log everything to MLflow and return the run's summary.
 
     `callbacks` are extra Keras callbacks (a sweep's pruning hook); `run_options` go to
-    `mlflow.start_run` (a sweep passes parent_run_id and tags).
+    `mlflow.start_run` (a sweep passes parent_run_id and tags); `models` keeps the compiled
+    model for the next run with the same graph (a sweep's children).
     """
     checked = checked or preflight(config)
     report = checked.report
 
     devices = set_up_devices(config)
-    keras.utils.set_random_seed(config.seed)
+    seed_run(config.seed)
     if config.deterministic:
         import tensorflow as tf
 
@@ -70,6 +73,10 @@ def train(config: TrainConfig, checked: Preflight | None = None, callbacks=(), r
     with devices.strategy.scope():
         model = model_for(config, report, bn_momentum)
         model.compile(optimizer=optimizer_for(config), loss="sparse_categorical_crossentropy", metrics=["accuracy"], jit_compile=config.xla)
+        key = graph_key(config, classes=len(report.class_names), bn_momentum=bn_momentum, device=devices.description,
+                        train_input=train_data.element_spec, val_input=val_data.element_spec)
+        models = models or ModelPool()  # a run of its own: a pool that lives as long as the run
+        model = models.take(key, model, devices.strategy)
     print(f"device: {devices.description}; model: {model.name}, {model.count_params():,} parameters", flush=True)
 
     run_options = {**(run_options or {}), **({"run_id": checked.resume_run_id} if checked.resume_run_id else {})}
@@ -90,6 +97,7 @@ def train(config: TrainConfig, checked: Preflight | None = None, callbacks=(), r
         nan_guard = StopOnNonFiniteLoss()
         fit_callbacks = [BatchSchedule(config, steps_per_epoch), stopper, nan_guard, logger, checkpoint, *callbacks]
         model.fit(train_data, validation_data=val_data, epochs=config.epochs, callbacks=fit_callbacks, shuffle=False, verbose="auto")
+        models.keep(key, model, devices.strategy)  # fit() returned: the next run with this graph may train it
         _send_queued_metrics(metrics, stopper.check)
         if nan_guard.where is not None:
             interrupt.remove_checkpoint(run_id)  # its weights are NaN: nothing to resume from

@@ -1,0 +1,101 @@
+"""A sweep's children reuse one compiled model (train/model_pool.py) and still train as runs of their own."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from sweep.cli import main as sweep_main
+from tests.conftest import subprocess_env, tiny_config
+from train import contract
+from train.model_pool import ModelPool, graph_key
+
+COMPARED = [name for name in contract.EPOCH_METRICS if name not in (contract.EPOCH_SECONDS, contract.IMAGES_PER_SECOND)]
+SHARED = {"data": "demo", "stage": "scratch", "weights": "none", "image_size": "64", "alpha": "0.35", "epochs": "2",
+          "batch_size": "16", "seed": "7", "deterministic": "true"}  # fmt: skip
+
+
+def test_the_graph_key_ignores_what_only_changes_starting_values_or_rates():
+    base = graph_key(tiny_config(), classes=6)
+    assert graph_key(tiny_config(lr=1e-7, seed=3, schedule="cosine", warmup_epochs=0, epochs=5, weights="imagenet"), classes=6) == base
+    for changed in ({"dropout": 0.5}, {"alpha": 0.5}, {"model": "efficientnet_b0"}, {"stage": "full"}, {"optimizer": "sgd"}, {"image_size": 96}):
+        assert graph_key(tiny_config(**changed), classes=6) != base, changed
+    assert graph_key(tiny_config(), classes=7) != base
+    assert graph_key(tiny_config(), classes=6, bn_momentum=0.9) != graph_key(tiny_config(), classes=6, bn_momentum=0.99)
+
+
+def _compiled(config, bn_momentum=0.9):
+    import keras
+
+    from train.models import build_model
+    from train.trainer import optimizer_for
+
+    model = build_model(6, config, bn_momentum)
+    model.compile(optimizer=optimizer_for(config), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.optimizer.build(model.trainable_variables)
+    return model, keras
+
+
+def test_a_kept_model_is_handed_out_with_the_fresh_models_weights_seeds_and_optimizer_state():
+    config = tiny_config(image_size=32)
+    kept, keras = _compiled(config)
+    key = graph_key(config, classes=6)
+    for variable in kept.variables + kept.optimizer.variables:  # as a finished child leaves it: trained weights, moments, step
+        variable.assign(keras.ops.ones_like(variable) * 3)
+    pool = ModelPool()
+    pool.keep(key, kept, strategy="default")
+    fresh, _ = _compiled(config)
+
+    lent = pool.take(key, fresh, strategy="default")
+
+    assert lent is kept and pool.reused == 1
+    for value, variable in zip(fresh.variables + fresh.optimizer.variables, kept.variables + kept.optimizer.variables, strict=True):
+        np.testing.assert_array_equal(np.asarray(variable), np.asarray(value), err_msg=variable.path)
+    assert int(kept.optimizer.iterations.numpy()) == 0
+    assert any("seed_generator" in variable.path for variable in kept.variables), "dropout's seed state is copied too"
+
+
+def test_a_different_graph_a_different_strategy_or_a_model_never_given_back_gets_the_fresh_model():
+    config = tiny_config(image_size=32)
+    kept, _ = _compiled(config)
+    key = graph_key(config, classes=6)
+    pool = ModelPool()
+    for other_key, strategy in ((graph_key(tiny_config(image_size=32, dropout=0.5), classes=6), "default"), (key, "mirrored")):
+        pool.keep(key, kept, strategy="default")
+        fresh, _ = _compiled(config)
+        assert pool.take(other_key, fresh, strategy) is fresh
+    pool.keep(key, kept, strategy="default")
+    assert pool.take(key, _compiled(config)[0], "default") is kept
+    fresh, _ = _compiled(config)
+    assert pool.take(key, fresh, "default") is fresh, "a model lent out and not given back (its fit raised) is not lent again"
+    assert pool.reused == 1
+
+
+@pytest.mark.slow  # trains for real: a sweep of two children, then the second configuration as a run of its own
+def test_a_sweep_child_on_the_kept_model_skips_the_trace_and_logs_the_curve_its_own_run_logs(tmp_path, tracking_uri):
+    overrides = [part for name, value in SHARED.items() for part in (f"--{name}", value)]
+    assert sweep_main(["--lrs", "1e-2,3e-3", *overrides]) == 0
+    children = sorted(mlflow.search_runs(search_all_experiments=True, filter_string=f"tags.{contract.TAG_KIND} = '{contract.KIND_TRAIN}'", output_format="list"),
+                      key=lambda run: run.info.start_time)  # fmt: skip
+    assert [float(run.data.params["lr"]) for run in children] == [1e-2, 3e-3]
+
+    alone = subprocess.run([sys.executable, "-m", "train", *(f"--{name.replace('_', '-')}={value}" for name, value in SHARED.items()), "--lr", "3e-3",
+                            "--experiment", "alone"], cwd=tmp_path, env=subprocess_env(tracking_uri, CUDA_VISIBLE_DEVICES=""),
+                           capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert alone.returncode == 0, alone.stderr
+    (own,) = mlflow.search_runs(experiment_names=["alone"], output_format="list")
+
+    client = MlflowClient()
+
+    def curves(run):
+        return {name: [m.value for m in sorted(client.get_metric_history(run.info.run_id, name), key=lambda m: m.step)] for name in COMPARED}
+
+    assert curves(children[1]) == curves(own)  # exactly: the kept model started where a fresh one starts
+    assert curves(children[1]) != curves(children[0])
+    first_epoch = [min(client.get_metric_history(run.info.run_id, contract.EPOCH_SECONDS), key=lambda m: m.step).value for run in children]
+    assert first_epoch[1] < 0.5 * first_epoch[0], f"the second child's first epoch traced again: {first_epoch}"
