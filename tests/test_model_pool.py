@@ -69,10 +69,16 @@ def test_a_different_graph_a_different_strategy_or_a_model_never_given_back_gets
         pool.keep(key, kept, strategy="default")
         fresh, _ = _compiled(config)
         assert pool.take(other_key, fresh, strategy) is fresh
+    import tensorflow as tf
+
+    spec = tf.TensorSpec((None, 32, 32, 3), tf.uint8)
     pool.keep(key, kept, strategy="default")
+    step = pool.inference_step(kept, spec)
     assert pool.take(key, _compiled(config)[0], "default") is kept
+    assert pool.inference_step(kept, spec) is step, "the kept model's traced inference step goes with it"
     fresh, _ = _compiled(config)
     assert pool.take(key, fresh, "default") is fresh, "a model lent out and not given back (its fit raised) is not lent again"
+    assert pool.inference_step(fresh, spec) is not step
     assert pool.reused == 1
 
 

@@ -53,22 +53,34 @@ class ModelPool:
         self._key: tuple | None = None
         self._model: keras.Model | None = None
         self._strategy = None
+        self._inference: tuple | None = None  # (model, its traced inference step)
         self.reused = 0  # children that trained a kept model (tests and benchmarks read it)
 
     def take(self, key: tuple, fresh: keras.Model, strategy) -> keras.Model:
         """The kept model set to `fresh`'s state when their graphs match, else `fresh`."""
         kept, same = self._model, key == self._key and strategy is self._strategy
-        self.release()
+        self._key = self._model = self._strategy = None  # lent out until keep()
         if kept is not None and same and _copy_state(fresh, kept):
             self.reused += 1
-            return kept
+            return kept  # with its inference step
+        self._inference = None
         return fresh
 
     def keep(self, key: tuple, model: keras.Model, strategy) -> None:
         self._key, self._model, self._strategy = key, model, strategy
 
+    def inference_step(self, model: keras.Model, input_spec):
+        """`model(batch, training=False)` as one traced function with a free batch size (so
+        the last, partial batch needs no retrace), traced once per kept model, not per child."""
+        if self._inference is None or self._inference[0] is not model:
+            import tensorflow as tf
+
+            signature = [tf.TensorSpec((None, *input_spec.shape[1:]), input_spec.dtype)]
+            self._inference = (model, tf.function(lambda batch: model(batch, training=False), input_signature=signature, autograph=False))
+        return self._inference[1]
+
     def release(self) -> None:
-        self._key = self._model = self._strategy = None
+        self._key = self._model = self._strategy = self._inference = None
 
 
 def _copy_state(source: keras.Model, target: keras.Model) -> bool:

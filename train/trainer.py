@@ -106,7 +106,7 @@ def train(config: TrainConfig, checked: Preflight | None = None, callbacks=(), r
         history = tracking.epoch_history(run_id)
         result = _summarise(run_id, history)
         stopper.check()  # between the steps that follow fit(), a stop signal ends the run KILLED
-        example = _log_outputs(model, val_data, report, history)
+        example = _log_outputs(model, models, val_data, report, history)
         stopper.check()
         result.model_uri, result.registered_version = _log_model(model, example, config)
         interrupt.remove_checkpoint(run_id)
@@ -225,27 +225,23 @@ def _summarise(run_id: str, history: pd.DataFrame) -> TrainResult:
     return TrainResult(run_id, best, best_epoch, history.to_dict("records"))
 
 
-def _log_outputs(model: keras.Model, val_data, report: DataReport, history: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+def _log_outputs(model: keras.Model, models: ModelPool, val_data, report: DataReport, history: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """History, class names and the confusion matrix; returns (images, probabilities) of two
     validation images, the model signature's examples."""
     mlflow.log_text(history.to_csv(index=False), contract.HISTORY_FILE)
     mlflow.log_text(json.dumps(report.class_names), contract.CLASS_NAMES_FILE)
-    images, labels, probabilities = _validation_predictions(model, val_data)
+    images, labels, probabilities = _validation_predictions(models.inference_step(model, val_data.element_spec[0]), val_data)
     log_confusion_matrix(labels, probabilities.argmax(axis=1), report.class_names, contract.CONFUSION_MATRIX_FILE, contract.CONFUSION_MATRIX_DATA_FILE)
     return images, probabilities[: len(images)]
 
 
-def _validation_predictions(model: keras.Model, val_data) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _validation_predictions(forward, val_data) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(first two images, every label, every probability row) from ONE pass over the validation set.
 
     `model.predict` drops the labels, and reading them separately means a second pass
-    (decoding every image again with cache=none). One traced function with a free batch
-    dimension serves every batch, the last partial one included, without a retrace.
+    (decoding every image again with cache=none). `forward` is the model's traced
+    inference step (ModelPool.inference_step).
     """
-    import tensorflow as tf
-
-    spec = val_data.element_spec[0]
-    forward = tf.function(lambda batch: model(batch, training=False), input_signature=[tf.TensorSpec((None, *spec.shape[1:]), spec.dtype)], autograph=False)
     first, labels, probabilities = None, [], []
     for batch, batch_labels in val_data:
         first = batch[:2].numpy().astype(np.float32) if first is None else first
