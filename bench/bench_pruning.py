@@ -6,8 +6,9 @@ sweep trained and reports the best configuration of each.
 
     python bench/bench_pruning.py [--epochs 8] [--image-size 96] [--lrs 1e-2,3e-3,1e-3,1e-5,1e-7,1e-9]
 
-Wall time is only saved where epochs outweigh a run's fixed cost (the first epoch's graph
-tracing, the final predictions, model logging): hence 8 epochs at 96 px by default.
+Wall time is only saved where epochs outweigh a run's fixed cost (the final predictions,
+model logging and, for the sweep's first child only, Keras' tracing of the model: later
+children share its compiled model, train/model_pool.py): hence 8 epochs at 96 px by default.
 Exits 1 when pruning changed the winner or saved less than --min-epochs-saved of the
 epochs or --min-time-saved of the wall time.
 """
