@@ -105,3 +105,17 @@ def test_a_sweep_child_on_the_kept_model_skips_the_trace_and_logs_the_curve_its_
     assert curves(children[1]) != curves(children[0])
     first_epoch = [min(client.get_metric_history(run.info.run_id, contract.EPOCH_SECONDS), key=lambda m: m.step).value for run in children]
     assert first_epoch[1] < 0.5 * first_epoch[0], f"the second child's first epoch traced again: {first_epoch}"
+
+
+@pytest.mark.slow  # trains for real: two children under MirroredStrategy (2 logical CPUs), then two fine-tuning children
+def test_mirrored_and_finetune_children_reuse_the_kept_model_too(tracking_uri):
+    from train.trainer import train
+
+    pool = ModelPool()
+    first = [train(tiny_config(lr=lr, strategy="mirrored"), models=pool) for lr in (1e-2, 3e-3)][0]
+    assert pool.reused == 1, "set_up_devices hands every child the same MirroredStrategy, so its model is kept"
+    finetune = ModelPool()
+    runs = [train(tiny_config(stage="finetune", init_model=first.model_uri, lr=lr), models=finetune) for lr in (1e-4, 1e-5)]
+    assert finetune.reused == 1
+    losses = [[epoch[contract.LOSS] for epoch in run.history] for run in runs]
+    assert np.isfinite(losses).all() and losses[0] != losses[1]

@@ -6,6 +6,7 @@ CPU can only be split into logical devices before TensorFlow initialises it.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import keras
@@ -32,16 +33,17 @@ def set_up_devices(config: TrainConfig) -> DeviceSetup:
     gpus = tf.config.list_physical_devices("GPU")
     for gpu in gpus:
         tf.config.experimental.set_memory_growth(gpu, True)  # share the GPU with other runs
-    strategy = _strategy(config.strategy, gpus)
+    strategy = _strategy(config.strategy, len(gpus))
     mixed = _use_mixed_precision(config.mixed_precision, gpus)
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
     return DeviceSetup(strategy, _describe(gpus, strategy, mixed), mixed)
 
 
-def _strategy(choice: str, gpus) -> tf.distribute.Strategy:
-    if choice == "none" or (choice == "auto" and len(gpus) < 2):
+@functools.cache  # one per process: a sweep's children share it, and with it their kept model
+def _strategy(choice: str, gpu_count: int) -> tf.distribute.Strategy:
+    if choice == "none" or (choice == "auto" and gpu_count < 2):
         return tf.distribute.get_strategy()  # the default: one device
-    if gpus:
+    if gpu_count:
         return tf.distribute.MirroredStrategy()
     cpus = tf.config.list_physical_devices("CPU")
     tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * LOGICAL_CPUS_FOR_MIRRORED)
