@@ -103,19 +103,30 @@ def test_a_sweep_child_on_the_kept_model_skips_the_trace_and_logs_the_curve_its_
 
     assert curves(children[1]) == curves(own)  # exactly: the kept model started where a fresh one starts
     assert curves(children[1]) != curves(children[0])
-    first_epoch = [min(client.get_metric_history(run.info.run_id, contract.EPOCH_SECONDS), key=lambda m: m.step).value for run in children]
+    first_epoch = [_first_epoch_seconds(run) for run in children]
     assert first_epoch[1] < 0.5 * first_epoch[0], f"the second child's first epoch traced again: {first_epoch}"
 
 
-@pytest.mark.slow  # trains for real: two children under MirroredStrategy (2 logical CPUs), then two fine-tuning children
-def test_mirrored_and_finetune_children_reuse_the_kept_model_too(tracking_uri):
+def _first_epoch_seconds(run) -> float:
+    return min(MlflowClient().get_metric_history(run.info.run_id, contract.EPOCH_SECONDS), key=lambda m: m.step).value
+
+
+@pytest.mark.slow  # trains for real: a sweep under MirroredStrategy (2 logical CPUs, its own process), then two fine-tuning children
+def test_mirrored_and_finetune_children_reuse_the_kept_model_too(tmp_path, tracking_uri):
     from train.trainer import train
 
-    pool = ModelPool()
-    first = [train(tiny_config(lr=lr, strategy="mirrored"), models=pool) for lr in (1e-2, 3e-3)][0]
-    assert pool.reused == 1, "set_up_devices hands every child the same MirroredStrategy, so its model is kept"
+    # Its own process: the CPU splits into logical devices only before TensorFlow initialises.
+    args = ["--lrs", "1e-2,3e-3", "--strategy", "mirrored", "--epochs", "1", *(part for name, value in SHARED.items() if name != "epochs" for part in (f"--{name}", value))]
+    done = subprocess.run([sys.executable, "-m", "sweep", *args], cwd=tmp_path, env=subprocess_env(tracking_uri, CUDA_VISIBLE_DEVICES=""),
+                          capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    first, second = sorted(mlflow.search_runs(search_all_experiments=True, filter_string=f"tags.{contract.TAG_KIND} = '{contract.KIND_TRAIN}'", output_format="list"),
+                           key=lambda run: run.info.start_time)  # fmt: skip
+    assert "2 replicas" in first.data.params["device"]
+    assert _first_epoch_seconds(second) < 0.5 * _first_epoch_seconds(first), "one MirroredStrategy per process, so its model is kept"
+
     finetune = ModelPool()
-    runs = [train(tiny_config(stage="finetune", init_model=first.model_uri, lr=lr), models=finetune) for lr in (1e-4, 1e-5)]
+    runs = [train(tiny_config(stage="finetune", init_model=f"runs:/{first.info.run_id}/model", lr=lr), models=finetune) for lr in (1e-4, 1e-5)]
     assert finetune.reused == 1
     losses = [[epoch[contract.LOSS] for epoch in run.history] for run in runs]
     assert np.isfinite(losses).all() and losses[0] != losses[1]

@@ -1,18 +1,17 @@
 """One compiled model kept across a sweep's children, so Keras traces its steps once.
 
 Keras traces a new model's train and test steps during its first epoch: on 2 CPU cores at
-96 px (the demo data, batch 16) the first epoch took 15.1 s against 1.8 s for the next ones,
-and a sweep paid that for every child, pruned ones included; a child on the kept model
-takes 1.8 s for its first epoch too. A child whose graph would be the same as the previous child's (same
-architecture, stage, compile options, input and device set-up; see `graph_key`) trains
-the previous child's model object instead, whose traced functions Keras keeps.
+96 px (the demo data, batch 16) the first epoch took 15.1 s against 1.8 s for the next
+ones, and a sweep paid that for every child, pruned ones included. A child whose graph
+would be the same as the previous child's (same architecture, stage, compile options,
+input and device set-up; see `graph_key`) trains the previous child's model object
+instead, whose traced functions Keras keeps: its first epoch takes 1.8 s too.
 
 The child still builds and compiles its own model first, seeded as a run of its own would
 be; every variable of that fresh model (weights, BatchNormalization statistics, the
 dropout seed states) and its optimizer's initial state are copied into the kept model. So
 the kept model starts exactly where the fresh one would: the same seed gives the same
-curve, reused or not (tests/test_model_pool.py).
-"""
+curve, reused or not (tests/test_model_pool.py)."""
 
 from __future__ import annotations
 
