@@ -36,7 +36,7 @@ dashboard: $(STAMP)
 # Two workers: most slow tests train in one process that keeps about one core busy.
 test: $(STAMP)
 	bash .ci/system-deps.sh
-	$(RUN) pytest -n 2 --dist loadfile
+	$(RUN) pytest -n 2 --dist loadfile --durations=15
 
 test-fast: $(STAMP)
 	$(RUN) pytest -m "not slow and not browser and not postgres"
