@@ -42,7 +42,7 @@ def tiny_args(**overrides) -> list[str]:
 
 # `make test` runs two pytest-xdist workers, a file per worker at a time (--dist loadfile). The
 # files that train the most start first, so the rest fill in beside them rather than after.
-LONGEST_FILES = ("test_team_server.py", "test_sweep.py", "test_model_pool.py", "test_faults.py", "test_lr_find.py", "test_mlflow_run.py", "test_training.py")
+LONGEST_FILES = ("test_team_server.py", "test_sweep.py", "test_faults.py", "test_lr_find.py", "test_mlflow_run.py", "test_training.py")
 
 
 def pytest_collection_modifyitems(items):

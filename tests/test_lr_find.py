@@ -57,10 +57,11 @@ def test_range_test_restores_the_weights(tracking_uri):
 
 @pytest.mark.slow
 def test_suggestion_is_a_cautious_start_and_the_minimum_is_within_a_decade_of_the_best_of_a_grid(tracking_uri, capsys):
+    from train.model_pool import ModelPool
     from train.trainer import train
 
-    common = {"epochs": 3, "batch_size": 16, "experiment": "grid"}
-    best_lr = max(GRID, key=lambda lr: train(tiny_config(lr=lr, **common)).best_val_accuracy)
+    common, grid = {"epochs": 3, "batch_size": 16, "experiment": "grid"}, ModelPool()  # as a sweep trains a grid: one trace
+    best_lr = max(GRID, key=lambda lr: train(tiny_config(lr=lr, **common), models=grid).best_val_accuracy)
 
     code = main(["--data", "demo", "--stage", "scratch", "--weights", "none", "--image-size", "64", "--alpha", "0.35",
                  "--batch-size", "16", "--min-lr", "1e-6", "--max-lr", "1", "--steps", "100", "--experiment", "find"])
