@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -37,6 +36,8 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from bench.peak_memory import peak_rss  # noqa: E402
+
 CLASSES = 101
 TFDATA_MAX_IMAGES = 10_000  # the tf.data comparison writes a second copy of the images: only up to this size
 PHOTO = [512, 384]  # Food-101's photos are at most 512 px a side; --photo 1024x768 for camera-sized ones
@@ -101,13 +102,7 @@ source = cache.open_images(paths, int(sys.argv[2]), "disk")
 print(len(paths) / (time.perf_counter() - started) / (os.cpu_count() or 1), source.decoded)
 """
 
-# getrusage's ru_maxrss carries the parent's peak over exec: read this process's own (VmHWM).
-_PEAK_RSS = """
-def peak_rss():
-    from pathlib import Path
-    status = Path("/proc/self/status").read_text()
-    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) * 1024
-"""
+_PEAK_RSS = "from bench.peak_memory import peak_rss\n"
 
 _EPOCH = _PEAK_RSS + """
 import sys, time
@@ -247,7 +242,7 @@ def main() -> int:
         print(json.dumps(results, indent=1))
     finally:
         shutil.rmtree(cache_dir, ignore_errors=True)
-    print(f"(peak RSS of this bench process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB)")
+    print(f"(peak RSS of this bench process: {peak_rss() / 2**20:.0f} MB)")
     return 0 if ok else 1
 
 

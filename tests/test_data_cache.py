@@ -254,12 +254,7 @@ _PEAK_RSS = textwrap.dedent("""
     import sys
     from pathlib import Path
 
-    def peak_rss():
-        # VmHWM, this process's own peak: getrusage's ru_maxrss carries the parent's peak over exec,
-        # so under a pytest worker that trained a model every child reports that worker's peak.
-        status = Path("/proc/self/status").read_text()
-        return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) * 1024
-
+    from bench.peak_memory import peak_rss  # this process's own peak, not its parent's (a worker that trained)
     import tensorflow  # its start-up peak comes first, before the images are read
     from train import cache
     from train.data import make_datasets

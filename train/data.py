@@ -24,7 +24,6 @@ from train.cache import ImageSource
 from train.images import decode_file
 from train.scan import DataReport
 
-AUTOTUNE = tf.data.AUTOTUNE
 # Batches read ahead of the model. Fixed rather than autotuned: tf.data's autotuner may grow
 # its buffers with the time it has seen, so memory would depend on the data set's length.
 PREFETCH_BATCHES = 4

@@ -12,7 +12,7 @@ The suggested learning rate (metric `suggested_lr`) follows one stated rule:
   data's loss stays flat from 1e-6 to 1e-3, and its steepest wiggle there was at 4.3e-5;
 - `minimum`: the lr of the lowest smoothed loss, divided by 10.
 On the demo data (scratch, 64 px, 100 steps) the smoothed loss is nearly flat and lowest at
-2.9e-3; steepest says 7.1e-4 and minimum/10 2.8e-4, while the best of a 1e-4/1e-3/3e-3/1e-2
+2.5e-3; steepest says 1.6e-3 and minimum/10 2.5e-4, while the best of a 1e-4/1e-3/3e-3/1e-2
 grid after 3 epochs is 1e-2: small data favours high rates, so both are cautious starts, and
 the curve's minimum is the closer guide there.
 Both values are logged (`lr_steepest`, `lr_min_loss_div10`) so the two rules can be compared.

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from train import contract
 from train.errors import ConfigError
-from train.messages import redact_uri
+from train.messages import first_line, redact_uri
 
 USAGE = "usage: python -m train.upload unsent-metrics-RUN_ID.json  (MLFLOW_TRACKING_URI names the store)"
 
@@ -21,7 +21,6 @@ def main(argv: list[str]) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except Exception as error:  # the store refused or is still down: one line; the file is kept for another try
-        from train.messages import first_line
         from train.tracking import access_error
 
         refused = access_error(error) if hasattr(error, "error_code") else None
@@ -32,8 +31,7 @@ def main(argv: list[str]) -> int:
 def _send(path: Path) -> int:
     try:
         saved = json.loads(path.read_text())
-        points = len(saved["points"])
-        saved["run_id"]
+        saved["run_id"], len(saved["points"])  # KeyError or TypeError: not such a file
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise ConfigError(f"'{path}' is not a file of unsent metrics written by a training run ({error.__class__.__name__}: {error})") from None
     import mlflow
@@ -44,8 +42,8 @@ def _send(path: Path) -> int:
     uri = contract.tracking_uri()
     tracking.check_store(uri)
     mlflow.set_tracking_uri(uri)
-    upload(path)
-    print(f"sent {points} epochs of metrics to {redact_uri(uri)}")
+    sent = upload(path)
+    print(f"sent {sent} epochs of metrics to {redact_uri(uri)}")
     return 0
 
 
