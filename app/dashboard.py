@@ -1,30 +1,28 @@
 """The comparison dashboard: `streamlit run app/dashboard.py`.
 
 Reads MLFLOW_TRACKING_URI (a SQLite file or an `mlflow server`; default the contract's).
-The page is thin: it reads the settings (kept in the URL), loads through `app.loaders` (caches over `app.queries`),
-and lays out what `app.views` builds. Every failure of the store is a message on the page.
+The page is thin: it reads the settings (kept in the URL), loads through `app.page.loaders` (caches over `app.data`),
+and lays out what `app.page.views` builds. Every failure of the store is a message on the page.
 Run names, params and tags are shown as text only: tables, escaped captions, chart data.
 """
 
 from __future__ import annotations
 
-import sys
+import dataclasses
+import time
 from pathlib import Path
 
-_ROOT = str(Path(__file__).resolve().parents[1])
-if _ROOT not in sys.path:  # `streamlit run app/dashboard.py` puts app/, not the repo root, on the path
-    sys.path.insert(0, _ROOT)
+import pandas as pd
+import streamlit as st
 
-import dataclasses  # noqa: E402
-import time  # noqa: E402
+from app import report
+from app.analysis import curve_data, frames
+from app.charts import builders as charts
+from app.data import run_search, store
+from app.page import comparison_view, export, loaders, url_state, views, warmup
+from train import contract
 
-import pandas as pd  # noqa: E402
-import streamlit as st  # noqa: E402
-
-from app import charts, comparison_view, curve_data, export, frames, loaders, queries, report, url_state, views, warmup  # noqa: E402
-from train import contract  # noqa: E402
-
-queries.fail_fast()
+store.fail_fast()
 
 LOG_SCALE_METRICS = {frames.split_metric(contract.LOSS)[0], views.LEARNING_RATE}
 NO_FACET_LABEL = "(none)"
@@ -41,14 +39,14 @@ def main() -> None:
     state = st.session_state
     url_state.restore(state, st.query_params)
     state["_last_full_run"] = started = time.monotonic()
-    uri = queries.tracking_uri()
-    key = queries.store_key(uri)
+    uri = store.tracking_uri()
+    key = store.store_key(uri)
     st.title("Learning rates, stages and schedules")
-    st.caption(plain(f"Tracking store: {queries.display_uri(uri)}"))
+    st.caption(plain(f"Tracking store: {store.display_uri(uri)}"))
     token = state.get("_tick", 0)
     try:
         experiments = loaders.experiments_of(key, token, uri)
-    except queries.StoreError as error:
+    except store.StoreError as error:
         st.error(plain(error), icon="🚫")
         return
     if experiments.empty:
@@ -56,7 +54,7 @@ def main() -> None:
         return
     names = experiments["name"].tolist()
     if not state["exp"] or not set(state["exp"]) & set(names):
-        state["exp"] = queries.default_experiments(names)
+        state["exp"] = run_search.default_experiments(names)
     state["exp"] = [name for name in state["exp"] if name in names]
     ids = tuple(experiments.loc[experiments["name"].isin(state["exp"]), "experiment_id"])
     runs_all = _search(key, uri, ids, token)
@@ -94,7 +92,7 @@ def _search(key: str, uri: str, ids: tuple[str, ...], token: int) -> pd.DataFram
     query = st.session_state["q"].strip()
     try:
         return loaders.runs_of(key, ids, query, token, uri)
-    except queries.StoreError as error:
+    except store.StoreError as error:
         if query and error.kind == "other":
             st.error(plain(f"The MLflow filter was refused: {error}"), icon="⚠️")
         else:
@@ -152,14 +150,14 @@ def _build(key: str, uri: str, selected: pd.DataFrame, runs_all: pd.DataFrame, c
     """The views of the selected runs (or what `loader` builds of them: `loaders.first_chart_of`), from
     the cache every session shares; None after a message."""
     state = st.session_state
-    active = bool(selected["status"].isin(queries.ACTIVE_STATUSES).any())
+    active = bool(selected["status"].isin(run_search.ACTIVE_STATUSES).any())
     try:
         return loader(
-            key, queries.runs_version(runs_all), tuple((name, tuple(values)) for name, values in chosen.items()),
+            key, run_search.runs_version(runs_all), tuple((name, tuple(values)) for name, values in chosen.items()),
             dataclasses.astuple(_curve_options()), float(state["stale"] * 60), int(time.time() // 30) if active else 0,
-            queries.ui_base_url(uri), uri, selected, runs_all,
+            store.ui_base_url(uri), uri, selected, runs_all,
         )  # fmt: skip
-    except queries.StoreError as error:
+    except store.StoreError as error:
         st.error(plain(error), icon="🚫")
         return None
 
@@ -262,7 +260,7 @@ def _draw(built: views.Views, options: curve_data.CurveOptions, head, slot, firs
     elif view == "Groups":
         comparison_view.groups_table(built)
     else:
-        export.show(built, queries.tracking_uri(), list(st.session_state["exp"]))
+        export.show(built, store.tracking_uri(), list(st.session_state["exp"]))
 
 
 def _chart(spec: dict) -> None:
@@ -328,7 +326,7 @@ def _summary_table(summary: pd.DataFrame) -> None:
         st.info("No training runs selected.")
         return
     table = summary.drop(columns=["run_id"]).sort_values("best_val_accuracy", ascending=False, na_position="last", kind="stable")
-    table["lr"] = table["lr"].map(queries.format_lr)
+    table["lr"] = table["lr"].map(run_search.format_lr)
     config = {}
     for name, (label, width, number) in TABLE_COLUMNS.items():
         if name == "url":
@@ -376,6 +374,6 @@ if __name__ == "__main__":  # a run of the page: Streamlit's script runner (and 
         st.error(plain(f"The dashboard hit an unexpected error: {type(error).__name__}: {error}"), icon="🐞")
 else:
     # `streamlit run app/dashboard.py` finds this ASGI app and serves the page through it: its start-up
-    # hook (app/warmup.py) imports what the page needs and reads the store while the server starts, so
+    # hook (app/page/warmup.py) imports what the page needs and reads the store while the server starts, so
     # the first visitor waits for neither.
     app = st.App(str(Path(__file__).resolve()), lifespan=warmup.lifespan)

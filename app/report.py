@@ -22,7 +22,9 @@ from pathlib import Path
 import altair as alt
 import pandas as pd
 
-from app import curve_data, frames, queries, stats, views
+from app.analysis import curve_data, frames, stats
+from app.data import histories, run_search, store
+from app.page import views
 from train import contract, csv_safe
 
 VL_VERSION = ".".join(alt.SCHEMA_VERSION.lstrip("v").split(".")[:2])  # "6.4"
@@ -65,7 +67,7 @@ def table_for_report(summary: pd.DataFrame) -> pd.DataFrame:
         if pd.api.types.is_float_dtype(table[column]):
             digits = 0 if column in ("best_epoch", "duration_s", "images_per_second") else 4
             table[column] = table[column].map(lambda v, d=digits: "" if pd.isna(v) else f"{v:.{d}f}")
-    table["lr"] = summary["lr"].map(queries.format_lr)
+    table["lr"] = summary["lr"].map(run_search.format_lr)
     return table.fillna("").astype(str)
 
 
@@ -163,7 +165,7 @@ def report_zip(title: str, figures: list[views.Figure], summary: pd.DataFrame, c
 def context_lines(uri: str, experiments: list[str], filters: dict[str, object]) -> dict[str, str]:
     shown = {k: v for k, v in filters.items() if v not in (None, "", [], ())}
     return {
-        "tracking store": queries.display_uri(uri),
+        "tracking store": store.display_uri(uri),
         "experiments": ", ".join(experiments),
         "filters": "; ".join(f"{k}={v}" for k, v in shown.items()) or "none",
         "generated": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -182,25 +184,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("report"), help="output folder")
     args = parser.parse_args(argv)
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-    uri = queries.tracking_uri()
+    uri = store.tracking_uri()
     try:
-        client = queries.open_client(uri)
-        experiments = queries.list_experiments(client)
+        client = store.open_client(uri)
+        experiments = run_search.list_experiments(client)
         names = args.experiment or [contract.DEFAULT_EXPERIMENT]
         chosen = experiments[experiments["name"].isin(names)]
         if chosen.empty:
-            print(f"no experiment named {', '.join(names)} in {queries.display_uri(uri)}", file=sys.stderr)
+            print(f"no experiment named {', '.join(names)} in {store.display_uri(uri)}", file=sys.stderr)
             return 2
-        runs = queries.search_runs(client, list(chosen["experiment_id"]), args.filter)
-        history = frames.tidy_history(queries.HistoryCache().load(client, runs), runs)
-    except queries.StoreError as error:
+        runs = run_search.search_runs(client, list(chosen["experiment_id"]), args.filter)
+        history = frames.tidy_history(histories.HistoryCache().load(client, runs), runs)
+    except store.StoreError as error:
         print(error, file=sys.stderr)
         return 1
     if runs.empty:
         print("no runs match; nothing to report", file=sys.stderr)
         return 2
     options = curve_data.CurveOptions(metric=args.metric, smoothing=args.smoothing, group=args.group, join=args.join, log_y=args.metric == contract.LOSS)
-    built = views.build(runs, history, options, now_ms=time.time() * 1000, stale_after_s=600, ui_base=queries.ui_base_url(uri))
+    built = views.build(runs, history, options, now_ms=time.time() * 1000, stale_after_s=600, ui_base=store.ui_base_url(uri))
     context = context_lines(uri, list(chosen["name"]), {"filter": args.filter, "metric": args.metric, "smoothing": args.smoothing})
     title = f"Learning-rate study: {', '.join(chosen['name'])}"
     comparison = built.comparison(args.compare)

@@ -46,7 +46,7 @@ sys.path.insert(0, str(REPO))
 from mlflow.entities import Metric, Param  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from app import queries, synthetic  # noqa: E402
+from app.data import histories, run_search, synthetic  # noqa: E402
 from tests.app_fixtures import chromium_page, dashboard_server, mlflow_server, wait_for_chart, wait_for_full_page  # noqa: E402
 from train import contract  # noqa: E402
 
@@ -87,22 +87,22 @@ def build_store(path: Path, runs: int, epochs: int) -> str:
 def project_load(uri: str) -> int:
     client = MlflowClient(tracking_uri=uri)
     experiment_id = client.get_experiment_by_name(EXPERIMENT).experiment_id
-    runs = queries.search_runs(client, [experiment_id])
-    history = queries.fetch_history(client, list(runs["run_id"]), list(contract.EPOCH_METRICS))
+    runs = run_search.search_runs(client, [experiment_id])
+    history = histories.fetch_history(client, list(runs["run_id"]), list(contract.EPOCH_METRICS))
     return len(history)
 
 
 def naive_load(uri: str) -> int:
     client = MlflowClient(tracking_uri=uri)
     experiment_id = client.get_experiment_by_name(EXPERIMENT).experiment_id
-    runs = queries.search_runs(client, [experiment_id])
+    runs = run_search.search_runs(client, [experiment_id])
     return sum(len(client.get_metric_history(run_id, key)) for run_id in runs["run_id"] for key in contract.EPOCH_METRICS)
 
 
-def cached_reload(uri: str, cache: queries.HistoryCache) -> int:
+def cached_reload(uri: str, cache: histories.HistoryCache) -> int:
     client = MlflowClient(tracking_uri=uri)
     experiment_id = client.get_experiment_by_name(EXPERIMENT).experiment_id
-    runs = queries.search_runs(client, [experiment_id])
+    runs = run_search.search_runs(client, [experiment_id])
     return len(cache.load(client, runs, list(contract.EPOCH_METRICS)))
 
 
@@ -305,7 +305,7 @@ def main(argv=None) -> int:
         with mlflow_server(sqlite_uri, workdir=args.store) as http_uri:
             results["http"] = side_by_side("mlflow server (HTTP)", http_uri, args.repeats, expected)
             results["sqlite"] = side_by_side("SQLite store", sqlite_uri, args.repeats, expected)
-            cache = queries.HistoryCache()
+            cache = histories.HistoryCache()
             cached_reload(http_uri, cache)
             seconds, _ = timed(cached_reload, http_uri, cache)
             results["cached_reload_s"] = seconds

@@ -84,7 +84,7 @@ def _in_subprocess(code: str, *args: str, env: dict) -> str:
 _SCAN = """
 import sys, time
 from pathlib import Path
-from train.scan import scan
+from train.data.scan import scan
 started = time.perf_counter()
 report = scan(Path(sys.argv[1]), 0.25, 42, int(sys.argv[2]))
 print(time.perf_counter() - started, report.inspected)
@@ -93,8 +93,8 @@ print(time.perf_counter() - started, report.inspected)
 _PREPARE = """
 import os, sys, time
 from pathlib import Path
-from train import cache
-from train.scan import scan
+from train.data import cache
+from train.data.scan import scan
 report = scan(Path(sys.argv[1]), 0.25, 42, int(sys.argv[2]))
 paths = [p for p, _ in report.train + report.val]
 started = time.perf_counter()
@@ -107,9 +107,9 @@ _PEAK_RSS = "from bench.peak_memory import peak_rss\n"
 _EPOCH = _PEAK_RSS + """
 import sys, time
 from pathlib import Path
-from train import cache
-from train.data import make_datasets
-from train.scan import scan
+from train.data import cache
+from train.data.pipeline import make_datasets
+from train.data.scan import scan
 folder, size, mode = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 report = scan(folder, 0.25, 42, size)
 source = cache.open_images([p for p, _ in report.train + report.val], size, mode)
@@ -129,8 +129,8 @@ _TFDATA = _PEAK_RSS + """
 import sys, tempfile, time
 from pathlib import Path
 import tensorflow as tf
-from train import cache
-from train.scan import scan
+from train.data import cache
+from train.data.scan import scan
 folder, size, buffer = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 report = scan(folder, 0.25, 42, size)
 source = cache.open_images([p for p, _ in report.train + report.val], size, "disk")
@@ -152,7 +152,7 @@ print(rates[-1], peak_rss())
 
 def decode_rates(folder: Path, image_size: int, sample: int = 200, repeats: int = 3) -> tuple[float, float]:
     """(full, reduced-scale) decodes per second on one core, interleaved and best of `repeats` (the load varies)."""
-    from train.images import decode_file
+    from train.data.images import decode_file
 
     paths = [str(p) for p in sorted(folder.rglob("*.jpg"))[:sample]]
     best = {False: float("inf"), True: float("inf")}
@@ -166,7 +166,7 @@ def decode_rates(folder: Path, image_size: int, sample: int = 200, repeats: int 
 
 
 def pixel_difference(folder: Path, image_size: int, sample: int = 200) -> tuple[float, int]:
-    from train.images import decode_file
+    from train.data.images import decode_file
 
     paths = sorted(folder.rglob("*.jpg"))[:: max(1, len(list(folder.rglob("*.jpg"))) // sample)][:sample]
     diffs = [np.abs(decode_file(str(p), image_size).astype(int) - decode_file(str(p), image_size, reduced_scale=False).astype(int)) for p in paths]

@@ -1,6 +1,6 @@
 """Training images/s of the project's models on a GPU, mixed precision off vs on.
 
-Runs the model factory (`train.models.build_model`) under whatever Keras backend is
+Runs the model factory (`train.model.build.build_model`) under whatever Keras backend is
 installed (KERAS_BACKEND: tensorflow, jax or torch) on synthetic in-memory images, so it
 measures the model step alone, not the input pipeline. Each configuration: a warm-up
 epoch (compilation), then timed epochs; float32 and mixed_float16 side by side in one run.
@@ -23,7 +23,7 @@ def measure(model_name: str, stage: str, policy: str, args) -> float:
     import numpy as np
 
     from train.config import TrainConfig
-    from train.models import build_model
+    from train.model.build import build_model
 
     keras.mixed_precision.set_global_policy(policy)
     keras.utils.set_random_seed(0)

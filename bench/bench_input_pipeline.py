@@ -36,9 +36,9 @@ def main() -> int:
     os.chdir(store)  # a new experiment's artifacts go to ./mlruns: keep them out of the checkout
 
     from train.config import TrainConfig
-    from train.data import make_datasets
-    from train.preflight import preflight
-    from train.trainer import train
+    from train.data.pipeline import make_datasets
+    from train.run.preflight import preflight
+    from train.run.trainer import train
 
     config = TrainConfig(data="demo", stage="scratch", weights="none", lr=1e-3, epochs=args.epochs, image_size=args.image_size, alpha=args.alpha, augment=args.augment, experiment="bench")
     checked = preflight(config)

@@ -8,7 +8,7 @@ sweep trained and reports the best configuration of each.
 
 Wall time is only saved where epochs outweigh a run's fixed cost (the final predictions,
 model logging and, for the sweep's first child only, Keras' tracing of the model: later
-children share its compiled model, train/model_pool.py): hence 8 epochs at 96 px by default.
+children share its compiled model, train/model/pool.py): hence 8 epochs at 96 px by default.
 Exits 1 when pruning changed the winner or saved less than --min-epochs-saved of the
 epochs or --min-time-saved of the wall time.
 """

@@ -63,7 +63,7 @@ def bare_child(values: dict, classes: int) -> dict:
     import tensorflow  # noqa: F401 - the import is what is measured
 
     from train.config import TrainConfig
-    from train.models import build_model
+    from train.model.build import build_model
 
     model = build_model(classes, TrainConfig(**values), 0.9)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
@@ -95,9 +95,10 @@ def run_child(values: dict, classes: int) -> dict:
     import keras
     import mlflow  # noqa: F401
 
-    from train import preflight as preflight_module
-    from train import tracking, trainer
     from train.config import TrainConfig
+    from train.run import preflight as preflight_module
+    from train.run import trainer
+    from train.tracking import runs as tracking
 
     imports = time.perf_counter() - started
     timers = Timers()
@@ -160,7 +161,7 @@ def report(classes: int, images: int, bare: float, run: dict, slack: float) -> b
 
 def first_store(work: Path) -> float:
     """Make the empty-store template, as a machine's first run does, so each measured run starts a new store as usual."""
-    from train import tracking
+    from train.tracking import runs as tracking
 
     started = time.perf_counter()
     tracking._create_sqlite_tables_once(f"sqlite:///{work / 'first.db'}")

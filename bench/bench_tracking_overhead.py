@@ -39,10 +39,10 @@ def main() -> int:
     import keras
 
     from train.config import TrainConfig
-    from train.data import make_datasets
-    from train.models import auto_bn_momentum, build_model
-    from train.preflight import preflight
-    from train.trainer import train
+    from train.data.pipeline import make_datasets
+    from train.model.build import auto_bn_momentum, build_model
+    from train.run.preflight import preflight
+    from train.run.trainer import train
 
     config = TrainConfig(data="demo", stage="scratch", weights="none", lr=1e-3, epochs=args.epochs, image_size=args.image_size, alpha=args.alpha, experiment="bench")
     checked = preflight(config)

@@ -1,5 +1,5 @@
 """The sweep's progress line: n of N done, failures, pruned runs, and an ETA; and its closing
-ranking: per stage the groups of repeats with intervals and verdicts (app/stats.py)."""
+ranking: per stage the groups of repeats with intervals and verdicts (app/analysis/stats.py)."""
 
 from __future__ import annotations
 
@@ -85,7 +85,7 @@ def ranking_lines(runs) -> list[str]:
     runner-up (or cannot be told from it), and what was left out."""
     import pandas as pd
 
-    from app import stats  # numpy, scipy and pandas only: no dashboard
+    from app.analysis import stats  # numpy, scipy and pandas only: no dashboard
 
     rows = [{
         "run_id": run.info.run_id, "run_name": run.info.run_name or run.info.run_id[:8],

@@ -26,13 +26,15 @@ from sweep.filters import quoted
 from sweep.plan import Phase, Plan, Range, config_key, make_config
 from sweep.progress import Progress, print_ranking
 from sweep.pruning import TrialReporter, make_pruner
-from train import contract, interrupt, tracking
+from train import contract
 from train.config import ConfigError, same_param
 from train.errors import TrainingInterrupted
 from train.messages import first_line, redact_uri
-from train.model_pool import ModelPool
-from train.preflight import preflight
-from train.signals import stop_signals_to
+from train.model.pool import ModelPool
+from train.run import interrupt
+from train.run.preflight import preflight
+from train.run.signals import stop_signals_to
+from train.tracking import runs as tracking
 
 POLL_SECONDS = 5
 
@@ -177,7 +179,7 @@ def _run_child(phase: Phase, key: str, values: dict | None, init_model: str, stu
         with claims.beating(key):  # on time, not per epoch: data preparation and one epoch can outlast the window
             config = make_config(values, init_model=init_model, experiment=options.experiment)
             checked = preflight(config)
-            from train.trainer import train  # TensorFlow loads once the first configuration is known good
+            from train.run.trainer import train  # TensorFlow loads once the first configuration is known good
 
             outcome = train(config, checked, callbacks=[reporter], run_options={"run_id": child_id, "nested": True}, models=options.models)
     except TrainingInterrupted:

@@ -23,7 +23,7 @@ import pytest
 import requests
 from mlflow.tracking import MlflowClient
 
-from app import queries, synthetic
+from app.data import histories, run_search, store, synthetic
 from train import contract
 
 REPO = Path(__file__).resolve().parents[1]
@@ -198,13 +198,13 @@ def chart_spec(element) -> dict:
 
 def load(uri: str, experiment: str = contract.DEFAULT_EXPERIMENT):
     """Runs and tidy history of one experiment, through the app's own loaders."""
-    from app import frames
+    from app.analysis import frames
 
-    client = queries.open_client(uri)
-    experiments = queries.list_experiments(client)
+    client = store.open_client(uri)
+    experiments = run_search.list_experiments(client)
     experiment_id = experiments.loc[experiments["name"] == experiment, "experiment_id"].iloc[0]
-    runs = queries.search_runs(client, [experiment_id])
-    raw = queries.fetch_history(client, list(runs["run_id"]), queries.history_keys(runs))
+    runs = run_search.search_runs(client, [experiment_id])
+    raw = histories.fetch_history(client, list(runs["run_id"]), histories.history_keys(runs))
     return client, runs, frames.tidy_history(raw, runs)
 
 

@@ -11,7 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from streamlit.testing.v1 import AppTest
 
-from app import synthetic
+from app.data import synthetic
 from tests.app_fixtures import *  # noqa: F403
 from tests.app_fixtures import REPO, chart_data, load, mlflow_server, server_requests
 from train import contract
@@ -123,7 +123,8 @@ def test_many_runs_draw_the_best_first_and_list_every_one(lab_store, monkeypatch
 def test_warm_up_fills_the_shared_cache_so_the_first_session_reads_no_history(make_store, tmp_path, monkeypatch):
     """What `streamlit run app/serve.py` does as the server starts: afterwards, the first session
     of the page asks the server for the run list only."""
-    from app import queries, warmup
+    from app.data import histories, store
+    from app.page import warmup
 
     uri = make_store()
     client = MlflowClient(tracking_uri=uri)
@@ -134,7 +135,7 @@ def test_warm_up_fills_the_shared_cache_so_the_first_session_reads_no_history(ma
     with mlflow_server(uri, workdir=tmp_path) as served:
         summary = warmup.warm_up(served)
         assert summary["experiments"] == [contract.DEFAULT_EXPERIMENT] and summary["runs"] == 2
-        assert len(queries.shared_history_cache(queries.store_key(served)).entries) == 2
+        assert len(histories.shared_history_cache(store.store_key(served)).entries) == 2
         before = server_requests(served, tmp_path)
         page = session(monkeypatch, served, contract.DEFAULT_EXPERIMENT)
         assert not history_calls(server_requests(served, tmp_path)[len(before) :])
@@ -142,7 +143,7 @@ def test_warm_up_fills_the_shared_cache_so_the_first_session_reads_no_history(ma
 
 
 def test_warm_up_of_a_store_that_is_down_leaves_it_to_the_page(monkeypatch):
-    from app import warmup
+    from app.page import warmup
     from tests.app_fixtures import free_port
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
@@ -150,15 +151,17 @@ def test_warm_up_of_a_store_that_is_down_leaves_it_to_the_page(monkeypatch):
 
 
 def test_the_first_chart_is_the_chart_the_full_views_draw_from_a_fraction_of_the_reads(lab_store):
-    """`app.first_chart` reads the chart's keys of the runs it draws only, and builds the very chart
+    """`app.page.first_chart` reads the chart's keys of the runs it draws only, and builds the very chart
     the full views build from every history, whatever the settings."""
-    from app import curve_data, first_chart, queries, views
+    from app.analysis import curve_data
+    from app.data import histories
+    from app.page import first_chart, views
 
     client, runs, history = load(lab_store["uri"])
     kwargs = {"now_ms": 1.8e12, "stale_after_s": 600.0, "ui_base": ""}
     for options in (curve_data.CurveOptions(), curve_data.CurveOptions(top=5), curve_data.CurveOptions(metric=contract.LOSS, log_y=True, smoothing=0.5),
                     curve_data.CurveOptions(join=True), curve_data.CurveOptions(group=True, members=True)):  # fmt: skip
-        cache = queries.HistoryCache()
+        cache = histories.HistoryCache()
         quick = first_chart.chart_spec(client, cache, runs, runs, options, **kwargs)
         full = views.build(runs, history, options, all_runs=runs, **kwargs).page_spec("curves")
         assert quick == full, options
@@ -173,15 +176,15 @@ def test_the_first_chart_is_the_chart_the_full_views_draw_from_a_fraction_of_the
 
 
 def test_the_history_cache_keeps_a_bounded_number_of_points_the_least_recently_used_go(make_store):
-    from app import queries
+    from app.data import histories, run_search, store
 
     uri = make_store()
     client = MlflowClient(tracking_uri=uri)
     experiment_id = client.create_experiment("bounded")
     ids = [synthetic.log_run(client, experiment_id, name=f"full lr={lr:g}", params=synthetic.params_for(lr, "full"), values=synthetic.history(lr, "full", 5)) for lr in (1e-2, 1e-3, 1e-4, 1e-5)]
-    runs = queries.search_runs(queries.open_client(uri), [experiment_id]).set_index("run_id").loc[ids].reset_index()
+    runs = run_search.search_runs(store.open_client(uri), [experiment_id]).set_index("run_id").loc[ids].reset_index()
     per_run = 5 * len(contract.EPOCH_METRICS)
-    cache = queries.HistoryCache(max_points=3 * per_run)
+    cache = histories.HistoryCache(max_points=3 * per_run)
     cache.load(client, runs.iloc[[0, 1]])
     cache.load(client, runs.iloc[[0]])  # run 0 asked again: run 1 is now the least recently used
     cache.load(client, runs.iloc[[2, 3]])
@@ -190,4 +193,4 @@ def test_the_history_cache_keeps_a_bounded_number_of_points_the_least_recently_u
     assert cache.last.full == 1 and list(cache.entries) == [ids[2], ids[3], ids[1]]
     # A load larger than the bound still returns every run asked for (and keeps them until the next).
     assert cache.load(client, runs)["run_id"].nunique() == 4 and cache.points == 4 * per_run
-    assert queries.HistoryCache().max_points == queries.CACHE_MAX_POINTS
+    assert histories.HistoryCache().max_points == histories.CACHE_MAX_POINTS

@@ -11,7 +11,10 @@ import pandas as pd
 import pytest
 import vl_convert as vlc
 
-from app import charts, curve_data, frames, report, views
+from app import report
+from app.analysis import curve_data, frames
+from app.charts import builders as charts
+from app.page import views
 from tests.app_fixtures import *  # noqa: F403
 from tests.app_fixtures import EDGE_EXPERIMENT, HOSTILE_NAME, HOSTILE_PARAM, inline_values, load
 from train import contract
@@ -230,7 +233,7 @@ def demo_like(store_template, tmp_path_factory):
 
     from mlflow.tracking import MlflowClient
 
-    from app import synthetic
+    from app.data import synthetic
 
     path = tmp_path_factory.mktemp("demo-like") / "mlflow.db"
     shutil.copy(store_template, path)

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-from app import curve_data, frames, queries
+from app.analysis import curve_data, frames
+from app.data import run_search, store
 from tests.app_fixtures import *  # noqa: F403
 from tests.app_fixtures import EDGE_EXPERIMENT, load
 from train import contract
@@ -118,7 +119,7 @@ def test_summary_gap_is_measured_at_the_best_epoch(lab):
     last = history[(history["run_id"] == row["run_id"]) & (history["key"] == contract.VAL_LOSS)].sort_values("epoch")["value"].iloc[-1]
     assert row["final_val_loss"] == pytest.approx(last)
     assert row["epochs"] == 20 and row["duration_s"] > 0 and row["images_per_second"] > 0
-    assert row["url"] == queries.run_url("http://ui", runs.set_index("run_id").at[row["run_id"], "experiment_id"], row["run_id"])
+    assert row["url"] == store.run_url("http://ui", runs.set_index("run_id").at[row["run_id"], "experiment_id"], row["run_id"])
 
 
 def test_sensitivity_averages_repeats_per_group_with_interval_and_range(lab):
@@ -183,10 +184,10 @@ def test_stale_runs_are_running_runs_silent_for_too_long(lab_store):
 
 
 def test_one_spelling_of_a_rate_everywhere(lab):
-    from app import numbers, stats
+    from app.analysis import numbers, stats
 
     assert [numbers.format_lr(v) for v in (1e-5, float("1e-05"), 0.00001, 3e-4, 2.5e-3, 0.1, 1.0)] == ["1e-5", "1e-5", "1e-5", "3e-4", "2.5e-3", "1e-1", "1e0"]
     assert numbers.format_lr(float("nan")) == numbers.format_lr(None) == ""
-    assert stats.lr_text(1e-5) == queries.format_lr(1e-5) == "1e-5"  # sentences, the run frame, the table: one function
+    assert stats.lr_text(1e-5) == run_search.format_lr(1e-5) == "1e-5"  # sentences, the run frame, the table: one function
     runs, _ = lab
     assert set(runs.loc[runs["kind"] == contract.KIND_TRAIN, "lr_label"]) == {"1e-2", "1e-3", "1e-4", "1e-5", "1e-6"}

@@ -144,7 +144,7 @@ def test_a_sweep_filter_picks_one_sweep_and_its_parent_run_is_no_curve(make_stor
     children; the page offers each sweep as a filter and never draws or lists the parent."""
     from mlflow.tracking import MlflowClient
 
-    from app import synthetic
+    from app.data import synthetic
 
     uri = make_store()
     client = MlflowClient(uri)
@@ -180,7 +180,8 @@ def test_a_store_without_sweeps_says_nothing_about_sweeps(lab_store, monkeypatch
 
 
 def test_the_runs_table_lists_the_best_first_fits_a_1600_px_page_and_writes_rates_as_the_chart(lab_store, monkeypatch):
-    from app import charts, numbers
+    from app.analysis import numbers
+    from app.charts import builders as charts
 
     page = open_page(monkeypatch, lab_store["uri"])
     no_failure(page)
@@ -219,7 +220,7 @@ def test_an_infinite_metric_does_not_flatten_the_chart(make_store, monkeypatch):
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
 
-    from app import synthetic
+    from app.data import synthetic
 
     uri = make_store()
     client = MlflowClient(tracking_uri=uri)

@@ -13,8 +13,9 @@ from mlflow.protos.databricks_pb2 import PERMISSION_DENIED
 from mlflow.tracking import MlflowClient
 from streamlit.testing.v1 import AppTest
 
-from app import curve_data, frames, queries, synthetic
-from app import history as history_module
+from app.analysis import curve_data, frames
+from app.data import histories, run_search, store, synthetic
+from app.data import histories as history_module
 from tests.app_fixtures import *  # noqa: F403
 from tests.app_fixtures import EDGE_EXPERIMENT, REPO, free_port, load, mlflow_server
 from train import contract
@@ -25,14 +26,14 @@ def test_runs_frame_has_the_contract_columns(lab_store):
     assert len(runs) == sum(len(v) for v in lab_store["lab"].values())
     row = runs[runs["stage"] == "full"].iloc[0]
     assert row["lr"] == float(row["params"][contract.PARAM_LR])
-    assert row["lr_label"] == queries.format_lr(row["lr"]) and row["lr_label"] in {"1e-3", "1e-4", "1e-5"}
+    assert row["lr_label"] == run_search.format_lr(row["lr"]) and row["lr_label"] in {"1e-3", "1e-4", "1e-5"}
     assert set(runs["kind"]) == {contract.KIND_TRAIN, contract.KIND_LR_FIND}
     finetune = runs[runs["stage"] == "finetune"]
     assert set(finetune["init_run_id"]) <= set(runs["run_id"]) and all(finetune["init_run_id"])
 
 
 def test_format_lr_gives_one_spelling_per_rate():
-    assert queries.format_lr(float("1e-5")) == queries.format_lr(float("0.00001")) == "1e-5"
+    assert run_search.format_lr(float("1e-5")) == run_search.format_lr(float("0.00001")) == "1e-5"
 
 
 def test_bulk_sql_history_equals_the_per_run_history(lab_store):
@@ -47,9 +48,9 @@ def test_bulk_sql_history_equals_the_per_run_history(lab_store):
 
 def test_history_keys_leave_out_single_value_metrics(lab_store):
     _, runs, _ = load(lab_store["uri"])
-    keys = queries.history_keys(runs)
+    keys = histories.history_keys(runs)
     assert keys[: len(contract.EPOCH_METRICS)] == list(contract.EPOCH_METRICS)
-    assert not set(keys) & set(queries.SINGLE_VALUE_METRICS)
+    assert not set(keys) & set(histories.SINGLE_VALUE_METRICS)
 
 
 def test_cache_reads_finished_runs_once_and_running_runs_from_their_last_step(make_store):
@@ -59,15 +60,15 @@ def test_cache_reads_finished_runs_once_and_running_runs_from_their_last_step(ma
     values = synthetic.history(1e-3, "full", 5)
     finished = synthetic.log_run(client, experiment_id, name="done", params=synthetic.params_for(1e-3, "full"), values=values)
     running = synthetic.log_run(client, experiment_id, name="running", params=synthetic.params_for(1e-3, "full"), values={k: v[:2] for k, v in values.items()}, status="RUNNING")
-    cache = queries.HistoryCache()
-    runs = queries.search_runs(client, [experiment_id])
+    cache = histories.HistoryCache()
+    runs = run_search.search_runs(client, [experiment_id])
     first = cache.load(client, runs)
     assert (cache.last.full, cache.last.cached) == (2, 0)
     assert first[first["run_id"] == running]["step"].max() == 1
 
     now = int(time.time() * 1000)
     client.log_batch(running, metrics=[Metric(key, series[2], now, 2) for key, series in values.items()])
-    runs = queries.search_runs(client, [experiment_id])
+    runs = run_search.search_runs(client, [experiment_id])
     second = cache.load(client, runs)
     assert (cache.last.cached, cache.last.incremental, cache.last.full) == (1, 1, 0)
     assert second[second["run_id"] == running]["step"].max() == 2
@@ -75,7 +76,7 @@ def test_cache_reads_finished_runs_once_and_running_runs_from_their_last_step(ma
     assert not second.duplicated(["run_id", "key", "step"]).any()
 
     client.set_terminated(running)
-    runs = queries.search_runs(client, [experiment_id])
+    runs = run_search.search_runs(client, [experiment_id])
     cache.load(client, runs)
     cache.load(client, runs)
     assert (cache.last.cached, cache.last.incremental) == (2, 0)
@@ -83,33 +84,33 @@ def test_cache_reads_finished_runs_once_and_running_runs_from_their_last_step(ma
 
 def test_missing_sqlite_store_is_a_message_and_creates_nothing(tmp_path):
     path = tmp_path / "nothing" / "mlflow.db"
-    with pytest.raises(queries.StoreError) as caught:
-        queries.open_client(f"sqlite:///{path}")
+    with pytest.raises(store.StoreError) as caught:
+        store.open_client(f"sqlite:///{path}")
     assert caught.value.kind == "missing" and not path.exists()
 
 
 def test_unreachable_server_fails_fast():
     started = time.monotonic()
-    with pytest.raises(queries.StoreError) as caught:
-        queries.open_client(f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(store.StoreError) as caught:
+        store.open_client(f"http://127.0.0.1:{free_port()}")
     assert caught.value.kind == "unreachable"
     assert "does not answer" in str(caught.value)
     assert time.monotonic() - started < 10
 
 
 def test_permission_denied_is_explained():
-    error = queries.explain(MlflowException("no READ on experiment 3", error_code=PERMISSION_DENIED), "http://u:p@host:5000")
+    error = store.explain(MlflowException("no READ on experiment 3", error_code=PERMISSION_DENIED), "http://u:p@host:5000")
     assert error.kind == "auth" and "403" in str(error) and "u:p" not in str(error)
 
 
 def test_addresses_hide_credentials_and_link_to_the_ui(monkeypatch):
-    assert queries.display_uri("https://alice:secret@mlflow.example.com:5000") == "https://alice:***@mlflow.example.com:5000"
+    assert store.display_uri("https://alice:secret@mlflow.example.com:5000") == "https://alice:***@mlflow.example.com:5000"
     monkeypatch.delenv("MLFLOW_UI_URL", raising=False)
-    assert queries.ui_base_url("http://bob:pw@host:5000/") == "http://host:5000"
-    assert queries.ui_base_url("sqlite:///mlflow.db") == "http://localhost:5000"
+    assert store.ui_base_url("http://bob:pw@host:5000/") == "http://host:5000"
+    assert store.ui_base_url("sqlite:///mlflow.db") == "http://localhost:5000"
     monkeypatch.setenv("MLFLOW_UI_URL", "https://ui.example.com/")
-    assert queries.ui_base_url("sqlite:///mlflow.db") == "https://ui.example.com"
-    assert queries.run_url("https://ui.example.com", "3", "abc") == "https://ui.example.com/#/experiments/3/runs/abc"
+    assert store.ui_base_url("sqlite:///mlflow.db") == "https://ui.example.com"
+    assert store.run_url("https://ui.example.com", "3", "abc") == "https://ui.example.com/#/experiments/3/runs/abc"
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +137,7 @@ def test_rest_loader_matches_the_sql_loader(lab_store, served_lab):
 def test_rest_loader_reads_from_a_step(served_lab):
     client, runs, _ = load(served_lab)
     some = list(runs["run_id"].iloc[:2])
-    later = queries.fetch_history(client, some, [contract.VAL_ACCURACY], start_step=15)
+    later = histories.fetch_history(client, some, [contract.VAL_ACCURACY], start_step=15)
     assert set(later["step"]) == set(range(15, 20))
 
 
@@ -144,7 +145,7 @@ def test_rest_loader_reads_from_a_step(served_lab):
 def test_rest_loader_splits_runs_into_batches_the_server_accepts(served_lab, monkeypatch):
     client, runs, history = load(served_lab)
     monkeypatch.setattr(history_module, "BULK_MAX_RUNS", 10)  # the lab's 26 runs in 3 calls per metric
-    batched = queries.fetch_history(client, list(runs["run_id"]), [contract.VAL_ACCURACY])
+    batched = histories.fetch_history(client, list(runs["run_id"]), [contract.VAL_ACCURACY])
     expected = history[history["key"] == contract.VAL_ACCURACY]
     assert len(batched) == len(expected) and set(batched["run_id"]) == set(expected["run_id"])
 
@@ -174,16 +175,16 @@ def test_basic_auth_server_passes_credentials_and_explains_refusals(make_store, 
     with mlflow_server(uri, app_name="basic-auth", env={"MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-secret"}, workdir=tmp_path) as served:
         monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
         monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "wrong")
-        with pytest.raises(queries.StoreError) as caught:
-            queries.open_client(served)
+        with pytest.raises(store.StoreError) as caught:
+            store.open_client(served)
         assert caught.value.kind == "auth" and "401" in str(caught.value) and "wrong" not in str(caught.value)
         monkeypatch.setenv("MLFLOW_TRACKING_URI", served)
         page = AppTest.from_file(str(REPO / "app" / "dashboard.py"), default_timeout=60).run()
         assert not page.exception and "401" in page.error[0].value
         monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "not-the-default-1234")
-        remote = queries.open_client(served)
-        runs = queries.search_runs(remote, [experiment_id])
-        history = queries.fetch_history(remote, list(runs["run_id"]), [contract.VAL_ACCURACY])
+        remote = store.open_client(served)
+        runs = run_search.search_runs(remote, [experiment_id])
+        history = histories.fetch_history(remote, list(runs["run_id"]), [contract.VAL_ACCURACY])
         assert len(history) == 3
     assert Path(auth_db).exists()
 
@@ -198,10 +199,10 @@ def test_predecessors_are_followed_across_experiments_and_deletions(make_store):
     gone = synthetic.log_run(client, second, name="gone", params=synthetic.params_for(1e-3, "head"), values=values)
     orphan = synthetic.log_run(client, second, name="orphan", params=synthetic.params_for(1e-5, "finetune"), values=values, tags={contract.TAG_INIT_RUN_ID: gone})
     client.delete_run(gone)
-    known = queries.search_runs(client, [second])
+    known = run_search.search_runs(client, [second])
     selected = known[known["run_id"].isin([last, orphan])]
-    ancestors, missing = queries.predecessors(client, selected, known)
+    ancestors, missing = run_search.predecessors(client, selected, known)
     assert set(ancestors["run_id"]) == {middle, head} and missing == [gone]
-    history = frames.tidy_history(queries.fetch_history(client, [last, middle, head], [contract.VAL_ACCURACY]), pd.concat([known, ancestors]))
+    history = frames.tidy_history(histories.fetch_history(client, [last, middle, head], [contract.VAL_ACCURACY]), pd.concat([known, ancestors]))
     curves = curve_data.curves(history, selected[selected["run_id"] == last], curve_data.CurveOptions(join=True), all_runs=pd.concat([known, ancestors]))
     assert set(curves.points["facet"]) == {"head → finetune → finetune"} and curves.points["epoch"].max() == 8

@@ -9,7 +9,9 @@ import zipfile
 import pandas as pd
 import pytest
 
-from app import curve_data, report, views
+from app import report
+from app.analysis import curve_data
+from app.page import views
 from tests.app_fixtures import *  # noqa: F403
 from tests.app_fixtures import EDGE_EXPERIMENT, HOSTILE_NAME, load
 from train import contract

@@ -9,7 +9,9 @@ import time
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from app import curve_data, frames, queries, views
+from app.analysis import curve_data, frames
+from app.data import histories, run_search, store
+from app.page import views
 from tests.app_fixtures import *  # noqa: F403
 from tests.app_fixtures import REPO, chart_data
 from tests.conftest import subprocess_env
@@ -33,13 +35,13 @@ def trained_store(tmp_path_factory):
 
 @pytest.mark.slow
 def test_loaders_read_what_training_logged(trained_store):
-    client = queries.open_client(trained_store)
-    experiments = queries.list_experiments(client)
+    client = store.open_client(trained_store)
+    experiments = run_search.list_experiments(client)
     experiment_id = experiments.loc[experiments["name"] == contract.DEFAULT_EXPERIMENT, "experiment_id"].iloc[0]
-    runs = queries.search_runs(client, [experiment_id])
-    assert sorted(runs["lr_label"]) == sorted(queries.format_lr(float(lr)) for lr in RATES)
+    runs = run_search.search_runs(client, [experiment_id])
+    assert sorted(runs["lr_label"]) == sorted(run_search.format_lr(float(lr)) for lr in RATES)
     assert set(runs["stage"]) == {"scratch"} and set(runs["kind"]) == {contract.KIND_TRAIN}
-    raw = queries.HistoryCache().load(client, runs)
+    raw = histories.HistoryCache().load(client, runs)
     history = frames.tidy_history(raw, runs)
     assert set(contract.EPOCH_METRICS) <= set(history["key"])
     assert set(history["epoch"]) == {0, 1}
@@ -58,5 +60,5 @@ def test_page_draws_real_runs(trained_store, monkeypatch):
     page = AppTest.from_file(str(REPO / "app" / "dashboard.py"), default_timeout=60).run()
     assert not page.exception and not page.error
     data = chart_data(page.get("vega_lite_chart")[0])
-    assert set(data["lr_label"].dropna()) == {queries.format_lr(float(lr)) for lr in RATES}
+    assert set(data["lr_label"].dropna()) == {run_search.format_lr(float(lr)) for lr in RATES}
     assert set(data["split"].dropna()) == {frames.TRAIN, frames.VALIDATION}

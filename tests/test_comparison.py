@@ -16,7 +16,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 from streamlit.testing.v1 import AppTest
 
-from app import curve_data, frames, report, stats, synthetic, views
+from app import report
+from app.analysis import curve_data, frames, stats
+from app.data import synthetic
+from app.page import views
 from sweep import progress
 from tests.app_fixtures import *  # noqa: F403
 from tests.app_fixtures import REPO, chart_data, load

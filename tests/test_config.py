@@ -142,7 +142,7 @@ def _same(parsed, text: str) -> bool:
         return str(parsed) == text
 
 
-@pytest.mark.parametrize(("entry", "module"), [("sweep", "sweep.cli"), ("lr_find", "train.lr_find"), ("evaluate", "train.evaluate")])
+@pytest.mark.parametrize(("entry", "module"), [("sweep", "sweep.cli"), ("lr_find", "train.tools.lr_find"), ("evaluate", "train.tools.evaluate")])
 def test_every_parameter_of_the_other_entry_points_is_an_option(entry, module):
     """Each declared parameter, rendered by `mlflow run`'s own code, lands in its option with its
     value (the sweep's data and epochs are plan overrides); an undeclared training parameter too."""
@@ -196,7 +196,7 @@ def test_a_sqlite_store_in_a_read_only_folder_is_one_line():
     folder = Path(tempfile.mkdtemp(prefix="lrlab-read-only-"))  # outside pytest's root-only tmp_path
     folder.chmod(0o555)
     as_nobody = "import os; os.setgid({0}); os.setuid({0}); ".format(pwd.getpwnam("nobody").pw_uid) if os.geteuid() == 0 else ""
-    code = f"import sys; from train.tracking import check_store; {as_nobody}check_store(sys.argv[1])"
+    code = f"import sys; from train.tracking.runs import check_store; {as_nobody}check_store(sys.argv[1])"
     try:
         done = subprocess.run([sys.executable, "-c", code, f"sqlite:///{folder}/mlflow.db"], cwd=REPO, capture_output=True, text=True, timeout=120)
     finally:

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from train import cache
 from train.config import ConfigError
-from train.images import decode_file
-from train.scan import _convert, scan
+from train.data import cache
+from train.data.images import decode_file
+from train.data.scan import _convert, scan
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -115,8 +115,8 @@ def test_a_partial_or_corrupt_entry_is_rebuilt(tmp_path, cache_dir, damage):
 _PREPARE = textwrap.dedent("""
     import hashlib, sys
     import numpy as np
-    from train import cache
-    from train.scan import scan
+    from train.data import cache
+    from train.data.scan import scan
     report = scan(__import__("pathlib").Path(sys.argv[1]), 0.2, 42, 64)
     images = cache.open_images([p for p, _ in report.train + report.val], 64, sys.argv[2])
     pixels = images.gather(np.arange(len(images.paths)))
@@ -225,17 +225,17 @@ def test_the_cache_command_lists_and_clears_entries(tmp_path, cache_dir):
     report = scan(photo_folder(tmp_path / "d", 4), 0.25, 42, 48)
     key = cache.open_images(all_paths(report), 48, "disk").key
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    listing = subprocess.run([sys.executable, "-m", "train.cache"], env=env, capture_output=True, text=True, check=True).stdout
+    listing = subprocess.run([sys.executable, "-m", "train.data.cache"], env=env, capture_output=True, text=True, check=True).stdout
     assert key in listing and "8 images at   48 px" in listing
-    missing = subprocess.run([sys.executable, "-m", "train.cache", "--clear", "nope"], env=env, capture_output=True, text=True)
+    missing = subprocess.run([sys.executable, "-m", "train.data.cache", "--clear", "nope"], env=env, capture_output=True, text=True)
     assert missing.returncode == 2 and missing.stderr.startswith("error: no cache entry 'nope'")
-    cleared = subprocess.run([sys.executable, "-m", "train.cache", "--clear"], env=env, capture_output=True, text=True, check=True).stdout
+    cleared = subprocess.run([sys.executable, "-m", "train.data.cache", "--clear"], env=env, capture_output=True, text=True, check=True).stdout
     assert cleared.startswith("removed ") and not (cache.prepared_root() / key).exists()
     assert cache.entries() == []
 
 
 def test_the_pipelines_read_every_image_once_per_epoch_in_a_new_order(tmp_path, cache_dir):
-    from train.data import make_datasets
+    from train.data.pipeline import make_datasets
 
     report = scan(photo_folder(tmp_path / "d", 10), 0.2, 42, 32)
     images = cache.open_images(all_paths(report), 32, "disk")
@@ -256,9 +256,9 @@ _PEAK_RSS = textwrap.dedent("""
 
     from bench.peak_memory import peak_rss  # this process's own peak, not its parent's (a worker that trained)
     import tensorflow  # its start-up peak comes first, before the images are read
-    from train import cache
-    from train.data import make_datasets
-    from train.scan import scan
+    from train.data import cache
+    from train.data.pipeline import make_datasets
+    from train.data.scan import scan
     folder, mode, size = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
     report = scan(folder, 0.2, 42, size)
     images = cache.open_images([p for p, _ in report.train + report.val], size, mode)
@@ -306,7 +306,7 @@ def test_a_second_run_on_the_same_folder_decodes_nothing_and_logs_what_it_cost(t
 
     from train import contract
     from train.config import TrainConfig
-    from train.trainer import train
+    from train.run.trainer import train
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     monkeypatch.chdir(tmp_path)
@@ -327,7 +327,7 @@ def test_a_second_run_on_the_same_folder_decodes_nothing_and_logs_what_it_cost(t
 def test_the_dashboard_reads_a_runs_data_costs_as_single_values_not_as_curves():
     import pandas as pd
 
-    from app.history import history_keys
+    from app.data.histories import history_keys
     from train import contract
 
     runs = pd.DataFrame({"metric_keys": [[contract.LOSS, *contract.DATA_METRICS, contract.VAL_ACCURACY]]})

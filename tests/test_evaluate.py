@@ -1,4 +1,4 @@
-"""`python -m train.evaluate`: its numbers are the Keras model's, its run links the model's run.
+"""`python -m train.tools.evaluate`: its numbers are the Keras model's, its run links the model's run.
 
 One tiny model is trained once for the module (64 px, alpha 0.35, one epoch, registered);
 the tests evaluate it through the command line on the demo data and on a train/val folder,
@@ -21,14 +21,14 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import error_line, sqlite_uri, subprocess_env, tiny_config
 from train import contract
-from train.evaluate import main, metrics_of, per_class_table
+from train.tools.evaluate import main, metrics_of, per_class_table
 
 MODEL_NAME = "evaluated"
 
 
 @pytest.fixture(scope="module")
 def trained(store):
-    from train.trainer import train
+    from train.run.trainer import train
 
     return train(tiny_config(epochs=1, batch_size=16, lr=3e-3, register_as=MODEL_NAME))
 
@@ -53,7 +53,7 @@ def _keras_probabilities(model_uri: str, paths: list[str], image_size: int) -> n
     """The Keras model's own predictions on images decoded as training decodes them."""
     import tensorflow as tf
 
-    from train.data import decode_image
+    from train.data.pipeline import decode_image
 
     model = mlflow.keras.load_model(model_uri)
     images = np.stack([decode_image(tf.constant(path), image_size).numpy() for path in paths])
@@ -62,7 +62,7 @@ def _keras_probabilities(model_uri: str, paths: list[str], image_size: int) -> n
 
 @pytest.fixture(scope="module")
 def demo_evaluation(trained, store):
-    """`python -m train.evaluate --model-uri runs:/ID/model --data demo`, in this process."""
+    """`python -m train.tools.evaluate --model-uri runs:/ID/model --data demo`, in this process."""
     code = main(["--model-uri", f"runs:/{trained.run_id}/model", "--data", "demo", "--experiment", "evaluations"])
     assert code == 0
     runs = _evaluate_runs(" and params.data = 'demo'")
@@ -72,7 +72,7 @@ def demo_evaluation(trained, store):
 
 @pytest.mark.slow  # trains for real
 def test_accuracy_and_per_class_metrics_match_the_keras_model(trained, demo_evaluation):
-    from train.demo_data import demo_folder
+    from train.data.demo import demo_folder
 
     model_uri = f"runs:/{trained.run_id}/model"
     class_names = json.loads(mlflow.artifacts.load_text(f"runs:/{trained.run_id}/{contract.CLASS_NAMES_FILE}"))
@@ -131,7 +131,7 @@ def test_run_is_tagged_and_links_the_models_run(trained, demo_evaluation):
 @pytest.mark.slow  # trains for real
 def test_registered_alias_on_a_val_folder_under_mlflow_run(trained, store, tmp_path, monkeypatch, capsys):
     """models:/NAME@ALIAS; train/ + val/ evaluates val/ only; a class subset; a broken file; MLFLOW_RUN_ID."""
-    from train.demo_data import demo_folder
+    from train.data.demo import demo_folder
 
     data = tmp_path / "shapes"
     for split, classes in (("train", ("circle", "ring", "square")), ("val", ("circle", "ring"))):
@@ -228,13 +228,13 @@ def test_bad_input_is_one_line_and_leaves_no_run(case, expected, trained, wrong_
 
 
 def test_bad_input_fails_within_seconds_from_the_command_line(store, tmp_path):
-    """`python -m train.evaluate` with bad input stops before TensorFlow loads."""
+    """`python -m train.tools.evaluate` with bad input stops before TensorFlow loads."""
     import subprocess
     import sys
 
     started = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-m", "train.evaluate", "--model-uri", "runs:/0123456789abcdef/model", "--data", str(tmp_path / "missing")],
+        [sys.executable, "-m", "train.tools.evaluate", "--model-uri", "runs:/0123456789abcdef/model", "--data", str(tmp_path / "missing")],
         cwd=tmp_path, env=subprocess_env(sqlite_uri(store)), capture_output=True, text=True, timeout=120,
     )
     elapsed = time.monotonic() - started
@@ -246,7 +246,7 @@ def test_bad_input_fails_within_seconds_from_the_command_line(store, tmp_path):
 @pytest.mark.slow  # trains for real
 def test_a_folder_named_like_mathtext_is_evaluated_and_drawn_as_plain_text(trained, store, tmp_path):
     """The figure's title carries the folder's name: '$\\undefined$' must not reach matplotlib's mathtext."""
-    from train.demo_data import demo_folder
+    from train.data.demo import demo_folder
 
     data = tmp_path / "$\\undefined$"
     for name in ("circle", "ring"):

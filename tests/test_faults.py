@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from tests.conftest import REPO, VENV_BIN, subprocess_env, tiny_config
 from train import contract
 from train.errors import TrainingError
-from train.schedules import learning_rate_at
+from train.run.schedules import learning_rate_at
 
 SLOW_EPOCHS = ["--data", "demo", "--image-size", "64", "--alpha", "0.35", "--weights", "none", "--stage", "scratch",
                "--lr", "1e-3", "--batch-size", "8", "--seed", "7", "--schedule", "exponential", "--decay", "0.5"]
@@ -87,7 +87,7 @@ def test_sigterm_in_epoch_3_then_resume_in_the_same_run(tracking_uri, tmp_path):
     lrs = sorted(MlflowClient().get_metric_history(run_id, contract.LEARNING_RATE), key=lambda m: m.step)
     assert [m.value for m in lrs] == pytest.approx([learning_rate_at(e, tiny_config(lr=1e-3, epochs=epochs, schedule="exponential", decay=0.5)) for e in range(epochs)])
 
-    from train.trainer import train
+    from train.run.trainer import train
 
     straight = train(tiny_config(batch_size=8, seed=7, epochs=epochs, schedule="exponential", decay=0.5, experiment="uninterrupted"))
     assert run.data.metrics[contract.VAL_ACCURACY] == pytest.approx(straight.history[-1][contract.VAL_ACCURACY], abs=0.2)
@@ -103,7 +103,7 @@ def test_sigkill_leaves_a_stale_run_that_is_detected_marked_and_resumed(tracking
     process.wait()
     assert MlflowClient().get_run(run_id).info.status == "RUNNING"  # MLflow alone never learns it died
 
-    listed = subprocess.run([sys.executable, "-m", "train.stale", "--mark"], cwd=Path.cwd(), env=subprocess_env(tracking_uri), capture_output=True, text=True, timeout=60)
+    listed = subprocess.run([sys.executable, "-m", "train.tracking.stale", "--mark"], cwd=Path.cwd(), env=subprocess_env(tracking_uri), capture_output=True, text=True, timeout=60)
     assert listed.returncode == 0, listed.stderr
     assert run_id in listed.stdout and "1 stale run(s)" in listed.stdout
     run = MlflowClient().get_run(run_id)
@@ -120,7 +120,7 @@ def test_nan_loss_fails_the_run_with_a_tag_and_keeps_the_curves(tracking_uri):
     """lr=1e3 under float16 (the GPU default) overflows within a few batches."""
     import keras
 
-    from train.trainer import train
+    from train.run.trainer import train
 
     try:
         with pytest.raises(TrainingError, match=r"loss became NaN or infinite at epoch 0, batch \d+ with lr=1000; try a learning rate 10x lower"):
@@ -154,7 +154,7 @@ def test_resume_refuses_a_finished_run_and_changed_parameters(tracking_uri, caps
 def test_a_rate_that_overflows_the_weights_fails_the_run_though_the_loss_stays_finite(tracking_uri):
     """lr=1e300 is inf in float32. With one batch an epoch, that batch's loss (computed before the
     update) is finite; the update makes the weights NaN, and with them validation."""
-    from train.trainer import train
+    from train.run.trainer import train
 
     with pytest.raises(TrainingError, match=r"(val_loss|val_accuracy|weights) became NaN or infinite at epoch 0 with lr=1e\+300; try a learning rate 10x lower"):
         train(tiny_config(lr=1e300, epochs=1, batch_size=512, experiment="tests"))
@@ -172,8 +172,8 @@ def test_the_logger_publishes_each_epoch_after_the_checkpoint_whatever_the_callb
     import keras
     import numpy as np
 
-    from train import interrupt
-    from train.callbacks import EpochMetricsLogger
+    from train.run import interrupt
+    from train.run.callbacks import EpochMetricsLogger
 
     images, labels = np.random.default_rng(0).normal(size=(16, 3)), np.arange(16) % 2
     for order in ("checkpoint first", "logger first"):
@@ -199,7 +199,7 @@ import os, signal, sys, threading
 import keras
 from tests.conftest import tiny_config
 from train.errors import TrainingInterrupted
-from train.trainer import train
+from train.run.trainer import train
 
 class SigtermAfterFit(keras.callbacks.Callback):
     def on_train_end(self, logs=None):  # then come the metric drain, the outputs, the model and its registration
@@ -229,7 +229,7 @@ def test_a_refusal_from_the_store_fails_at_once_and_is_not_reported_as_an_outage
     """A deleted run refuses metrics (400): waiting 120 s for it to 'come back' would only repeat the refusal."""
     import time
 
-    from train.metric_buffer import MetricBuffer, MetricsRefused
+    from train.tracking.metric_buffer import MetricBuffer, MetricsRefused
 
     client = MlflowClient()
     run = client.create_run(client.create_experiment("refused"))
@@ -247,7 +247,7 @@ def test_a_server_error_is_an_outage_the_metrics_wait_out(capsys):
     import http.server
     import threading
 
-    from train.metric_buffer import MetricBuffer
+    from train.tracking.metric_buffer import MetricBuffer
 
     class Unavailable(http.server.BaseHTTPRequestHandler):
         def do_POST(self):

@@ -14,12 +14,16 @@ from mlflow.protos.databricks_pb2 import UNAUTHENTICATED
 from mlflow.tracking import MlflowClient
 from streamlit.testing.v1 import AppTest
 
-from app import curve_data, queries, report, synthetic, views
+from app import report
+from app.analysis import curve_data
+from app.data import store, synthetic
+from app.page import views
 from tests.app_fixtures import *  # noqa: F403
 from tests.app_fixtures import REPO, free_port, load
-from train import contract, tracking
+from train import contract
 from train.csv_safe import FORMULA_STARTS, safe_csv_cell
 from train.messages import redact_uri
+from train.tracking import runs as tracking
 
 SECRET = "s3cr%40t-pw"  # percent-escaped, as a password with an @ is written in a URL
 
@@ -38,7 +42,7 @@ def test_every_scheme_is_shown_without_its_password(uri):
     shown = redact_uri(uri)
     assert SECRET not in shown and "s3cr" not in shown
     assert shown.startswith(uri.split("://")[0] + "://bob:***@")
-    assert queries.display_uri(uri) == shown
+    assert store.display_uri(uri) == shown
     assert report.context_lines(uri, ["lr-study"], {})["tracking store"] == shown
 
 
@@ -47,7 +51,7 @@ def test_a_refusal_names_the_server_without_its_password(monkeypatch):
     refused = MlflowException("bad credentials", error_code=UNAUTHENTICATED)
     for uri in URIS[3:]:
         assert "s3cr" not in str(tracking.access_error(refused, uri)) and "(401 Unauthorized)" in str(tracking.access_error(refused, uri))
-        assert "s3cr" not in str(queries.explain(refused, uri)) and queries.explain(refused, uri).kind == "auth"
+        assert "s3cr" not in str(store.explain(refused, uri)) and store.explain(refused, uri).kind == "auth"
 
 
 def test_the_page_hides_a_database_password_in_its_caption_and_its_error(monkeypatch):

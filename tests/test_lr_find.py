@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import tiny_config
 from train import contract
-from train.lr_find import main, suggestions
+from train.tools.lr_find import main, suggestions
 
 GRID = (1e-4, 1e-3, 1e-2)
 
@@ -39,10 +39,10 @@ def test_steepest_ignores_a_dip_in_the_flat_noise_decades_before_the_minimum():
 def test_range_test_restores_the_weights(tracking_uri):
     import keras
 
-    from train.data import make_datasets
-    from train.lr_find import range_test
-    from train.models import build_model
-    from train.preflight import preflight
+    from train.data.pipeline import make_datasets
+    from train.model.build import build_model
+    from train.run.preflight import preflight
+    from train.tools.lr_find import range_test
 
     config = tiny_config()
     checked = preflight(config)
@@ -57,8 +57,8 @@ def test_range_test_restores_the_weights(tracking_uri):
 
 @pytest.mark.slow
 def test_suggestion_is_a_cautious_start_and_the_minimum_is_within_a_decade_of_the_best_of_a_grid(tracking_uri, capsys):
-    from train.model_pool import ModelPool
-    from train.trainer import train
+    from train.model.pool import ModelPool
+    from train.run.trainer import train
 
     common, grid = {"epochs": 3, "batch_size": 16, "experiment": "grid"}, ModelPool()  # as a sweep trains a grid: one trace
     best_lr = max(GRID, key=lambda lr: train(tiny_config(lr=lr, **common), models=grid).best_val_accuracy)
@@ -88,7 +88,7 @@ def test_bad_range_is_one_line(tracking_uri, capsys):
 @pytest.mark.slow  # trains for real
 def test_scratch_model_has_the_batchnorm_momentum_training_uses(tracking_uri):
     """Keras' MobileNetV2 default (0.999) is not what a scratch run trains with on small data."""
-    from train.models import auto_bn_momentum
+    from train.model.build import auto_bn_momentum
 
     assert main(["--data", "demo", "--stage", "scratch", "--weights", "none", "--image-size", "64", "--alpha", "0.35",
                  "--batch-size", "16", "--min-lr", "1e-6", "--max-lr", "1e-2", "--steps", "20", "--experiment", "find"]) == 0

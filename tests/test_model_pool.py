@@ -1,4 +1,4 @@
-"""A sweep's children reuse one compiled model (train/model_pool.py) and still train as runs of their own."""
+"""A sweep's children reuse one compiled model (train/model/pool.py) and still train as runs of their own."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 from sweep.cli import main as sweep_main
 from tests.conftest import subprocess_env, tiny_config
 from train import contract
-from train.model_pool import ModelPool, graph_key
+from train.model.pool import ModelPool, graph_key
 
 COMPARED = [name for name in contract.EPOCH_METRICS if name not in (contract.EPOCH_SECONDS, contract.IMAGES_PER_SECOND)]
 SHARED = {"data": "demo", "stage": "scratch", "weights": "none", "image_size": "64", "alpha": "0.35", "epochs": "2",
@@ -32,8 +32,8 @@ def test_the_graph_key_ignores_what_only_changes_starting_values_or_rates():
 def _compiled(config, bn_momentum=0.9):
     import keras
 
-    from train.models import build_model
-    from train.trainer import optimizer_for
+    from train.model.build import build_model
+    from train.run.trainer import optimizer_for
 
     model = build_model(6, config, bn_momentum)
     model.compile(optimizer=optimizer_for(config), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
@@ -113,7 +113,7 @@ def _first_epoch_seconds(run) -> float:
 
 @pytest.mark.slow  # trains for real: a sweep under MirroredStrategy (2 logical CPUs, its own process), then two fine-tuning children
 def test_mirrored_and_finetune_children_reuse_the_kept_model_too(tmp_path, tracking_uri):
-    from train.trainer import train
+    from train.run.trainer import train
 
     # Its own process: the CPU splits into logical devices only before TensorFlow initialises.
     args = ["--lrs", "1e-2,3e-3", "--strategy", "mirrored", "--epochs", "1", *(part for name, value in SHARED.items() if name != "epochs" for part in (f"--{name}", value))]

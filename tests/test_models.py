@@ -9,7 +9,7 @@ from keras import layers
 
 from tests.app_fixtures import free_port
 from tests.conftest import tiny_config
-from train.models import IMAGENET_STDDEV_RGB, all_layers, auto_bn_momentum, build_model, unfreeze_for_finetune
+from train.model.build import IMAGENET_STDDEV_RGB, all_layers, auto_bn_momentum, build_model, unfreeze_for_finetune
 
 IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
 
@@ -74,7 +74,7 @@ import sys, h5py, keras, numpy as np
 from keras.src.applications import efficientnet, mobilenet_v2
 from keras.src.backend.config import keras_home
 from keras.src.legacy.saving.legacy_h5_format import save_weights_to_hdf5_group
-from train import weights
+from train.model import weights
 
 assert str(weights.keras_models_dir()) == keras_home() + "/models", (weights.keras_models_dir(), keras_home())
 assert weights.MOBILENET_V2_URL == mobilenet_v2.BASE_WEIGHT_PATH and weights.EFFICIENTNET_URL == efficientnet.BASE_WEIGHTS_PATH
@@ -142,7 +142,7 @@ class WeightsMirror:
 
 
 def test_missing_imagenet_weights_are_fetched_once_into_the_keras_cache(tmp_path, monkeypatch):
-    from train import weights
+    from train.model import weights
 
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     config = tiny_config(stage="full", weights="imagenet", alpha=1.0, image_size=160)
@@ -159,8 +159,8 @@ def test_missing_imagenet_weights_are_fetched_once_into_the_keras_cache(tmp_path
 def test_a_failed_weights_download_is_one_line_naming_the_file_the_folder_and_weights_none(failure, tmp_path, monkeypatch):
     import time
 
-    from train import weights
     from train.config import ConfigError
+    from train.model import weights
 
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     config = tiny_config(stage="head", weights="imagenet", model="efficientnet_b0")

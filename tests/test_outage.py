@@ -64,8 +64,8 @@ def test_server_stopped_for_20_seconds_mid_run(tmp_path):
 
 @pytest.mark.slow
 def test_a_server_that_never_returns_leaves_a_file_that_uploads_later(tmp_path, tracking_uri):
-    """Metrics that could not be sent are saved; `python -m train.upload` sends them to the store."""
-    from train.metric_buffer import MetricBuffer
+    """Metrics that could not be sent are saved; `python -m train.tracking.upload` sends them to the store."""
+    from train.tracking.metric_buffer import MetricBuffer
 
     run = MlflowClient().create_run(MlflowClient().create_experiment("later"))
     gone = MlflowClient(f"http://127.0.0.1:{free_port()}")
@@ -74,7 +74,7 @@ def test_a_server_that_never_returns_leaves_a_file_that_uploads_later(tmp_path, 
     buffer.log({contract.LOSS: 1.2, contract.ACCURACY: 0.5}, step=1)
     assert not buffer.drain(patience_seconds=1, interval_seconds=0.5)
     saved = buffer.save(tmp_path)
-    sent = subprocess.run([sys.executable, "-m", "train.upload", str(saved)], cwd=Path.cwd(), env=subprocess_env(tracking_uri), capture_output=True, text=True, timeout=60)
+    sent = subprocess.run([sys.executable, "-m", "train.tracking.upload", str(saved)], cwd=Path.cwd(), env=subprocess_env(tracking_uri), capture_output=True, text=True, timeout=60)
     assert sent.returncode == 0, sent.stderr
     assert "sent 2 epochs" in sent.stdout
     history = MlflowClient().get_metric_history(run.info.run_id, contract.LOSS)

@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import tiny_config
 from train import contract
-from train.report import CELL_TEXT_MAX_CLASSES, confusion_matrix, confusion_matrix_figure, most_confused
+from train.run.confusion import CELL_TEXT_MAX_CLASSES, confusion_matrix, confusion_matrix_figure, most_confused
 
 # Demo class -> the folder name it trains under: math-looking, unbalanced and unknown-command dollars.
 DOLLAR_NAMES = {"circle": "circle $x^2$", "cross": "$\\undefined$ cross", "ring": "ring $5", "square": "square", "stripes": "stripes $$", "triangle": "tri$an$gle"}
@@ -33,9 +33,9 @@ class KeepModel(keras.callbacks.Callback):
 
 @pytest.fixture(scope="module")
 def dollar_run(store, tmp_path_factory):
-    from train.demo_data import demo_folder
-    from train.preflight import preflight
-    from train.trainer import train
+    from train.data.demo import demo_folder
+    from train.run.preflight import preflight
+    from train.run.trainer import train
 
     folder = tmp_path_factory.mktemp("dollar-classes")
     for demo, name in DOLLAR_NAMES.items():
@@ -49,7 +49,7 @@ def dollar_run(store, tmp_path_factory):
 
 def _val_images(report) -> tuple[np.ndarray, np.ndarray]:
     """The validation images decoded as training decodes them, float32 0-255, and their labels."""
-    from train.images import decode_file
+    from train.data.images import decode_file
 
     images = np.stack([decode_file(path, 64) for path, _ in report.val]).astype(np.float32)
     return images, np.array([label for _, label in report.val])
@@ -147,7 +147,7 @@ def test_few_classes_count_every_cell_and_draw_dollar_names_as_text(tmp_path):
 def test_new_sqlite_store_is_copied_from_an_empty_one(tmp_path, monkeypatch):
     """A second new store starts from the template: its tables exist, and the Default
     experiment points into the new store's own folder, not the template's."""
-    from train import tracking
+    from train.tracking import runs as tracking
 
     monkeypatch.setenv("LRLAB_CACHE", str(tmp_path / "cache"))
     previous = mlflow.get_tracking_uri()

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from train.config import ConfigError
-from train.scan import scan
+from train.data.scan import scan
 
 
 def _image(size=40, seed=0):
@@ -89,7 +89,7 @@ def test_bad_files_are_skipped_with_their_reason(odd_folder):
 def test_odd_images_are_converted_and_decode_in_tensorflow(odd_folder):
     import tensorflow as tf
 
-    from train.data import decode_image
+    from train.data.pipeline import decode_image
 
     report = scan(odd_folder, 0.2, 42, 64)
     converted = {p.rsplit("/", 1)[-1] for p in report.converted}

@@ -6,12 +6,12 @@ import keras
 import numpy as np
 import pytest
 
-from app import synthetic
+from app.data import synthetic
 from tests.conftest import tiny_config
 from train import contract
-from train.batch_schedule import BatchSchedule
-from train.callbacks import EpochMetricsLogger
-from train.schedules import learning_rate_at, rate_at_step
+from train.run.batch_schedule import BatchSchedule
+from train.run.callbacks import EpochMetricsLogger
+from train.run.schedules import learning_rate_at, rate_at_step
 
 
 def rates(epochs=6, **overrides):

@@ -42,8 +42,8 @@ def _demo_images(per_class: int, image_size: int) -> np.ndarray:
     """Real demo images, decoded and resized as training does: float32 RGB 0-255."""
     import tensorflow as tf
 
-    from train.data import decode_image
-    from train.demo_data import CLASSES, demo_folder
+    from train.data.demo import CLASSES, demo_folder
+    from train.data.pipeline import decode_image
 
     paths = [path for name in sorted(CLASSES) for path in sorted((demo_folder() / name).glob("*.png"))[:per_class]]
     return np.stack([decode_image(tf.constant(str(path)), image_size).numpy() for path in paths]).astype(np.float32)
@@ -77,7 +77,7 @@ def _stop(server: subprocess.Popen) -> None:
 
 
 def test_served_champion_predicts_like_pyfunc_and_keras(tracking_uri, tmp_path):
-    from train.trainer import train
+    from train.run.trainer import train
 
     result = train(tiny_config(epochs=1, batch_size=16, lr=3e-3, register_as=MODEL_NAME))
     MlflowClient().set_registered_model_alias(MODEL_NAME, "champion", str(result.registered_version))

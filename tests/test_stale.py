@@ -1,4 +1,4 @@
-"""`python -m train.stale`: which RUNNING runs it calls stale, on a real SQLite store."""
+"""`python -m train.tracking.stale`: which RUNNING runs it calls stale, on a real SQLite store."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 
 from train import contract
-from train.stale import command
+from train.tracking.stale import command
 
 
 def _dead_pid() -> int:

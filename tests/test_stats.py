@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-from app import stats
+from app.analysis import stats
 
 SAMPLES = [
     ([0.80, 0.81, 0.79], [0.70, 0.71, 0.69]),

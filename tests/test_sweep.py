@@ -173,7 +173,7 @@ def test_a_child_that_diverges_leaves_no_checkpoint_to_resume_from_nan_weights(t
     import keras
 
     from train.cli import main as train_main
-    from train.interrupt import checkpoint_dir
+    from train.run.interrupt import checkpoint_dir
 
     same = ["--epochs", "2", *TINY, "--mixed_precision", "on"]
     try:
@@ -192,7 +192,7 @@ def test_a_child_that_diverges_leaves_no_checkpoint_to_resume_from_nan_weights(t
 @pytest.mark.slow
 def test_sigterm_during_a_child_keeps_its_checkpoint_artifact_and_removes_the_local_copy(tmp_path, tracking_uri):
     """The next launch trains the configuration afresh in a new child: the local checkpoint is only disk used."""
-    from train.interrupt import checkpoint_dir
+    from train.run.interrupt import checkpoint_dir
 
     command = [sys.executable, "-m", "sweep", "--lrs", "1e-3", "--stages", "scratch", "--epochs", "4", *TINY, "--experiment", "stopped"]
     with open(tmp_path / "sweep.log", "w+") as log:

@@ -19,13 +19,13 @@ from mlflow.tracking import MlflowClient
 from tests.conftest import tiny_config
 from train import contract
 from train.config import TrainConfig
-from train.schedules import learning_rate_at
+from train.run.schedules import learning_rate_at
 
 pytestmark = pytest.mark.slow  # every test here reads runs these fixtures train for real
 
 
 def _train(config: TrainConfig):
-    from train.trainer import train
+    from train.run.trainer import train
 
     return train(config)
 
@@ -154,7 +154,7 @@ def test_finetune_starts_where_head_ended(head, finetune):
     model = mlflow.keras.load_model(f"runs:/{result.run_id}/model")
     from keras import layers
 
-    from train.models import all_layers
+    from train.model.build import all_layers
 
     trainable = [layer.trainable for layer in all_layers(model) if isinstance(layer, layers.BatchNormalization)]
     assert trainable and not any(trainable), "BatchNormalization stays frozen in finetune"

@@ -1,4 +1,4 @@
-"""`python -m train.upload`: a bad file or a store that is still down is one line, and the file is kept."""
+"""`python -m train.tracking.upload`: a bad file or a store that is still down is one line, and the file is kept."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from tests.conftest import error_line, subprocess_env
 
 
 def _upload(path, tracking_uri: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "train.upload", str(path)], env=subprocess_env(tracking_uri), capture_output=True, text=True, timeout=60)
+    return subprocess.run([sys.executable, "-m", "train.tracking.upload", str(path)], env=subprocess_env(tracking_uri), capture_output=True, text=True, timeout=60)
 
 
 @pytest.mark.parametrize("content", ["not json at all", json.dumps({"points": []}), json.dumps([1, 2])])

@@ -11,10 +11,10 @@ import sys
 import click
 
 from train import config as config_module
-from train import tracking
 from train.config import ConfigError, TrainConfig
 from train.errors import TrainingError, TrainingInterrupted
-from train.preflight import preflight
+from train.run.preflight import preflight
+from train.tracking import runs as tracking
 
 _CLICK_TYPES = {"float": float, "int": int, "str": str, "bool": click.BOOL}
 
@@ -45,7 +45,7 @@ def command(**values) -> None:
     config = TrainConfig(**values)
     try:
         checked = preflight(config)
-        from train.trainer import train  # TensorFlow loads only once the input is known good
+        from train.run.trainer import train  # TensorFlow loads only once the input is known good
 
         train(config, checked)
     except ConfigError as error:

@@ -91,7 +91,7 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
-# `python -m train.evaluate` (kind=evaluate): a model's accuracy on an image folder.
+# `python -m train.tools.evaluate` (kind=evaluate): a model's accuracy on an image folder.
 TAG_EVALUATED_RUN_ID = "evaluated_run_id"  # the training run that logged the evaluated model
 PARAM_MODEL_URI = "model_uri"  # the model evaluated, as given (runs:/..., models:/NAME@ALIAS, ...)
 EVAL_ACCURACY = ACCURACY  # fraction of the folder's images predicted right

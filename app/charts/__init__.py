@@ -1,0 +1,1 @@
+"""Altair chart builders: pure functions from the analysis frames to charts."""

@@ -1,0 +1,439 @@
+"""Altair chart builders: pure functions from the frames in `app.analysis.frames` to charts.
+
+One chart per question. The learning rate has one colour everywhere: an ordered palette,
+cool for small rates and warm for large ones, over every rate of the experiment (not only
+the filtered runs), so a filter never repaints a curve. Run names, params and tags only
+ever travel as data values, never as field names or expressions, so nothing a user typed
+into a run name is evaluated by Vega.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import altair as alt
+import numpy as np
+import pandas as pd
+
+from app.analysis import curve_data, frames
+from train import contract
+
+# Curves carry up to a few hundred thousand points by design; Altair's 5,000-row guard would refuse them.
+alt.data_transformers.disable_max_rows()
+
+# Ordered, cool to warm, each distinct from its neighbours on white; sampled evenly for n rates.
+LR_ANCHORS = ["#3b0f70", "#4a3aa8", "#1f6fd1", "#0a9fb0", "#1f9e4a", "#c9a100", "#f07f13", "#d9412b", "#b5123c", "#6b0f2a"]
+CATEGORY_COLORS = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"]
+STAGE_COLORS = dict(zip(contract.STAGES, ["#7f7f7f", "#1f77b4", "#ff7f0e", "#2ca02c"], strict=True))
+SPLIT_DASH = alt.Scale(domain=[frames.TRAIN, frames.VALIDATION], range=[[5, 3], [1, 0]])
+SPLIT_LEGEND = alt.Legend(orient="top", direction="horizontal", symbolOpacity=1, symbolStrokeWidth=2, symbolStrokeColor="#333", symbolSize=300)
+LR_AXIS = alt.Axis(format="~e", values=[10.0**k for k in range(-12, 3)])
+NOT_TRAINING = (contract.KIND_LR_FIND, contract.KIND_EVALUATE, contract.KIND_SWEEP)  # no training curves, or an lr that is no training rate
+HEIGHT = 320
+# The width the curve chart fills: the main area of a 1600 px wide page beside the open sidebar (a
+# faceted chart cannot follow the browser's width: Vega-Lite sizes facets in pixels only).
+FULL_WIDTH = 1140
+Y_AXIS_WIDTH = 40  # the y axis and its title, beside each column
+# When another param than lr varies (a schedule, a warm-up), it takes the dash; the split then takes the width.
+VARIANT_DASHES = [[1, 0], [8, 4], [2, 3], [10, 3, 2, 3], [4, 2], [14, 5]]
+SPLIT_WIDTH = alt.Scale(domain=[frames.TRAIN, frames.VALIDATION], range=[1.0, 2.6])
+# Labels beside the curves ("1e-3 0.912" at each line's best point): at most this many per column, the best
+# ones, at least LABEL_GAP of the chart's height apart.
+LABELS_PER_FACET = 5
+LABEL_GAP = 0.055
+# Points per line and split the page draws; longer curves are thinned for the browser (exports keep all).
+PAGE_MAX_POINTS = 500
+
+
+@dataclass
+class ColorScale:
+    """One colour per value, fixed by the whole experiment: the legend's domain, range and title."""
+
+    domain: list[str]
+    range: list[str]
+    title: str
+
+    def encoding(self, field: str = "color") -> alt.Color:
+        return alt.Color(
+            f"{field}:N",
+            scale=alt.Scale(domain=self.domain, range=self.range),  # the legend follows the domain's order
+            title=self.title,
+            legend=alt.Legend(orient="top", direction="horizontal", columns=min(max(len(self.domain), 1), 8), symbolStrokeWidth=3, symbolSize=180, symbolOpacity=1, labelLimit=220),
+        )
+
+
+def ordered_colors(n: int) -> list[str]:
+    """n colours from the ordered palette: anchors themselves up to 10, interpolated beyond. Up
+    to 8 skip the two darkest ends: side by side, deep violet and deep maroon read as one colour."""
+    if n <= 0:
+        return []
+    if n <= len(LR_ANCHORS):
+        ends = (1, len(LR_ANCHORS) - 2) if n <= len(LR_ANCHORS) - 2 else (0, len(LR_ANCHORS) - 1)
+        return [LR_ANCHORS[round(i)] for i in np.linspace(*ends, n)] if n > 1 else [LR_ANCHORS[2]]
+    rgb = np.array([[int(c[i : i + 2], 16) for i in (1, 3, 5)] for c in LR_ANCHORS], dtype=float)
+    positions = np.linspace(0, len(LR_ANCHORS) - 1, n)
+    channels = [np.interp(positions, np.arange(len(LR_ANCHORS)), rgb[:, k]) for k in range(3)]
+    return ["#{:02x}{:02x}{:02x}".format(*(int(round(ch[i])) for ch in channels)) for i in range(n)]
+
+
+def color_scale(runs: pd.DataFrame, by: str = contract.PARAM_LR) -> ColorScale:
+    """The colour of each learning rate (or of each value of param `by`) over `runs`."""
+    runs = runs[~runs["kind"].isin(NOT_TRAINING)]
+    if by == contract.PARAM_LR:
+        rates = runs.dropna(subset=["lr"]).drop_duplicates("lr_label").sort_values("lr")
+        domain = [label for label in rates["lr_label"] if label]
+        if (runs["lr_label"] == "").any():
+            domain.append("")
+        return ColorScale(domain, ordered_colors(len(domain)), "learning rate")
+    values = frames.param_values(runs, by)
+    domain = sorted(values.unique(), key=_natural)
+    palette = CATEGORY_COLORS if len(domain) <= len(CATEGORY_COLORS) else ordered_colors(len(domain))
+    return ColorScale(domain, [palette[i % len(palette)] for i in range(len(domain))], by)
+
+
+def _natural(text: str):
+    try:
+        return (0, float(text), "")
+    except ValueError:
+        return (1, 0.0, text)
+
+
+def _stage_scale(values) -> alt.Scale:
+    present = list(dict.fromkeys(values))
+    ordered = [s for s in contract.STAGES if s in present] + sorted(s for s in present if s not in contract.STAGES)
+    extra = iter(CATEGORY_COLORS[4:] + CATEGORY_COLORS)
+    return alt.Scale(domain=ordered, range=[STAGE_COLORS.get(s) or next(extra) for s in ordered])
+
+
+def facet_order(values) -> list[str]:
+    """Stages in training order, then anything else (joined chains, other params) sorted."""
+    present = list(dict.fromkeys(values))
+    rank = {stage: i for i, stage in enumerate(contract.STAGES)}
+    return sorted(present, key=lambda v: (0, rank[v], "") if v in rank else (1, 0, v))
+
+
+LOOKUP_FIELDS = ["color", "variant", "facet", "label", "lr_label", "stage", "schedule", "n_runs", "note_left", "note_right", "note_y"]
+
+
+def _value_tooltips(metric: str, smoothed: bool, grouped: bool, joined: bool = False) -> list[alt.Tooltip]:
+    return [
+        alt.Tooltip("label:N", title="group" if grouped else "run"),
+        alt.Tooltip("lr_label:N", title="lr"),
+        alt.Tooltip("stage:N", title="stage"),
+        alt.Tooltip("schedule:N", title="schedule"),
+        alt.Tooltip("split:N", title="split"),
+        # A continued run's x is its epoch on the joined curve; the runs table counts from its own start.
+        *([alt.Tooltip("run_epoch:Q", title="epoch of its run"), alt.Tooltip("epoch:Q", title="epoch of the joined curve")] if joined else [alt.Tooltip("epoch:Q", title="epoch")]),
+        alt.Tooltip("value:Q", title=f"mean {metric}" if grouped else metric, format=".4~g"),
+        *([alt.Tooltip("smoothed:Q", title="smoothed", format=".4~g")] if smoothed else []),
+        *([alt.Tooltip("n_runs:Q", title="runs")] if grouped else []),
+    ]
+
+
+def thin(points: pd.DataFrame, max_points: int) -> pd.DataFrame:
+    """At most about `max_points` points per line and split, for drawing: a curve longer than that
+    keeps, per bucket of consecutive epochs, its lowest and highest value (spikes stay visible), and
+    its first, last and best points. Shorter curves are untouched."""
+    if points.empty or max_points <= 0:
+        return points
+    groups = points.groupby(["line", "split"], sort=False)["epoch"]
+    size = groups.transform("size")
+    if (size <= max_points).all():
+        return points
+    ordered = points.sort_values(["line", "split", "epoch"], kind="stable")
+    size = size.reindex(ordered.index)
+    rank = ordered.groupby(["line", "split"], sort=False).cumcount()
+    buckets = max(1, max_points // 2)
+    bucket = (rank * buckets // size).where(size > max_points, rank)
+    by_value = ordered.assign(_bucket=bucket).sort_values("value", kind="stable", na_position="first")
+    keys = ["line", "split", "_bucket"]
+    keep = set(by_value.groupby(keys, sort=False).head(1).index) | set(by_value.groupby(keys, sort=False).tail(1).index)
+    keep |= set(ordered.index[(rank == 0) | (rank == size - 1) | ordered["best"].fillna(False).astype(bool)])
+    return points.loc[sorted(keep)]
+
+
+def format_value(value: float) -> str:
+    """A metric value as the labels beside the curves write it: 0.912, 1.37, 2345."""
+    return "" if pd.isna(value) else f"{value:.3f}" if abs(value) < 10 else f"{value:.4g}"
+
+
+def best_notes(points: pd.DataFrame, lower_is_better: bool, log_y: bool = False) -> pd.DataFrame:
+    """The labels beside the curves: per labelled line its text ("1e-3  0.912"), on which side of its
+    best point it goes (left of a point in the last third of its column, so it stays inside the
+    chart), and its height `note_y`. One label per colour and dash in each column (the best line of
+    that rate and variant: repeats share one), at most `LABELS_PER_FACET`, the best first. Vega-Lite
+    puts text where it is told, so labels closer than `LABEL_GAP` of the chart's height are moved
+    apart, downwards from the highest."""
+    columns = ["line", "note_left", "note_right", "note_y"]
+    best = points[points["best"].fillna(False).astype(bool) & points["role"].isin(["run", "mean"])].dropna(subset=["value"])
+    if log_y:
+        best = best[best["value"] > 0]
+    if best.empty:
+        return pd.DataFrame(columns=columns)
+    best = best.assign(facet=best["facet"].fillna(""), variant=best["variant"].fillna(""))
+    best = best.sort_values("value", ascending=lower_is_better, kind="stable").drop_duplicates(["facet", "color", "variant"])
+    best = best.groupby("facet", sort=False).head(LABELS_PER_FACET)
+    # The variant too where a column's labels differ in it: the dash alone does not say which schedule a label is of.
+    several = best.groupby("facet")["variant"].transform("nunique") > 1
+    variant = (" " + best["variant"].astype(str)).where(several, "")
+    text = (best["lr_label"].fillna("").astype(str) + variant + "  " + best["value"].map(format_value)).str.strip()
+    epochs = points.groupby(points["facet"].fillna(""))["epoch"].agg(["min", "max"])
+    start, end = (best["facet"].map(epochs[k]) for k in ("min", "max"))
+    right = best["epoch"] > start + (end - start) * 2 / 3
+    return pd.DataFrame({"line": best["line"], "note_left": text.where(~right, ""), "note_right": text.where(right, ""), "note_y": _dodged(best, points, log_y)})
+
+
+def _dodged(labels: pd.DataFrame, points: pd.DataFrame, log_y: bool) -> pd.Series:
+    """Label heights at least LABEL_GAP of the y range apart within each column (in log units on a log axis)."""
+    values = points["value"].dropna()
+    values = values[values > 0] if log_y else values
+    to_axis, from_axis = (np.log10, lambda v: 10.0**v) if log_y else (np.asarray, np.asarray)
+    gap = (float(np.max(to_axis(values))) - float(np.min(to_axis(values)))) * LABEL_GAP
+    heights = pd.Series(to_axis(labels["value"].to_numpy(dtype=float)), index=labels.index)
+    for _, column in heights.groupby(labels["facet"]):
+        below = np.inf
+        for index in column.sort_values(ascending=False).index:
+            heights[index] = below = min(heights[index], below - gap)
+    return pd.Series(from_axis(heights.to_numpy()), index=labels.index)
+
+
+def compact(curves: curve_data.Curves, smoothing: float, max_points: int = 0, lower_is_better: bool = False, log_y: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The points as the browser gets them: per point only what varies (line number, split, epoch,
+    values), per line the rest (colour, dash, facet, names, the label at its best point), joined
+    back by a Vega lookup. A fifth of the bytes, and Vega builds that many fewer objects.
+    `max_points` > 0 thins long curves (`thin`)."""
+    notes = best_notes(curves.points, lower_is_better, log_y)
+    points = thin(curves.points, max_points)
+    points = points.merge(notes, on="line", how="left").fillna({"note_left": "", "note_right": ""}).set_axis(points.index)
+    codes, lines = pd.factorize(points["line"])
+    per_line = points.assign(line=codes).drop_duplicates("line")[["line", *LOOKUP_FIELDS]]
+    keep = ["split", "epoch", "value", "best", "role"]
+    if not curves.boundaries.empty:
+        keep.append("run_epoch")
+    if smoothing > 0:
+        keep.append("smoothed")
+    if (points["role"] == "mean").any():
+        keep += ["low", "high"]
+    data = points[keep].assign(line=codes)
+    if not curves.boundaries.empty:
+        facets = curves.boundaries["facet"].drop_duplicates().tolist()
+        numbers = dict(zip(facets, range(len(lines), len(lines) + len(facets)), strict=True))
+        rules = curves.boundaries.assign(line=curves.boundaries["facet"].map(numbers), role="boundary")[["line", "epoch", "role"]]
+        data = pd.concat([data, rules], ignore_index=True)
+        per_line = pd.concat([per_line, pd.DataFrame({"line": list(numbers.values()), "facet": facets})], ignore_index=True)
+    data["best"] = data["best"].fillna(False).astype(bool)
+    return data, per_line
+
+
+def curves_chart(
+    curves: curve_data.Curves, *, metric: str, colors: ColorScale, facet_title: str = "", smoothing: float = 0.0, log_y: bool = False, title: str = "", max_points: int = 0
+):
+    """A metric against epoch: colour = learning rate, a column per facet value; dash = train/validation,
+    or, when another param varies between the runs of a column (`Curves.variant_params`, e.g. the
+    schedule), dash = that param and line width = train (thin) / validation (thick).
+
+    Smoothed lines over faint raw ones, bands for groups of repeats, a diamond at each best epoch
+    with the rate and value written beside it, dotted rules where a continued run starts its next
+    stage. Click a legend entry to highlight its learning rate. `max_points` > 0 draws long curves
+    thinned (`thin`).
+    """
+    points = curves.points
+    data, per_line = compact(curves, smoothing, max_points, lower_is_better=_lower_is_better(metric), log_y=log_y)
+    grouped = bool((points["role"] == "mean").any())
+    joined = not curves.boundaries.empty
+    tooltips = _value_tooltips(metric, smoothing > 0, grouped, joined)
+    pick = alt.selection_point(name="pick", fields=["color"], bind="legend")
+    y_scale = alt.Scale(type="log") if log_y else alt.Scale(zero=False)
+    y_title = f"{metric} (log)" if log_y else metric
+    x = alt.X("epoch:Q", title="epoch of the joined curve" if joined else "epoch", axis=alt.Axis(tickMinStep=1, format="d"))
+    base = alt.Chart().encode(x=x, color=colors.encoding(), detail=[alt.Detail("line:N"), alt.Detail("split:N")])
+    dash, width = _dash_and_width(curves)
+    quiet_dash, quiet_width = _dash_and_width(curves, legend=False)
+    # Marks carry aria=False: Vega-Lite would otherwise build an ARIA description string for every
+    # point (thousands, each through Streamlit's expression interpreter); the runs table says it in words.
+    drawn = alt.FieldOneOfPredicate(field="role", oneOf=["run", "mean"])
+    # Streamlit's Vega evaluates expressions with its (slow, CSP-safe) interpreter, point by point:
+    # filter only when there is something to leave out (group members, stage boundaries).
+    filtered = not set(data["role"].dropna()) <= {"run", "mean"}
+
+    def only_drawn(layer):
+        return layer.transform_filter(drawn) if filtered else layer
+
+    def y(field):
+        return alt.Y(f"{field}:Q", scale=y_scale, title=y_title)
+
+    layers = []
+    if grouped:
+        layers.append(
+            base.mark_area(interpolate="linear", aria=False)
+            .encode(y=y("low"), y2="high:Q", opacity=alt.condition(pick, alt.value(0.16), alt.value(0.03)))
+            .transform_filter(alt.FieldEqualPredicate(field="role", equal="mean"))
+        )
+    if (points["role"] == "member").any():
+        layers.append(
+            base.mark_line(strokeWidth=0.9, aria=False)
+            .encode(y=y("value"), strokeDash=quiet_dash, opacity=alt.condition(pick, alt.value(0.35), alt.value(0.04)), tooltip=_value_tooltips(metric, False, False, joined))
+            .transform_filter(alt.FieldEqualPredicate(field="role", equal="member"))
+        )  # fmt: skip
+    raw_opacity = 0.25 if smoothing > 0 else 0.95
+    raw_width = width if smoothing <= 0 or curves.variant_params else alt.value(1.2)
+    layers.append(
+        only_drawn(
+            base.mark_line(aria=False).encode(y=y("value"), strokeDash=dash, strokeWidth=raw_width, opacity=alt.condition(pick, alt.value(raw_opacity), alt.value(0.05)), tooltip=tooltips)
+        ).add_params(pick)
+    )
+    if smoothing > 0:
+        smooth_width = quiet_width if curves.variant_params else alt.value(2.2)
+        layers.append(
+            only_drawn(
+                base.mark_line(aria=False)
+                .encode(y=y("smoothed"), strokeDash=quiet_dash, strokeWidth=smooth_width, opacity=alt.condition(pick, alt.value(1.0), alt.value(0.06)), tooltip=tooltips)
+            )
+        )  # fmt: skip
+    best_epoch = [alt.Tooltip("label:N", title="best epoch of"), *tooltips[1:]]
+    best_only = alt.FieldEqualPredicate(field="best", equal=True)
+    layers.append(
+        base.mark_point(shape="diamond", filled=True, size=90, stroke="white", strokeWidth=1, aria=False)
+        .encode(y=y("value"), opacity=alt.condition(pick, alt.value(1.0), alt.value(0.1)), tooltip=best_epoch)
+        .transform_filter(best_only)
+    )
+    # The numbers beside the curves: rate and value at each line's best point, left of it near the column's end.
+    for field, align, dx in (("note_left", "left", 8), ("note_right", "right", -8)):
+        layers.append(
+            base.mark_text(align=align, dx=dx, dy=-9, fontSize=11, fontWeight="bold", aria=False)
+            .encode(y=y("note_y"), text=alt.Text(f"{field}:N"), opacity=alt.condition(pick, alt.value(1.0), alt.value(0.1)))
+            .transform_filter(best_only)
+        )
+    if joined:
+        layers.append(
+            alt.Chart().mark_rule(strokeDash=[2, 3], color="#444", strokeWidth=1.2)
+            .encode(x="epoch:Q", tooltip=[alt.Tooltip("epoch:Q", title="next stage starts after epoch", format=".0f")])
+            .transform_filter(alt.FieldEqualPredicate(field="role", equal="boundary"))
+        )  # fmt: skip
+    lookup = alt.LookupData(data=per_line, key="line", fields=LOOKUP_FIELDS)
+    facets = facet_order(points["facet"].dropna().astype(str)) if not points.empty else []
+    if len(facets) > 1 or (facets and facets[0] != frames.NO_FACET):
+        column_width = max(200, min(900, FULL_WIDTH // len(facets) - Y_AXIS_WIDTH))
+        layered = alt.layer(*layers).properties(width=column_width, height=HEIGHT)
+        chart = (
+            layered.facet(column=alt.Column("facet:N", sort=facets, title=facet_title or None, header=alt.Header(labelFontSize=13, labelFontWeight="bold")), data=data)
+            .transform_lookup(lookup="line", from_=lookup)
+            .resolve_scale(x="independent")
+        )
+    else:
+        chart = alt.layer(*layers, data=data).transform_lookup(lookup="line", from_=lookup).properties(width=FULL_WIDTH - Y_AXIS_WIDTH - 40, height=HEIGHT + 40)
+    return chart.properties(title=title) if title else chart
+
+
+def _lower_is_better(metric: str) -> bool:
+    return frames.split_metric(contract.LOSS)[0] in metric
+
+
+def _dash_and_width(curves: curve_data.Curves, legend: bool = True):
+    """The strokeDash and strokeWidth encodings of the curves (see `curves_chart`); without their
+    legends for a second layer (the first one draws them)."""
+    top = {"orient": "top", "direction": "horizontal", "symbolStrokeColor": "#333"}
+    if not curves.variant_params:
+        return alt.StrokeDash("split:N", scale=SPLIT_DASH, title="split", legend=SPLIT_LEGEND if legend else None), alt.value(2)
+    domain = sorted(curves.points["variant"].dropna().astype(str).unique(), key=_natural)
+    dash = alt.StrokeDash(
+        "variant:N", scale=alt.Scale(domain=domain, range=VARIANT_DASHES[: len(domain)]), title=", ".join(curves.variant_params),
+        legend=alt.Legend(**top, symbolStrokeWidth=2, symbolSize=500, labelLimit=260) if legend else None,
+    )  # fmt: skip
+    title = "split (line width)"
+    width = alt.StrokeWidth("split:N", scale=SPLIT_WIDTH, title=title, legend=alt.Legend(**top, symbolSize=300) if legend else None)
+    return dash, width
+
+
+def sensitivity_chart(frame: pd.DataFrame, *, band: str = frames.CI95):
+    """Best validation accuracy against lr (log x), one line per stage and model; error bars over
+    repeats (the 95% Student-t interval of the mean, or min–max) and n beside each point; beside
+    it the train–validation gap at the best epoch."""
+    low, high = ("ci_low", "ci_high") if band == frames.CI95 else ("min", "max")
+    stage = alt.Color("stage:N", scale=_stage_scale(frame["stage"]), title="stage")
+    dash = alt.StrokeDash("model:N", title="model")
+    x = alt.X("lr:Q", scale=alt.Scale(type="log"), title="learning rate", axis=LR_AXIS)
+    tooltip = [
+        alt.Tooltip("line:N", title="stage · model"), alt.Tooltip("lr_label:N", title="lr"),
+        alt.Tooltip("mean:Q", format=".4f"), alt.Tooltip("ci_low:Q", title="95% CI low", format=".4f"),
+        alt.Tooltip("ci_high:Q", title="95% CI high", format=".4f"), alt.Tooltip("min:Q", format=".4f"),
+        alt.Tooltip("max:Q", format=".4f"), alt.Tooltip("n_runs:Q", title="runs"),
+    ]  # fmt: skip
+
+    def panel(measure, title, y_title):
+        base = alt.Chart(frame).transform_filter(alt.FieldEqualPredicate(field="measure", equal=measure)).encode(x=x, color=stage)
+        y = alt.Y("mean:Q", title=y_title, scale=alt.Scale(zero=False))
+        line = base.mark_line(point=alt.OverlayMarkDef(size=60, filled=True)).encode(y=y, strokeDash=dash, detail="line:N", tooltip=tooltip)
+        bars = base.mark_rule(strokeWidth=1.5).encode(y=f"{low}:Q", y2=f"{high}:Q", detail="line:N", tooltip=tooltip)
+        counts = base.mark_text(align="left", dx=7, dy=-7, fontSize=10).encode(y=y, text="n_label:N", detail="line:N")
+        return alt.layer(bars, line, counts).properties(width=430, height=HEIGHT - 20, title=title)
+
+    error = "95% interval of the mean" if band == frames.CI95 else "min–max"
+    return alt.hconcat(
+        panel("best_val_accuracy", f"Best validation accuracy (bars: {error} over repeats)", "best val accuracy"),
+        panel("gap", "Train − validation accuracy at the best epoch", "gap"),
+    ).resolve_scale(y="independent")
+
+
+def lr_finder_chart(frame: pd.DataFrame):
+    """lr-finder runs: loss against learning rate (log x), a rule at each suggested rate."""
+    color = alt.Color("run_name:N", title="lr-finder run")
+    x = alt.X("lr:Q", scale=alt.Scale(type="log"), title="learning rate", axis=LR_AXIS)
+    line = alt.Chart(frame).mark_line(strokeWidth=2).encode(
+        x=x, y=alt.Y("loss:Q", title="loss", scale=alt.Scale(zero=False)), color=color,
+        tooltip=[alt.Tooltip("run_name:N", title="run"), alt.Tooltip("step:Q"), alt.Tooltip("lr:Q", format=".3~e"), alt.Tooltip("loss:Q", format=".4~g")],
+    )  # fmt: skip
+    suggested = frame.dropna(subset=["suggested_lr"]).drop_duplicates("run_id")
+    rules = alt.Chart(suggested).mark_rule(strokeDash=[4, 3], strokeWidth=1.5).encode(
+        x="suggested_lr:Q", color=color, tooltip=[alt.Tooltip("run_name:N", title="run"), alt.Tooltip("suggested_lr:Q", title="suggested lr", format=".3~e")]
+    )
+    return alt.layer(line, rules).properties(width=FULL_WIDTH - 300, height=HEIGHT, title="Learning-rate finder: loss against learning rate")
+
+
+# ---------------------------------------------------------------------------------------
+# The page's form of a chart
+
+# Properties only a top-level Vega-Lite spec may have.
+TOP_LEVEL_ONLY = ("$schema", "config", "autosize", "padding", "background", "usermeta")
+
+
+def page_spec(chart) -> dict:
+    """`chart` as the Vega-Lite dict the page sends: the same chart, its data inline in the JSON.
+
+    Streamlit moves a spec's top-level `data` and `datasets` into Arrow tables, and its front end
+    turns those back into JavaScript rows one cell at a time: about 0.5 s for the 4,000 points x 6
+    fields of 40 runs on a 2-core machine, seconds for 200 runs. Data inline in a nested view stay
+    JSON, which the browser parses in milliseconds. So named datasets are written into the views
+    that use them, and a chart with top-level data is wrapped in a one-view `vconcat` (the
+    picture is the same). The chart is not validated again here: the builders' output is.
+    """
+    spec = chart.to_dict(validate=False)
+    datasets = spec.pop("datasets", {})
+    # Values written from pandas are typed already: no per-point parsing (Vega-Lite adds a
+    # toNumber() for each point otherwise), unless a temporal field needs its strings parsed.
+    typed = '"temporal"' not in json.dumps(spec)
+    spec = _inline_data(spec, datasets, typed)
+    if "data" not in spec:
+        return spec
+    top = {key: spec.pop(key) for key in TOP_LEVEL_ONLY if key in spec}
+    params = spec.get("params", [])
+    if params and all("views" in p or "select" not in p for p in params):
+        top["params"] = spec.pop("params")  # a view inside a composition may not hold them
+    return {**top, "vconcat": [spec]}
+
+
+def _inline_data(node, datasets: dict, typed: bool):
+    if isinstance(node, dict):
+        out = {}
+        for key, value in node.items():
+            if key == "data" and isinstance(value, dict) and value.get("name") in datasets:
+                out[key] = {**{k: v for k, v in value.items() if k != "name"}, "values": datasets[value["name"]]}
+                if typed:
+                    out[key]["format"] = {**out[key].get("format", {}), "parse": None}
+            else:
+                out[key] = _inline_data(value, datasets, typed)
+        return out
+    if isinstance(node, list):
+        return [_inline_data(item, datasets, typed) for item in node]
+    return node

@@ -1,0 +1,1 @@
+"""Data access: the tracking store, the run search, metric histories, synthetic runs for tests and benchmarks."""

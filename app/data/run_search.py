@@ -1,0 +1,178 @@
+"""The run search: experiments and runs from MLflow into one pandas row per run.
+
+Nothing here imports Streamlit: the page, the report command and the benchmark share it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+
+import pandas as pd
+from mlflow.entities import ViewType
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+from app.analysis import numbers
+from train import contract
+
+SEARCH_PAGE = 1000
+ACTIVE_STATUSES = ("RUNNING", "SCHEDULED")
+
+
+def list_experiments(client: MlflowClient) -> pd.DataFrame:
+    """Active experiments: experiment_id, name, last_update_time; newest first."""
+    rows, token = [], None
+    while True:
+        page = client.search_experiments(view_type=ViewType.ACTIVE_ONLY, max_results=1000, page_token=token)
+        rows += [(e.experiment_id, e.name, e.last_update_time or 0) for e in page]
+        token = page.token
+        if not token:
+            break
+    frame = pd.DataFrame(rows, columns=["experiment_id", "name", "last_update_time"])
+    return frame.sort_values("last_update_time", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def search_runs(client: MlflowClient, experiment_ids: list[str], filter_string: str = "", max_runs: int = 10_000) -> pd.DataFrame:
+    """Every active run of the experiments that matches `filter_string`, one row each (see `runs_frame`)."""
+    if not experiment_ids:
+        return runs_frame([], {})
+    runs, token = [], None
+    while len(runs) < max_runs:
+        page = client.search_runs(
+            experiment_ids=list(experiment_ids),
+            filter_string=filter_string or "",
+            run_view_type=ViewType.ACTIVE_ONLY,
+            max_results=min(SEARCH_PAGE, max_runs - len(runs)),
+            page_token=token,
+        )
+        runs += list(page)
+        token = page.token
+        if not token:
+            break
+    names = {e.experiment_id: e.name for e in _experiments_by_id(client, experiment_ids)}
+    return runs_frame(runs, names)
+
+
+def _experiments_by_id(client: MlflowClient, experiment_ids):
+    found = []
+    for experiment_id in experiment_ids:
+        try:
+            found.append(client.get_experiment(experiment_id))
+        except MlflowException:
+            continue
+    return found
+
+
+def fetch_runs(client: MlflowClient, run_ids: list[str]) -> tuple[pd.DataFrame, list[str]]:
+    """Runs by id (predecessors outside the selection); returns them and the ids that are deleted or gone."""
+    found, missing = [], []
+    for run_id in run_ids:
+        try:
+            run = client.get_run(run_id)
+        except MlflowException:
+            missing.append(run_id)
+            continue
+        if run.info.lifecycle_stage == "deleted":
+            missing.append(run_id)
+        else:
+            found.append(run)
+    names = {e.experiment_id: e.name for e in _experiments_by_id(client, sorted({r.info.experiment_id for r in found}))}
+    return runs_frame(found, names), missing
+
+
+def predecessors(client: MlflowClient, selected: pd.DataFrame, known: pd.DataFrame, max_depth: int = 10) -> tuple[pd.DataFrame, list[str]]:
+    """The runs `selected` continue from (`init_run_id`, followed back), from `known` or read by id;
+    and the ids that are deleted or gone."""
+    found, missing = [], []
+    by_id = known.set_index("run_id", drop=False)
+    frontier = set(selected["init_run_id"]) - {""}
+    seen = set(selected["run_id"])
+    for _ in range(max_depth):
+        frontier -= seen
+        if not frontier:
+            break
+        seen |= frontier
+        present = by_id.loc[by_id.index.intersection(sorted(frontier))]
+        fetched, gone = fetch_runs(client, sorted(frontier - set(present.index)))
+        missing += gone
+        step = pd.concat([present, fetched], ignore_index=True)
+        found.append(step)
+        frontier = set(step["init_run_id"]) - {""}
+    ancestors = pd.concat(found, ignore_index=True) if found else runs_frame([], {})
+    return ancestors.drop_duplicates("run_id").reset_index(drop=True), missing
+
+
+def format_lr(value: float) -> str:
+    """One spelling per learning rate ("1e-5"), whatever the param's spelling was ("1e-05", "0.00001"): `app.analysis.numbers`."""
+    return numbers.format_lr(value)
+
+
+def _to_float(text) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+RUN_COLUMNS = [
+    "run_id", "run_name", "experiment_id", "experiment", "status", "start_time", "end_time", "last_update",
+    "lr", "lr_label", "stage", "model", "schedule", "seed", "data", "kind", "sweep",
+    "init_run_id", "parent_run_id", "stop_reason", "metric_keys", "params", "tags", "metrics",
+]  # fmt: skip
+
+
+def runs_frame(runs, experiment_names: dict[str, str]) -> pd.DataFrame:
+    """One row per run: info, the contract's params and tags as columns, and all params, tags and
+    latest metrics as dicts (`params`, `tags`, `metrics`). Times are milliseconds since the epoch;
+    `last_update` is the run's latest start, end or metric time."""
+    rows = []
+    for run in runs:
+        params, tags, metrics = dict(run.data.params), dict(run.data.tags), dict(run.data.metrics)
+        lr = _to_float(params.get(contract.PARAM_LR))
+        rows.append({
+            "run_id": run.info.run_id,
+            "run_name": run.info.run_name or run.info.run_id[:8],
+            "experiment_id": run.info.experiment_id,
+            "experiment": experiment_names.get(run.info.experiment_id, run.info.experiment_id),
+            "status": run.info.status,
+            "start_time": run.info.start_time,
+            "end_time": run.info.end_time,
+            "last_update": max([run.info.start_time or 0, run.info.end_time or 0, *(m.timestamp or 0 for m in run.data._metric_objs)]),
+            "lr": lr,
+            "lr_label": format_lr(lr),
+            "stage": params.get(contract.PARAM_STAGE, ""),
+            "model": params.get(contract.PARAM_MODEL, ""),
+            "schedule": params.get(contract.PARAM_SCHEDULE, ""),
+            "seed": params.get(contract.PARAM_SEED, ""),
+            "data": params.get(contract.PARAM_DATA, ""),
+            "kind": tags.get(contract.TAG_KIND, ""),
+            "sweep": tags.get(contract.TAG_SWEEP_STUDY, ""),
+            "init_run_id": tags.get(contract.TAG_INIT_RUN_ID, ""),
+            "parent_run_id": tags.get(MLFLOW_PARENT_RUN_ID, ""),
+            "stop_reason": tags.get(contract.TAG_STOP_REASON, ""),
+            "metric_keys": tuple(sorted(metrics)),
+            "params": params,
+            "tags": {k: v for k, v in tags.items() if not k.startswith("mlflow.")},
+            "metrics": metrics,
+        })
+    frame = pd.DataFrame(rows, columns=RUN_COLUMNS)
+    frame["lr"] = frame["lr"].astype(float)
+    return frame
+
+
+def runs_version(runs: pd.DataFrame) -> str:
+    """A fingerprint of what the runs hold: ids, names, states, params, tags and each run's latest
+    update (start, end or newest metric). Equal fingerprints mean the page built from them is the
+    same, so sessions can share it without asking the store again."""
+    rows = runs.sort_values("run_id")[["run_id", "run_name", "status", "end_time", "last_update", "params", "tags", "metrics"]]
+    text = json.dumps(rows.to_numpy().tolist(), sort_keys=True, default=str, allow_nan=True)
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+def default_experiments(names: list[str]) -> list[str]:
+    """The experiment(s) a page opens on when its URL names none: the contract's default
+    experiment when the store has it, else the most recently updated (`names` is newest first)."""
+    return [contract.DEFAULT_EXPERIMENT] if contract.DEFAULT_EXPERIMENT in names else names[:1]

@@ -1,0 +1,77 @@
+"""Read the tracking store before the first visitor: what `app/serve.py` starts with the server.
+
+Streamlit runs a page's script only when a session opens, so the first visitor of a fresh
+`streamlit run app/dashboard.py` waits for the page's imports (pandas, MLflow, Altair) and for
+every history of the experiment it opens. The warm-up does both as the server starts, in a
+thread so the server answers at once: it imports the page's modules and loads the runs of the
+experiment a page opens on without `?exp=` (`run_search.default_experiments`), or those of
+`LRLAB_WARM_EXPERIMENTS` (comma-separated names), into the history cache every session shares.
+A session that arrives while it reads waits for it and then finds the histories cached. A store
+that is down is left for the page to report.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+
+from train import messages
+
+ENV_EXPERIMENTS = "LRLAB_WARM_EXPERIMENTS"
+log = logging.getLogger("lrlab.warmup")
+
+
+# The warm-up's run search, by (store and reader, experiment ids), for the first page to reuse.
+_SEARCHED: dict[tuple, tuple[float, object]] = {}
+_LOCK = threading.Lock()
+SEARCH_REUSE_SECONDS = 30  # the page's own run search is cached for a minute: as fresh as that
+
+
+def searched(key: str, experiment_ids: tuple[str, ...]):
+    """The runs the warm-up found for these experiments (once, and only if recent), else None."""
+    with _LOCK:
+        found = _SEARCHED.pop((key, tuple(experiment_ids)), None)
+    return found[1] if found and time.monotonic() - found[0] < SEARCH_REUSE_SECONDS else None
+
+
+def warm_up(uri: str | None = None) -> dict:
+    """Load what a page will ask for first; a summary of what was read (also logged)."""
+    started = time.perf_counter()
+    from app import report  # noqa: F401 - imported now, not by the first visitor
+    from app.data import histories, run_search, store
+    from app.page import first_chart, url_state
+
+    store.fail_fast()
+    uri = uri or store.tracking_uri()
+    try:
+        client = store.open_client(uri)
+        experiments = run_search.list_experiments(client)
+        wanted = [n.strip() for n in os.environ.get(ENV_EXPERIMENTS, "").split(",") if n.strip()] or run_search.default_experiments(experiments["name"].tolist())
+        ids = list(experiments.loc[experiments["name"].isin(wanted), "experiment_id"])
+        runs = run_search.search_runs(client, ids)
+        with _LOCK:  # the first visitor's page asks the same a moment later: it takes this answer
+            _SEARCHED[(store.store_key(uri), tuple(ids))] = (time.monotonic(), runs)
+        cache = histories.shared_history_cache(store.store_key(uri))
+        # The page's first chart first (what it reads, and the chart itself): a visitor who arrives
+        # meanwhile finds both (`HistoryCache.peek`, `first_chart.cached_spec`) while the rest is read.
+        first_chart.cached_spec(
+            store.store_key(uri), client, cache, runs, runs, first_chart.default_options(runs), now_ms=time.time() * 1000,
+            stale_after_s=url_state.SPEC["stale"][1] * 60.0, ui_base=store.ui_base_url(uri),
+        )  # fmt: skip
+        cache.load(client, runs)
+    except Exception as error:  # noqa: BLE001 - the page says what is wrong with the store
+        log.warning("warm-up of %s skipped: %s", store.display_uri(uri), messages.first_line(error))
+        return {"experiments": [], "runs": 0, "seconds": time.perf_counter() - started}
+    summary = {"experiments": wanted, "runs": len(runs), "seconds": time.perf_counter() - started}
+    log.warning("warm-up: %d run(s) of %s read in %.1f s", summary["runs"], ", ".join(wanted) or "no experiment", summary["seconds"])
+    return summary
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app):
+    """st.App's lifespan hook: start the warm-up and let the server answer meanwhile."""
+    threading.Thread(target=warm_up, name="lrlab-warm-up", daemon=True).start()
+    yield None

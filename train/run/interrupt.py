@@ -1,0 +1,143 @@
+"""Stopping cleanly: SIGTERM/SIGINT between batches, checkpoints at every epoch end.
+
+A pre-empted machine sends SIGTERM and, a little later, SIGKILL. On the first signal the
+current batch finishes (after fit(): the step in progress, such as logging the model),
+training stops without validating a half epoch, the last completed epoch's checkpoint is
+kept (locally and with the run) and the run is marked KILLED. `--resume RUN_ID`, or
+`mlflow run --run-id RUN_ID`, continues from there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import signal
+from pathlib import Path
+
+import keras
+
+from train.config import cache_root
+from train.errors import TrainingInterrupted
+from train.run.signals import stop_signals_to
+
+
+class GracefulStop(keras.callbacks.Callback):
+    """For a whole run: SIGTERM/SIGINT become TrainingInterrupted, and the run records why.
+
+    The signal is noted and acted on at the next safe point: inside fit() the next batch
+    boundary (or the end of fit), outside it wherever the trainer calls `check()` (between
+    its steps, and every few seconds while it waits for the tracking server). Raising from
+    the handler itself would land anywhere, inside TensorFlow's or MLflow's code, and can
+    turn into a SystemError. `on_stop(self)` runs as the exception leaves the block: the
+    trainer marks the run KILLED there, so no run is left RUNNING by a signal.
+    """
+
+    def __init__(self, on_stop=None):
+        super().__init__()
+        self.signum: int | None = None
+        self.epoch = 0
+        self.in_fit = False
+        self.on_stop = on_stop  # (GracefulStop) -> None, called once when a stop leaves the block
+        self._routing = contextlib.ExitStack()
+
+    def __enter__(self):
+        self._routing.enter_context(stop_signals_to(self._handle))
+        return self
+
+    def __exit__(self, exc_type, exc, traceback):
+        try:
+            if isinstance(exc, TrainingInterrupted) and self.on_stop is not None:
+                self.on_stop(self)
+        finally:
+            self._routing.close()
+        return False
+
+    @property
+    def reason(self) -> str:
+        """What the run's stop_reason tag says."""
+        name = signal.Signals(self.signum).name if self.signum else "a signal"
+        return f"{name} during epoch {self.epoch}" if self.in_fit else f"{name} after training, before the run was complete"
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:  # a second signal: stop now, the user means it
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def on_train_begin(self, logs=None):
+        self.in_fit = True
+
+    def on_train_end(self, logs=None):
+        self.check()  # a signal during the last batches or the last validation
+        self.in_fit = False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+        self.check()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.check()
+
+    def on_test_batch_end(self, batch, logs=None):
+        self.check()
+
+    def check(self) -> None:
+        """Raise TrainingInterrupted if a stop signal came."""
+        if self.signum is not None:
+            raise self._interrupted()
+
+    def _interrupted(self) -> TrainingInterrupted:
+        stop = TrainingInterrupted(self.signum, self.epoch)
+        if not self.in_fit:
+            stop.args = (f"stopped by {self.reason}",)
+        return stop
+
+
+def checkpoint_dir(run_id: str) -> Path:
+    return cache_root() / "checkpoints" / run_id
+
+
+def remove_checkpoint(run_id: str) -> None:
+    """Delete the run's local checkpoint: it finished, or its weights are not worth resuming."""
+    shutil.rmtree(checkpoint_dir(run_id), ignore_errors=True)
+
+
+class EpochCheckpoint(keras.callbacks.BackupAndRestore):
+    """Keras' BackupAndRestore (weights, optimizer state, epoch) plus each epoch's metrics.
+
+    At every epoch end the metrics logger (callbacks.EpochMetricsLogger) has it save the
+    checkpoint and write the epoch's metrics beside it, then logs them. A process killed at
+    any point resumes with every epoch logged exactly once: epochs in the checkpoint but
+    not in the store are sent on resume.
+    Keras deletes its checkpoint whenever fit() returns, even after TerminateOnNaN; this
+    one is deleted once the run has FINISHED, or failed on a NaN loss (its weights are NaN), and
+    by a sweep for a child that failed or was interrupted (the sweep trains it afresh).
+    """
+
+    def __init__(self, run_id: str):
+        super().__init__(str(checkpoint_dir(run_id)), save_freq="epoch", delete_checkpoint=False)
+        self.run_id = run_id
+
+    def on_epoch_end(self, epoch, logs=None):
+        """Nothing here: the logger calls save_epoch once it has measured the epoch."""
+
+    def save_epoch(self, epoch: int, logs: dict, row: dict[str, float]) -> None:
+        super().on_epoch_end(epoch, logs)  # Keras' own save: weights, optimizer, epoch
+        rows = [r for r in saved_epochs(self.run_id) if r["epoch"] != epoch] + [row]
+        _epochs_file(self.run_id).write_text(json.dumps(rows))
+
+
+def _epochs_file(run_id: str) -> Path:
+    return checkpoint_dir(run_id) / "epochs.json"
+
+
+def saved_epochs(run_id: str) -> list[dict[str, float]]:
+    """The per-epoch metrics kept with the checkpoint."""
+    path = _epochs_file(run_id)
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+def completed_epochs(run_id: str) -> int:
+    """How many epochs the local checkpoint of `run_id` holds (0 when there is none)."""
+    metadata = checkpoint_dir(run_id) / "training_metadata.json"
+    return json.loads(metadata.read_text())["epoch"] if metadata.exists() else 0

@@ -1,0 +1,47 @@
+"""Checks that run before TensorFlow loads: parameters, tracking store, ImageNet weights, init_model, data.
+
+A mistake in any of them is reported in seconds, as one line, and no MLflow run is
+started, so nothing is left RUNNING and nothing already recorded is touched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from train.config import TrainConfig
+from train.data.cache import ImageSource, open_images
+from train.data.demo import demo_folder
+from train.data.scan import DataReport, scan
+from train.model import weights
+from train.tracking import runs as tracking
+
+
+@dataclass
+class Preflight:
+    report: DataReport
+    init_run_id: str | None
+    resume_run_id: str | None = None
+    images: ImageSource | None = None  # decoded once per machine and folder (train/data/cache.py)
+
+
+def preflight(config: TrainConfig) -> Preflight:
+    config.validate()
+    tracking.connect(config.experiment)
+    weights.ensure_imagenet_weights(config)  # offline, a missing file is one line here, not a Keras traceback later
+    init_run_id = tracking.resolve_model_run(config.init_model) if config.stage == "finetune" else None
+    if config.resume:
+        tracking.check_resumable(config.resume, config)
+    folder = demo_folder() if config.data == "demo" else Path(config.data).expanduser()
+    report = scan(folder, config.val_split, config.seed, config.image_size)
+    print(report.summary(), flush=True)
+    images = open_images([path for path, _ in report.train + report.val], config.image_size, config.cache, source=report.source)
+    print(_cache_line(images), flush=True)
+    return Preflight(report, init_run_id, config.resume or None, images)
+
+
+def _cache_line(images: ImageSource) -> str:
+    if images.mode == "none":
+        return "images: decoded every epoch (cache=none)"
+    how = f"prepared now ({images.decoded} decoded in {images.seconds:.1f} s)" if images.decoded else f"reused (opened in {images.seconds:.1f} s)"
+    return f"images: {images.mode}, cache entry {images.key} {how}"

@@ -1,0 +1,1 @@
+"""MLflow: the run's records, the model registry, metrics that survive an outage, and the store tools (stale, upload)."""

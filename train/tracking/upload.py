@@ -1,0 +1,51 @@
+"""`python -m train.tracking.upload FILE`: send metrics a run could not send while the server was down."""
+
+import json
+import sys
+from pathlib import Path
+
+from train import contract
+from train.errors import ConfigError
+from train.messages import first_line, redact_uri
+
+USAGE = "usage: python -m train.tracking.upload unsent-metrics-RUN_ID.json  (MLFLOW_TRACKING_URI names the store)"
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1 or not Path(argv[0]).is_file():
+        print(USAGE, file=sys.stderr)
+        return 2
+    try:
+        return _send(Path(argv[0]))
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except Exception as error:  # the store refused or is still down: one line; the file is kept for another try
+        from train.tracking.runs import access_error
+
+        refused = access_error(error) if hasattr(error, "error_code") else None
+        print(f"error: {refused or first_line(error)}; {argv[0]} is unchanged, send it again when the store is back", file=sys.stderr)
+        return 1
+
+
+def _send(path: Path) -> int:
+    try:
+        saved = json.loads(path.read_text())
+        saved["run_id"], len(saved["points"])  # KeyError or TypeError: not such a file
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ConfigError(f"'{path}' is not a file of unsent metrics written by a training run ({error.__class__.__name__}: {error})") from None
+    import mlflow
+
+    from train.tracking import runs as tracking
+    from train.tracking.metric_buffer import upload
+
+    uri = contract.tracking_uri()
+    tracking.check_store(uri)
+    mlflow.set_tracking_uri(uri)
+    sent = upload(path)
+    print(f"sent {sent} epochs of metrics to {redact_uri(uri)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
