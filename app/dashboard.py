@@ -264,7 +264,7 @@ def _draw(built: views.Views, options: curve_data.CurveOptions, head, slot, firs
 
 
 def _chart(spec: dict) -> None:
-    """A chart in its page form (`charts.page_spec`: data inline in the JSON), at its own size."""
+    """A chart in its page form (`app.charts.spec.page_spec`: data inline in the JSON), at its own size."""
     st.vega_lite_chart(spec, theme=None, width="content")
 
 

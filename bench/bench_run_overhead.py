@@ -98,11 +98,11 @@ def run_child(values: dict, classes: int) -> dict:
     from train.config import TrainConfig
     from train.run import preflight as preflight_module
     from train.run import trainer
-    from train.tracking import runs as tracking
+    from train.tracking import store as tracking_store
 
     imports = time.perf_counter() - started
     timers = Timers()
-    timers.wrap(tracking, "connect", "tracking store")
+    timers.wrap(tracking_store, "connect", "tracking store")
     timers.wrap(preflight_module, "scan", "scan")
     timers.wrap(preflight_module, "open_images", "image preparation")
     timers.wrap(trainer, "model_for", "model build")
@@ -161,10 +161,10 @@ def report(classes: int, images: int, bare: float, run: dict, slack: float) -> b
 
 def first_store(work: Path) -> float:
     """Make the empty-store template, as a machine's first run does, so each measured run starts a new store as usual."""
-    from train.tracking import runs as tracking
+    from train.tracking import store as tracking_store
 
     started = time.perf_counter()
-    tracking._create_sqlite_tables_once(f"sqlite:///{work / 'first.db'}")
+    tracking_store._create_sqlite_tables_once(f"sqlite:///{work / 'first.db'}")
     return time.perf_counter() - started
 
 

@@ -35,6 +35,7 @@ from train.run import interrupt
 from train.run.preflight import preflight
 from train.run.signals import stop_signals_to
 from train.tracking import runs as tracking
+from train.tracking import store as tracking_store
 
 POLL_SECONDS = 5
 
@@ -77,7 +78,7 @@ def _interrupt(signum, frame):
 
 
 def run_sweep(options: SweepOptions) -> SweepResult:
-    tracking.connect(options.experiment)
+    tracking_store.connect(options.experiment)
     with stop_signals_to(_interrupt), mlflow.start_run(run_name=f"sweep {options.plan.name}", tags={contract.TAG_KIND: contract.KIND_SWEEP}) as parent:
         try:  # from the parent run's first moment: a signal anywhere ends it KILLED, not FAILED
             return _run_plan(options, parent)

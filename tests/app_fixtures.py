@@ -164,7 +164,7 @@ def server_requests(uri: str, folder: Path) -> list[str]:
 
 def chart_data(element) -> pd.DataFrame:
     """The data an AppTest vega-lite chart element carries (Arrow datasets, and data inline in its
-    spec, the page's form: `charts.page_spec`), as one DataFrame."""
+    spec, the page's form: `app.charts.spec.page_spec`), as one DataFrame."""
     import pyarrow as pa
 
     frames = [pa.ipc.open_stream(io.BytesIO(dataset.data.data)).read_all().to_pandas() for dataset in element.proto.datasets]
@@ -190,7 +190,7 @@ def inline_values(node) -> list[list[dict]]:
 
 def chart_spec(element) -> dict:
     """The Vega-Lite spec of an AppTest chart element; the chart itself when the page wrapped it in
-    a one-view `vconcat` (`charts.page_spec`)."""
+    a one-view `vconcat` (`app.charts.spec.page_spec`)."""
     spec = json.loads(element.proto.spec)
     views = spec.get("vconcat", [])
     return {**{k: v for k, v in spec.items() if k != "vconcat"}, **views[0]} if len(views) == 1 else spec

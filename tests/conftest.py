@@ -107,7 +107,7 @@ def use_store(uri: str, monkeypatch):
     for leaked in LEAKED_RUN_ENV:
         monkeypatch.delenv(leaked, raising=False)  # mlflow.set_experiment exports the ID; the next store lacks it
     mlflow.set_tracking_uri(uri)
-    from train.tracking.runs import _create_sqlite_tables_once
+    from train.tracking.store import _create_sqlite_tables_once
 
     # Create the tables before any subprocess races for them, as a copy of the empty-store template: 0.1 s, not 6-9 s a store.
     _create_sqlite_tables_once(uri)

@@ -149,7 +149,7 @@ def test_every_parameter_of_the_other_entry_points_is_an_option(entry, module):
     import importlib
     import shlex
 
-    from mlflow.projects._project_spec import load_project
+    from train.tracking.mlflow_private import load_project
 
     values = {name: _sample(param) for name, param in mlproject()["entry_points"][entry]["parameters"].items()}
     undeclared = {"val_split": "0.3"} if entry != "evaluate" else {}
@@ -196,7 +196,7 @@ def test_a_sqlite_store_in_a_read_only_folder_is_one_line():
     folder = Path(tempfile.mkdtemp(prefix="lrlab-read-only-"))  # outside pytest's root-only tmp_path
     folder.chmod(0o555)
     as_nobody = "import os; os.setgid({0}); os.setuid({0}); ".format(pwd.getpwnam("nobody").pw_uid) if os.geteuid() == 0 else ""
-    code = f"import sys; from train.tracking.runs import check_store; {as_nobody}check_store(sys.argv[1])"
+    code = f"import sys; from train.tracking.store import check_store; {as_nobody}check_store(sys.argv[1])"
     try:
         done = subprocess.run([sys.executable, "-c", code, f"sqlite:///{folder}/mlflow.db"], cwd=REPO, capture_output=True, text=True, timeout=120)
     finally:

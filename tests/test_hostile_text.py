@@ -23,7 +23,7 @@ from tests.app_fixtures import REPO, free_port, load
 from train import contract
 from train.csv_safe import FORMULA_STARTS, safe_csv_cell
 from train.messages import redact_uri
-from train.tracking import runs as tracking
+from train.tracking import store as tracking_store
 
 SECRET = "s3cr%40t-pw"  # percent-escaped, as a password with an @ is written in a URL
 
@@ -50,7 +50,7 @@ def test_a_refusal_names_the_server_without_its_password(monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "bob")
     refused = MlflowException("bad credentials", error_code=UNAUTHENTICATED)
     for uri in URIS[3:]:
-        assert "s3cr" not in str(tracking.access_error(refused, uri)) and "(401 Unauthorized)" in str(tracking.access_error(refused, uri))
+        assert "s3cr" not in str(tracking_store.access_error(refused, uri)) and "(401 Unauthorized)" in str(tracking_store.access_error(refused, uri))
         assert "s3cr" not in str(store.explain(refused, uri)) and store.explain(refused, uri).kind == "auth"
 
 

@@ -147,7 +147,7 @@ def test_few_classes_count_every_cell_and_draw_dollar_names_as_text(tmp_path):
 def test_new_sqlite_store_is_copied_from_an_empty_one(tmp_path, monkeypatch):
     """A second new store starts from the template: its tables exist, and the Default
     experiment points into the new store's own folder, not the template's."""
-    from train.tracking import runs as tracking
+    from train.tracking import store as tracking_store
 
     monkeypatch.setenv("LRLAB_CACHE", str(tmp_path / "cache"))
     previous = mlflow.get_tracking_uri()
@@ -157,7 +157,7 @@ def test_new_sqlite_store_is_copied_from_an_empty_one(tmp_path, monkeypatch):
         monkeypatch.chdir(folder)
         uri = f"sqlite:///{folder / 'mlflow.db'}"
         monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-        tracking.connect(f"copied-{name}")
+        tracking_store.connect(f"copied-{name}")
         with mlflow.start_run() as run:
             mlflow.log_metric("loss", 1.0, step=0)
         client = MlflowClient(uri)

@@ -129,10 +129,9 @@ def test_every_documented_sweep_parameter_works_through_mlflow_run(tmp_path, cap
     parses and plans (dry run); a named option gets the value itself."""
     import shlex
 
-    from mlflow.projects._project_spec import load_project
-
     from sweep.cli import command
     from tests.conftest import REPO
+    from train.tracking.mlflow_private import load_project
 
     documented = documented_sweep_parameters()
     names = {name for name, _ in documented}

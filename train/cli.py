@@ -15,6 +15,7 @@ from train.config import ConfigError, TrainConfig
 from train.errors import TrainingError, TrainingInterrupted
 from train.run.preflight import preflight
 from train.tracking import runs as tracking
+from train.tracking import store as tracking_store
 
 _CLICK_TYPES = {"float": float, "int": int, "str": str, "bool": click.BOOL}
 
@@ -75,8 +76,8 @@ def main(argv: list[str] | None = None, command: click.Command = command, prog_n
         print(f"error: {stop}", file=sys.stderr)
         return 128 + stop.signum
     except Exception as error:  # a server that refuses a write or stops answering mid-way: one line, not a traceback
-        refused = tracking.access_error(error) if hasattr(error, "error_code") else None
-        failure = refused or tracking.store_error(error)
+        refused = tracking_store.access_error(error) if hasattr(error, "error_code") else None
+        failure = refused or tracking_store.store_error(error)
         if failure is None:
             raise
         print(f"error: {failure}", file=sys.stderr)

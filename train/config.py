@@ -157,10 +157,11 @@ def check_register_as(name: str, option: str = "register_as") -> None:
     if not name:
         return
     from mlflow.exceptions import MlflowException
-    from mlflow.utils.validation import _validate_model_name  # the registry's own rule
+
+    from train.tracking import mlflow_private
 
     try:
-        _validate_model_name(name)
+        mlflow_private.validate_model_name(name)  # the registry's own rule
     except MlflowException:
         raise ConfigError(f"{option} '{name}' is not a name the model registry accepts (no '/' or ':', and not '.' or '..'); try e.g. wildlife") from None
 

@@ -12,7 +12,6 @@ Nothing here imports Streamlit: the page, the report command and the benchmark s
 from __future__ import annotations
 
 import math
-import sys
 import threading
 import time
 from collections import OrderedDict
@@ -20,12 +19,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import pandas as pd
-from mlflow.store.tracking.rest_store import RestStore
 from mlflow.tracking import MlflowClient
 from mlflow.utils.rest_utils import http_request, verify_rest_response
 
 from app.data.run_search import ACTIVE_STATUSES
 from train import contract
+from train.tracking import mlflow_private
 
 # Contract names this module uses often, bound once.
 LR_FIND_LOSS = contract.LR_FIND_LOSS
@@ -34,10 +33,10 @@ SUGGESTED_LR = contract.SUGGESTED_LR
 # Logged once per run: read from the run search, never as histories.
 SINGLE_VALUE_METRICS = (*contract.SUMMARY_METRICS, *contract.DATA_METRICS, SUGGESTED_LR)
 # Whole histories of up to 100 runs, one SQL query on the server (the MLflow UI's own call).
-BULK_ENDPOINT = "/ajax-api/2.0/mlflow/metrics/get-history-bulk"
+BULK_ENDPOINT = mlflow_private.BULK_HISTORY_ENDPOINT
 BULK_MAX_POINTS = 25_000  # the server cuts an answer there; a full answer is asked again in halves
 # The REST API's bulk call: per-run sampled on the server, and it can start at a step.
-INTERVAL_ENDPOINT = "/api/2.0/mlflow/metrics/get-history-bulk-interval"
+INTERVAL_ENDPOINT = mlflow_private.BULK_INTERVAL_ENDPOINT
 BULK_MAX_RUNS = 100  # both refuse more run ids in one call
 BULK_MAX_STEPS = 2500  # the interval call's cap per run; longer histories come back evenly sampled
 BULK_WORKERS = 4  # concurrent HTTP calls; `mlflow server` answers them in parallel
@@ -48,8 +47,7 @@ HISTORY_COLUMNS = ["run_id", "key", "step", "value", "timestamp"]
 
 
 def _store(client: MlflowClient):
-    # MlflowClient exposes no store and no bulk-history call; both live one level down.
-    return client._tracking_client.store
+    return mlflow_private.tracking_store(client)
 
 
 def fetch_history(client: MlflowClient, run_ids: list[str], keys: list[str], start_step: int | None = None) -> pd.DataFrame:
@@ -58,20 +56,13 @@ def fetch_history(client: MlflowClient, run_ids: list[str], keys: list[str], sta
     if not run_ids or not keys:
         return _empty_history()
     store = _store(client)
-    if isinstance(store, RestStore):
+    if mlflow_private.is_rest_store(store):
         frame = _fetch_rest(store, run_ids, keys, start_step)
-    elif _is_sql_store(store):
+    elif mlflow_private.is_sql_store(store):
         frame = _fetch_sql(store, run_ids, keys, start_step)
     else:
         frame = _fetch_generic(store, run_ids, keys, start_step)
     return _clean_history(frame)
-
-
-def _is_sql_store(store) -> bool:
-    # MLflow's SQLAlchemy store costs a second to import; a client over HTTP never loads it, and
-    # a store that is one has loaded it already.
-    module = sys.modules.get("mlflow.store.tracking.sqlalchemy_store")
-    return module is not None and isinstance(store, module.SqlAlchemyStore)
 
 
 def _empty_history() -> pd.DataFrame:
@@ -96,7 +87,7 @@ def _clean_history(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.drop_duplicates(["run_id", "key", "step"], keep="last").reset_index(drop=True)
 
 
-def _fetch_rest(store: RestStore, run_ids, keys, start_step) -> pd.DataFrame:
+def _fetch_rest(store, run_ids, keys, start_step) -> pd.DataFrame:
     """Histories over HTTP, one call per metric and batch of runs, a few calls in flight.
 
     Whole histories come from the bulk endpoint (one SQL query per call on the server); reads
@@ -153,16 +144,16 @@ def _interval_reader(creds, start_step):
 
 
 def _fetch_sql(store, run_ids, keys, start_step) -> pd.DataFrame:
-    from mlflow.store.tracking.dbmodels.models import SqlMetric
+    metrics = mlflow_private.sql_metric_table()  # the ORM class of the metrics table
 
     parts = []
-    with store.ManagedSessionMaker() as session:
+    with mlflow_private.sql_session(store) as session:
         for i in range(0, len(run_ids), SQL_CHUNK):
             query = session.query(
-                SqlMetric.run_uuid.label("run_id"), SqlMetric.key, SqlMetric.step, SqlMetric.value, SqlMetric.timestamp, SqlMetric.is_nan
-            ).filter(SqlMetric.run_uuid.in_(run_ids[i : i + SQL_CHUNK]), SqlMetric.key.in_(keys))
+                metrics.run_uuid.label("run_id"), metrics.key, metrics.step, metrics.value, metrics.timestamp, metrics.is_nan
+            ).filter(metrics.run_uuid.in_(run_ids[i : i + SQL_CHUNK]), metrics.key.in_(keys))
             if start_step is not None:
-                query = query.filter(SqlMetric.step >= int(start_step))
+                query = query.filter(metrics.step >= int(start_step))
             parts.append(_read_frame(session, query.statement))
     frame = pd.concat(parts, ignore_index=True)
     if not frame.empty:

@@ -13,6 +13,7 @@ import pandas as pd
 
 from app.analysis import curve_data, frames, stats
 from app.charts import builders as charts
+from app.charts import spec
 from train import contract
 
 LEARNING_RATE = frames.split_metric(contract.LEARNING_RATE)[0]
@@ -137,7 +138,7 @@ class Views:
 
     def page_spec(self, name: str) -> dict | None:
         """The chart `name` (curves, sensitivity, sensitivity_minmax, schedule, lr_finder) as the page sends it
-        (`charts.page_spec`: data inline, long curves thinned); None when there is nothing to draw."""
+        (`app.charts.spec.page_spec`: data inline, long curves thinned); None when there is nothing to draw."""
         if name not in self._page_specs:
             if name == "curves" and self.thinned:
                 o = self.options
@@ -146,7 +147,7 @@ class Views:
                 )
             else:
                 chart = getattr(self, f"{name}_chart")
-            self._page_specs[name] = charts.page_spec(chart) if chart is not None else None
+            self._page_specs[name] = spec.page_spec(chart) if chart is not None else None
         return self._page_specs[name]
 
     def prepare(self) -> Views:

@@ -14,7 +14,9 @@ from train.data.cache import ImageSource, open_images
 from train.data.demo import demo_folder
 from train.data.scan import DataReport, scan
 from train.model import weights
+from train.run import resume
 from train.tracking import runs as tracking
+from train.tracking import store as tracking_store
 
 
 @dataclass
@@ -27,11 +29,11 @@ class Preflight:
 
 def preflight(config: TrainConfig) -> Preflight:
     config.validate()
-    tracking.connect(config.experiment)
+    tracking_store.connect(config.experiment)
     weights.ensure_imagenet_weights(config)  # offline, a missing file is one line here, not a Keras traceback later
     init_run_id = tracking.resolve_model_run(config.init_model) if config.stage == "finetune" else None
     if config.resume:
-        tracking.check_resumable(config.resume, config)
+        resume.check_resumable(config.resume, config)
     folder = demo_folder() if config.data == "demo" else Path(config.data).expanduser()
     report = scan(folder, config.val_split, config.seed, config.image_size)
     print(report.summary(), flush=True)

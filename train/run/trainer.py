@@ -31,7 +31,7 @@ from train.model.build import auto_bn_momentum, build_model, unfreeze_for_finetu
 from train.model.device import set_up_devices
 from train.model.pool import ModelPool, graph_key
 from train.model.seeding import seed_run
-from train.run import interrupt
+from train.run import interrupt, resume
 from train.run.batch_schedule import BatchSchedule
 from train.run.callbacks import EpochMetricsLogger, StopOnNonFiniteLoss
 from train.run.confusion import log_confusion_matrix
@@ -87,12 +87,12 @@ def train(config: TrainConfig, checked: Preflight | None = None, callbacks=(), r
         run_id = run.info.run_id
         metrics = MetricBuffer(run_id)
         stopper.on_stop = lambda stopped: _end_interrupted(run_id, stopped, metrics)
-        logged_epochs = tracking.logged_epochs(run_id)
+        logged_epochs = resume.logged_epochs(run_id)
         _start_run_records(config, checked, devices, bn_momentum, resumed=bool(logged_epochs))
         checkpoint = interrupt.EpochCheckpoint(run_id)
         logger = EpochMetricsLogger(len(report.train), metrics.log, logged_epochs, checkpoint)
         if logged_epochs:
-            tracking.fetch_checkpoint(run_id, interrupt.checkpoint_dir(run_id))
+            resume.fetch_checkpoint(run_id, interrupt.checkpoint_dir(run_id))
             for row in interrupt.saved_epochs(run_id):  # saved but not sent when the process died
                 logger.publish(row)
             print(f"resuming run {run_id} after epoch {interrupt.completed_epochs(run_id) - 1}", flush=True)
@@ -105,7 +105,7 @@ def train(config: TrainConfig, checked: Preflight | None = None, callbacks=(), r
             interrupt.remove_checkpoint(run_id)  # its weights are NaN: nothing to resume from
             _fail_on_nan(nan_guard, config)
 
-        history = tracking.epoch_history(run_id)
+        history = resume.epoch_history(run_id)
         result = _summarise(run_id, history)
         stopper.check()  # between the steps that follow fit(), a stop signal ends the run KILLED
         example = _log_outputs(model, models, val_data, report, history)
@@ -157,7 +157,7 @@ def _end_interrupted(run_id: str, stopper: interrupt.GracefulStop, metrics: Metr
     mlflow.set_tag(contract.TAG_STOP_REASON, stopper.reason)
     folder = interrupt.checkpoint_dir(run_id)
     if folder.exists():
-        mlflow.log_artifacts(str(folder), tracking.CHECKPOINT_ARTIFACT)
+        mlflow.log_artifacts(str(folder), resume.CHECKPOINT_ARTIFACT)
     mlflow.end_run("KILLED")
     print(f"run {run_id} stopped by {signal.Signals(stopper.signum).name}; continue it with --resume {run_id} "
           f"(or mlflow run --run-id {run_id} ...)", file=sys.stderr, flush=True)
@@ -215,7 +215,7 @@ def _log_data(report: DataReport) -> None:
 
 def _fail_on_nan(guard: StopOnNonFiniteLoss, config: TrainConfig) -> None:
     mlflow.set_tag(contract.TAG_STOP_REASON, f"non-finite {guard.what} at {guard.place.replace(',', '')}")
-    mlflow.log_text(tracking.epoch_history(mlflow.active_run().info.run_id).to_csv(index=False), contract.HISTORY_FILE)
+    mlflow.log_text(resume.epoch_history(mlflow.active_run().info.run_id).to_csv(index=False), contract.HISTORY_FILE)
     raise TrainingError(f"{guard.what} became NaN or infinite at {guard.place} with lr={config.lr:g}; try a learning rate 10x lower")
 
 

@@ -51,6 +51,7 @@ def check(model_uri: str, data: str, image_size: str = "auto", batch_size: int =
     """Validate the input and scan the folder; raise ConfigError with one line. No TensorFlow."""
     from train.data.demo import demo_folder
     from train.tracking import runs as tracking
+    from train.tracking import store as tracking_store
 
     if batch_size < 1:
         raise ConfigError(f"batch-size must be at least 1 (got {batch_size})")
@@ -63,7 +64,7 @@ def check(model_uri: str, data: str, image_size: str = "auto", batch_size: int =
 
     folder, split = evaluation_folder(root)
 
-    tracking.connect(experiment)
+    tracking_store.connect(experiment)
     with _no_progress_bars():  # small files: a bar each would bury the one-line errors
         info = _model_info(model_uri, tracking)
         class_names = _model_class_names(model_uri, info.run_id)

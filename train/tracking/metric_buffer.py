@@ -22,7 +22,7 @@ from mlflow.tracking import MlflowClient
 
 from train.errors import TrainingError
 from train.messages import first_line
-from train.tracking import runs as tracking
+from train.tracking import store as tracking_store
 
 # While training, do not let MLflow's HTTP client block an epoch for minutes of retries:
 # a failed send is queued here and retried with the next epoch instead.
@@ -50,11 +50,11 @@ class MetricBuffer:
             step, metrics, timestamp = self.pending[0]
             batch = [Metric(key, float(value), timestamp, step) for key, value in metrics.items()]
             try:
-                with tracking.http_limits(QUICK_RETRY_ENV):
+                with tracking_store.http_limits(QUICK_RETRY_ENV):
                     self.client.log_batch(self.run_id, metrics=batch, synchronous=True)
             except Exception as error:
-                if not tracking.is_transient(error):
-                    refused = tracking.access_error(error) if isinstance(error, MlflowException) else None
+                if not tracking_store.is_transient(error):
+                    refused = tracking_store.access_error(error) if isinstance(error, MlflowException) else None
                     raise MetricsRefused(str(refused) if refused else f"the tracking store refused the metrics of run {self.run_id} "
                                          f"({first_line(error)}); this is not an outage, so they are not retried") from None
                 if not self._warned:  # the store is unreachable: keep the points, go on training

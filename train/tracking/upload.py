@@ -21,7 +21,7 @@ def main(argv: list[str]) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except Exception as error:  # the store refused or is still down: one line; the file is kept for another try
-        from train.tracking.runs import access_error
+        from train.tracking.store import access_error
 
         refused = access_error(error) if hasattr(error, "error_code") else None
         print(f"error: {refused or first_line(error)}; {argv[0]} is unchanged, send it again when the store is back", file=sys.stderr)
@@ -36,11 +36,11 @@ def _send(path: Path) -> int:
         raise ConfigError(f"'{path}' is not a file of unsent metrics written by a training run ({error.__class__.__name__}: {error})") from None
     import mlflow
 
-    from train.tracking import runs as tracking
+    from train.tracking import store as tracking_store
     from train.tracking.metric_buffer import upload
 
     uri = contract.tracking_uri()
-    tracking.check_store(uri)
+    tracking_store.check_store(uri)
     mlflow.set_tracking_uri(uri)
     sent = upload(path)
     print(f"sent {sent} epochs of metrics to {redact_uri(uri)}")

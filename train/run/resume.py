@@ -1,0 +1,73 @@
+"""Resuming a run: is it resumable with these parameters, its checkpoint, the epochs it logged.
+
+The checkpoint is written at every epoch end (`train.run.interrupt`) and uploaded when a run
+stops early, so another machine can continue it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from train import contract
+from train.config import ConfigError, TrainConfig, same_param
+
+CHECKPOINT_ARTIFACT = "checkpoint"  # where an interrupted run keeps its last epoch checkpoint
+
+
+def logged_epochs(run_id: str) -> set[int]:
+    """Epochs the run has metrics for already (non-empty only when resuming)."""
+    return {metric.step for metric in MlflowClient().get_metric_history(run_id, contract.LOSS)}
+
+
+def epoch_history(run_id: str):
+    """The run's per-epoch metrics as a DataFrame (epoch + contract.EPOCH_METRICS), from the store.
+
+    Read back rather than kept in memory so a resumed run's history includes the epochs
+    an earlier process trained.
+    """
+    import pandas as pd
+
+    client = MlflowClient()
+    columns = {}
+    for name in contract.EPOCH_METRICS:
+        columns[name] = {metric.step: metric.value for metric in client.get_metric_history(run_id, name)}
+    epochs = sorted(set().union(*(values.keys() for values in columns.values())))
+    frame = pd.DataFrame({"epoch": epochs})
+    for name, values in columns.items():
+        frame[name] = [values.get(epoch, float("nan")) for epoch in epochs]
+    return frame
+
+
+def fetch_checkpoint(run_id: str, folder: Path) -> None:
+    """Bring the run's checkpoint from its artifacts when this machine has none."""
+    if (folder / "training_metadata.json").exists():
+        return
+    try:
+        downloaded = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=CHECKPOINT_ARTIFACT)
+    except (MlflowException, OSError):
+        raise ConfigError(f"run {run_id} has no checkpoint here or in its artifacts; it cannot be resumed, start a new run") from None
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    import shutil
+
+    shutil.copytree(downloaded, folder, dirs_exist_ok=True)
+
+
+def check_resumable(run_id: str, config: TrainConfig) -> None:
+    """The run exists, is a training run that did not finish, and had the same parameters."""
+    try:
+        run = MlflowClient().get_run(run_id)
+    except MlflowException:
+        raise ConfigError(f"resume: run '{run_id}' not found in {contract.tracking_uri()}") from None
+    if run.info.status == "FINISHED":
+        raise ConfigError(f"resume: run '{run_id}' already FINISHED; start a new run (or finetune from runs:/{run_id}/model)")
+    if run.data.tags.get(contract.TAG_KIND) != contract.KIND_TRAIN:
+        raise ConfigError(f"resume: run '{run_id}' is not a training run")
+    ignored = {"resume", "run_name", "experiment"}
+    for name, value in config.as_params().items():
+        logged = run.data.params.get(name)
+        if name not in ignored and logged is not None and not same_param(logged, value):
+            raise ConfigError(f"resume: {name}={value} but run '{run_id}' was started with {name}={logged}; resume with the same parameters")
