@@ -33,6 +33,8 @@ EPOCH_METRICS = (
 BEST_VAL_ACCURACY = "best_val_accuracy"
 BEST_EPOCH = "best_epoch"
 SUMMARY_METRICS = (BEST_VAL_ACCURACY, BEST_EPOCH)
+# On a training run, once: its model's accuracy on the held-out test/ split (never used to train or select).
+TEST_ACCURACY = "test_accuracy"
 
 # What reading the data cost a run, logged once (step 0), and whether the prepared images were reused.
 DATA_SCAN_SECONDS = "data_scan_seconds"
