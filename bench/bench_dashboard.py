@@ -21,7 +21,7 @@ A store of 200 runs x 100 epochs x 7 metrics behind a real `mlflow server`:
      and a 10-row table (the floor of this browser set-up). Each session is timed until the curve
      chart has drawn and until the full page (script done, every table drawn).
 
-    .venv/bin/python bench/bench_dashboard.py [--runs 200] [--epochs 100] [--repeats 3]
+    python -m bench.bench_dashboard [--runs 200] [--epochs 100] [--repeats 3]
         [--render 40x50 --render 200x100] [--sessions 4] [--cold 2] [--old-rev REV] [--skip-loaders] [--json out.json]
 
 Stores are built once under --store (default /tmp/lrlab-bench) and reused.
@@ -40,15 +40,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+
+from app.data import histories, run_search, synthetic
+from tests.app_fixtures import chromium_page, dashboard_server, mlflow_server, wait_for_chart, wait_for_full_page
+from train import contract
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from mlflow.entities import Metric, Param  # noqa: E402
-from mlflow.tracking import MlflowClient  # noqa: E402
-
-from app.data import histories, run_search, synthetic  # noqa: E402
-from tests.app_fixtures import chromium_page, dashboard_server, mlflow_server, wait_for_chart, wait_for_full_page  # noqa: E402
-from train import contract  # noqa: E402
 
 EXPERIMENT = "bench"
 # The dashboard before this benchmark's render figures were improved: per-session chart building,

@@ -32,11 +32,10 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from peak_memory import peak_rss  # bench/, the script's own folder, is first on sys.path
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-from bench.peak_memory import peak_rss  # noqa: E402
 
 CLASSES = 101
 TFDATA_MAX_IMAGES = 10_000  # the tf.data comparison writes a second copy of the images: only up to this size

@@ -20,9 +20,6 @@ import os
 import sys
 import tempfile
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def run(experiment: str, lrs: str, epochs: int, pruning: str, image_size: int) -> tuple[int, float, float, float]:

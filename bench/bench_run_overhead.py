@@ -31,7 +31,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 IMAGE_SIZE, ALPHA, BATCH = 64, 0.35, 32
 PHOTO = (512, 384)  # Food-101's photos are about this size
@@ -130,7 +129,7 @@ def child_main(kind: str, values_json: str, classes: int, out: str) -> None:
 def measure(kind: str, values: dict, classes: int, work: Path) -> dict:
     """Wall time of a fresh process (interpreter start included) and what it timed inside."""
     out = work / f"{kind}-{classes}.json"
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     started, wall_started = time.perf_counter(), time.time()
     subprocess.run([sys.executable, __file__, "--child", kind, json.dumps(values), str(classes), str(out)],
                    cwd=work, env=env, check=True, stdout=subprocess.DEVNULL)

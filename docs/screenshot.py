@@ -1,8 +1,8 @@
 """The README's screenshot: the dashboard on a tracking store, drawn by headless Chromium.
 
-    # the demo experiment it shows: plans/demo.yaml, 8 small runs on the built-in demo data (~8 min on 2 cores)
+    # the demo experiment it shows: plans/demo.yaml, 8 small runs on the built-in demo data
     MLFLOW_TRACKING_URI=sqlite:////tmp/demo/mlflow.db python -m sweep --plan demo --experiment demo
-    python docs/screenshot.py sqlite:////tmp/demo/mlflow.db --query "exp=demo&join=true" --out docs/dashboard.png
+    python -m docs.screenshot sqlite:////tmp/demo/mlflow.db --query "exp=demo&join=true" --out docs/dashboard.png
 
 The page is served by `streamlit run` on a free port, opened at 1600 x 1100, and captured once
 the curve chart and the runs table have drawn. Needs Debian's chromium (.ci/system-deps.sh).
@@ -15,10 +15,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from tests.app_fixtures import chromium_page, dashboard_server, wait_for_full_page
 
-from tests.app_fixtures import chromium_page, dashboard_server, wait_for_full_page  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def main(argv: list[str] | None = None) -> int:

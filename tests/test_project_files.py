@@ -3,6 +3,8 @@ the code needs, and CI cannot pass by skipping the browser tests."""
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
 import os
 import re
 import subprocess
@@ -38,6 +40,34 @@ def test_conda_yaml_has_what_training_and_sweeps_import():
     assert needed - {_name(r) for r in pip_list} == set()
 
 
+def _normalized(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _third_party_imports(folder: str) -> set[str]:
+    """Top-level names imported anywhere under `folder` that are neither the standard library nor ours."""
+    names = set()
+    for path in (REPO / folder).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+    return names - set(sys.stdlib_module_names) - {"train", "app", "sweep"}
+
+
+@pytest.mark.parametrize("folder, extras", [("train", ["cpu"]), ("app", ["cpu", "dashboard"]), ("sweep", ["cpu", "sweep"])])
+def test_every_package_a_folder_imports_is_declared(folder, extras):
+    """An import that works only because another package pulled it in breaks on the day that one
+    drops it: each third-party import is declared in pyproject.toml, in the core or the folder's extra."""
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    declared = {_normalized(_name(r)) for r in [*project["dependencies"], *(r for e in extras for r in project["optional-dependencies"][e])]}
+    providers = importlib.metadata.packages_distributions()
+    undeclared = {name for name in _third_party_imports(folder) if not declared & {_normalized(d) for d in providers.get(name, [name])}}
+    assert not undeclared, f"{folder}/ imports {sorted(undeclared)}: declare them in pyproject.toml"
+
+
 BROWSER_TEST = """
 from tests.app_fixtures import chromium_page
 
@@ -59,24 +89,9 @@ def test_a_browser_test_fails_in_ci_without_chromium_and_skips_elsewhere(tmp_pat
     assert results[""].returncode == 0 and "1 skipped" in results[""].stdout, results[""].stdout
 
 
-def test_the_readme_says_what_the_gpu_figures_measured_and_nothing_of_how_the_machine_was_reached():
-    text = (REPO / "README.md").read_text()
-    gpu = text[text.index("**On a GPU**") :].split("\n\n")[0]
-    assert "H100" in gpu and "JAX backend" in gpu and "bench/bench_gpu_keras.py" in gpu
-    assert not [word for word in ("lent", "registry", "transfer limit", "MiB", "cannot be installed") if word in gpu]
-
-
-@pytest.mark.slow
-def test_make_setup_installs_the_project_without_setuptools_warnings(tmp_path):
-    """`make setup`'s install line, in a fresh venv with a current pip (which shows the build
-    backend's warnings): no 'Editable installation' warning for every user to read."""
-    line = next(line.strip() for line in (REPO / "Makefile").read_text().splitlines() if "pip install -q -e" in line)
-    warnings_filter = re.search(r"PYTHONWARNINGS='([^']+)'", line)
-    assert warnings_filter, line
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    subprocess.run([venv / "bin" / "pip", "install", "-q", "--upgrade", "pip"], check=True, capture_output=True)
-    done = subprocess.run([venv / "bin" / "pip", "install", "-q", "--no-deps", "-e", str(REPO)], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONWARNINGS": warnings_filter.group(1)}, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    assert "Editable installation" not in done.stdout + done.stderr
+def test_nothing_patches_sys_path():
+    """The project is installed (`pip install -e .`): train, app and sweep import from anywhere, and a
+    script that patched sys.path would hide a packaging mistake that users then meet."""
+    tracked = subprocess.run(["git", "-C", str(REPO), "ls-files", "*.py"], capture_output=True, text=True, check=True).stdout.split()
+    patched = [path for path in tracked if re.search(r"sys\.path\.(insert|append)|sys\.path \+?=", (REPO / path).read_text())]
+    assert not patched, f"sys.path patched in {patched}: import the installed packages instead"
