@@ -43,6 +43,10 @@ def main() -> None:
     key = store.store_key(uri)
     st.title("Learning rates, stages and schedules")
     st.caption(plain(f"Tracking store: {store.display_uri(uri)}"))
+    url_note = url_state.note(state)
+    if url_note:  # said once: the settings it replaced are the page's own from now on
+        st.warning(plain(url_note), icon="🔗")
+        state[url_state.NOTES] = []
     token = state.get("_tick", 0)
     try:
         experiments = loaders.experiments_of(key, token, uri)

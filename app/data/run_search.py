@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import sys
 
 import pandas as pd
 from mlflow.entities import ViewType
@@ -117,6 +118,12 @@ def _to_float(text) -> float:
         return math.nan
 
 
+def finite_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    """A run's latest metrics, a non-finite one as NaN. MLflow keeps ±inf as ±1.8e308 (the largest
+    float): left as it is, a diverged run would rank best and print as a 309-digit number."""
+    return {key: value if value is not None and abs(value) < sys.float_info.max else math.nan for key, value in metrics.items()}
+
+
 RUN_COLUMNS = [
     "run_id", "run_name", "experiment_id", "experiment", "status", "start_time", "end_time", "last_update",
     "lr", "lr_label", "stage", "model", "schedule", "seed", "data", "kind", "sweep",
@@ -130,7 +137,7 @@ def runs_frame(runs, experiment_names: dict[str, str]) -> pd.DataFrame:
     `last_update` is the run's latest start, end or metric time."""
     rows = []
     for run in runs:
-        params, tags, metrics = dict(run.data.params), dict(run.data.tags), dict(run.data.metrics)
+        params, tags, metrics = dict(run.data.params), dict(run.data.tags), finite_metrics(run.data.metrics)
         lr = _to_float(params.get(contract.PARAM_LR))
         rows.append({
             "run_id": run.info.run_id,

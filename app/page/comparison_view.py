@@ -14,7 +14,7 @@ from app import report
 from app.analysis import frames, stats
 from app.page import views
 
-STATISTIC_KEY, BAND_KEY = "stat", "sband"  # session-state keys, kept in the URL (app/page/url_state.py)
+STATISTIC_KEY, BAND_KEY, MARGIN_KEY = "stat", "sband", "margin"  # session-state keys, kept in the URL (app/page/url_state.py)
 BANDS = [frames.CI95, frames.MINMAX]
 MANY_COMPARISONS = 10  # from here on the page says how many "worse" verdicts chance alone would give
 
@@ -33,6 +33,10 @@ def statistic_selector() -> None:
     st.selectbox(
         "Compare groups by", list(stats.STATISTICS), key=STATISTIC_KEY, format_func=lambda name: stats.STATISTICS[name].label,
         help="Each run's number the verdicts above the chart compare: groups of repeats (all params equal but the seed) per stage.",
+    )  # fmt: skip
+    st.number_input(
+        "Equivalence margin", min_value=0.0, max_value=0.5, step=0.005, format="%.3f", key=MARGIN_KEY,
+        help="A group whose whole 95% interval of the difference to its stage's best lies within ± this is “equivalent”: as good, for any practical purpose.",
     )  # fmt: skip
 
 

@@ -7,6 +7,7 @@ the settings that differ from their defaults are written back to the URL.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, MutableMapping
 
 from app.analysis import frames, numbers, stats
@@ -42,12 +43,19 @@ SPEC: dict[str, tuple[str, object]] = {
     "view": (TEXT, "Runs"),
     "stat": (TEXT, stats.BEST_VAL_ACCURACY.name),  # what the verdicts compare (app/page/comparison_view.py)
     "sband": (TEXT, frames.CI95),  # the LR-sensitivity bars: 95% interval or min–max
+    "margin": (FLOAT, 0.01),  # the equivalence margin of the verdicts: DESIGN.md's default
 }
+# The numbers a widget accepts (its min and max): a URL value outside them is replaced by the
+# default with a note, as a widget given it would stop the page with an exception.
+BOUNDS: dict[str, tuple[float, float]] = {
+    "smooth": (0.0, 0.95), "top": (0, 100_000), "every": (5, 3600), "stale": (1, 10_000), "margin": (0.0, 0.5),
+}  # fmt: skip
+NOTES = "_url_notes"  # session-state key: what the URL asked for that the page could not use
 _RESTORED = "_url_restored"
 
 
 def parse(kind: str, values: list[str], default):
-    """One setting from its URL values; a value that does not parse gives the default."""
+    """One setting from its URL values; a value that does not parse (or a NaN, an infinity) gives the default."""
     if kind == LIST:
         return [v for v in values if v != ""]
     if not values:
@@ -55,9 +63,10 @@ def parse(kind: str, values: list[str], default):
     text = values[-1]
     try:
         if kind == FLOAT:
-            return float(text)
+            value = float(text)
+            return value if math.isfinite(value) else default
         if kind == INT:
-            return int(text)
+            return int(float(text))
         if kind == BOOL:
             return text.lower() in ("1", "true", "yes", "on")
     except ValueError:
@@ -77,15 +86,52 @@ def restore(state: MutableMapping, query: Mapping) -> None:
     """Copy the URL's settings into session state once per session; fill the rest with defaults."""
     if not state.get(_RESTORED):
         state[_RESTORED] = True
+        notes = []
         for key, (kind, default) in SPEC.items():
             if key in query:
                 values = query.get_all(key) if hasattr(query, "get_all") else _as_list(query[key])
-                state[key] = parse(kind, values, default)
+                problem = _check(key, kind, values)
+                state[key] = parse(kind, values, default) if not problem else default
+                if problem:
+                    notes.append((key, problem))
+        state[NOTES] = notes
         if state.get("lr"):  # a link from before rates had one spelling (lr=0.001) still selects 1e-3
             state["lr"] = [_rate(value) for value in state["lr"]]
     for key, (_, default) in SPEC.items():
         if key not in state:
             state[key] = list(default) if isinstance(default, list) else default
+
+
+def _check(key: str, kind: str, values: list[str]) -> str:
+    """Why the URL's value of `key` cannot be used ("" when it can)."""
+    if kind not in (FLOAT, INT) or not values:
+        return ""
+    text = values[-1].strip()
+    try:
+        value = float(text)
+    except ValueError:
+        return f"{key}={text!r} is not a number"
+    if not math.isfinite(value):
+        return f"{key}={text} is not a finite number"
+    if kind == INT and value != int(value):
+        return f"{key}={text} is not a whole number"
+    low, high = BOUNDS.get(key, (-math.inf, math.inf))
+    if not low <= value <= high:
+        return f"{key}={text} is outside {_plain(low)} to {_plain(high)}"
+    return ""
+
+
+def _plain(number: float) -> str:
+    return f"{number:g}" if isinstance(number, float) else f"{number:,}"
+
+
+def note(state: Mapping) -> str:
+    """One line about the URL's values the page replaced by defaults; "" when there are none."""
+    notes = state.get(NOTES) or []
+    if not notes:
+        return ""
+    said = "; ".join(f"{problem}, so {key} is {SPEC[key][1]}" for key, problem in notes)
+    return f"This page's URL holds a value it cannot use: {said} (the default). Change it in the sidebar."
 
 
 def to_query(state: Mapping) -> dict[str, str | list[str]]:
