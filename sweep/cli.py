@@ -22,24 +22,26 @@ from train.messages import first_line, redact_uri, scrub
 @click.option("--lrs", default="", help="Learning rates, comma-separated (a grid axis), or LOW..HIGH:log (sampled). Overrides the plan's lr.")
 @click.option("--stages", default="", help="Stages, comma-separated. finetune runs after the others, from the best head run.")
 @click.option("--schedules", default="", help="Schedules, comma-separated. Overrides the plan's schedule.")
-@click.option("--repeats", default=1, show_default=True, type=int, help="Run every configuration this many times, with seeds seed, seed+1, ...")
+@click.option("--repeats", default=0, type=click.IntRange(min=0), help="Run every configuration this many times, with seeds seed, seed+1, ... 0: the plan's (1).")
+@click.option("--max-repeats", "--max_repeats", "max_repeats", default=0, type=click.IntRange(min=0), help="Racing: after each round, give both groups of every still undecided comparison (within noise, cannot tell) one more seed, up to this many. 0: the plan's (off: = repeats).")
+@click.option("--margin", default="", help="Differences inside ±margin (accuracy) are 'equivalent' when their 95%% interval lies inside it. Default: the plan's (0.01).")
 @click.option("--trials", default=0, type=int, help="Runs per phase when a parameter is a range (Optuna's TPE sampler). 0: the plan's (10).")
 @click.option("--storage", default="", help="Database URL shared by all workers (Optuna's storage and the claims on configurations), e.g. postgresql://user:pw@host/optuna or sqlite:///sweep.db. Empty: this process only.")
 @click.option("--study", default="", help="Sweep name shared by its workers. Default: <plan>-<hash of the plan>, so the same command resumes the same sweep.")
 @click.option("--pruning", default="none", show_default=True, type=click.Choice(["none", "median", "halving"]), help="Stop runs whose val_accuracy falls behind the others of their phase (Optuna MedianPruner or SuccessiveHalvingPruner).")
-@click.option("--prune-startup", "--prune_startup", "prune_startup", default=2, show_default=True, type=int, help="median: runs that complete before any is pruned.")
-@click.option("--prune-warmup", "--prune_warmup", "prune_warmup", default=1, show_default=True, type=int, help="Epochs every run trains before it can be pruned.")
+@click.option("--prune-startup", "--prune_startup", "prune_startup", default=2, show_default=True, type=click.IntRange(min=0), help="median: runs that complete before any is pruned.")
+@click.option("--prune-warmup", "--prune_warmup", "prune_warmup", default=1, show_default=True, type=click.IntRange(min=0), help="Epochs every run trains before it can be pruned.")
 @click.option("--register-as", "--register_as", "register_as", default="", help="Register the best model of each stage under this name (alias = stage) and the overall best as @champion. Empty: don't register.")
 @click.option("--experiment", default="", help="MLflow experiment (python -m sweep only; under mlflow run use --experiment-name).")
 @click.option("--dry-run", "--dry_run", "dry_run", is_flag=True, help="Print the configurations and exit.")
 @click.pass_context
-def command(ctx, plan, lrs, stages, schedules, repeats, trials, storage, study, pruning, prune_startup, prune_warmup, register_as, experiment, dry_run) -> None:
+def command(ctx, plan, lrs, stages, schedules, repeats, max_repeats, margin, trials, storage, study, pruning, prune_startup, prune_warmup, register_as, experiment, dry_run) -> None:
     """Run a whole experiment grid as one MLflow parent run with a child run per configuration."""
     overrides = parse_overrides(ctx.args)
     for name, value in (("lr", lrs), ("stage", stages), ("schedule", schedules)):
         if value:
             overrides[name] = value
-    chosen = build_plan(plan, overrides, repeats, trials)
+    chosen = build_plan(plan, overrides, repeats, trials, max_repeats, margin)
     check_register_as(register_as, "register_as")  # before the first child trains, not after the last
     plans.check_quotable(study, "study")
     if storage:
@@ -54,18 +56,23 @@ def command(ctx, plan, lrs, stages, schedules, repeats, trials, storage, study, 
     run_sweep(SweepOptions(chosen, storage, study, pruning, prune_startup, prune_warmup, register_as, experiment))
 
 
-def build_plan(plan: str, overrides: dict[str, str], repeats: int, trials: int) -> plans.Plan:
+def build_plan(plan: str, overrides: dict[str, str], repeats: int, trials: int, max_repeats: int = 0, margin: str | float = "") -> plans.Plan:
+    """The plan to run: loaded or the default grid, with the command line's overrides; every
+    count and configuration checked here, before TensorFlow loads. 0 / "": the plan's."""
     if plan:
         chosen = plans.load_plan(plan)
     else:
         stages = [s.strip() for s in overrides.pop("stage", "full").split(",") if s.strip()]
         chosen = plans.default_plan(stages)  # lrs apply to every phase; -P finetune.lr=... sets its own
     plans.apply_overrides(chosen, overrides)
+    repeats = repeats or chosen.repeats
     if not 1 <= repeats <= plans.MAX_CONFIGURATIONS:
         raise ConfigError(f"repeats must be from 1 to {plans.MAX_CONFIGURATIONS:,} (got {repeats})")
     if trials < 0:
         raise ConfigError(f"trials must be 0 (the plan's) or more (got {trials})")
-    plans.add_repeats(chosen, repeats)
+    if margin != "":
+        chosen.margin = plans.check_margin(margin, "margin")
+    plans.add_repeats(chosen, repeats, max_repeats or chosen.max_repeats)
     if trials:
         for phase in chosen.phases:
             phase.trials = trials
@@ -102,11 +109,11 @@ def check_storage(url: str) -> None:
         raise ConfigError(f"storage '{url}' is not a database URL; use sqlite:///sweep.db or postgresql://USER:PASSWORD@HOST/DB")
     try:
         engine = sa.create_engine(url)
-        with engine.connect():
-            pass
+        with engine.connect() as connection:
+            sa.inspect(connection).get_table_names()  # reads the schema: a text file as SQLite fails here, not at connect
         engine.dispose()
     except Exception as error:  # noqa: BLE001 - any driver error: report its first line
-        raise ConfigError(f"storage '{redact_uri(url)}' cannot be opened ({scrub(first_line(error), url)}); check the URL and that the database server runs") from None
+        raise ConfigError(f"storage '{redact_uri(url)}' cannot be opened ({scrub(first_line(getattr(error, 'orig', None) or error), url)}); check the URL and that the database server runs") from None
 
 
 def main(argv: list[str] | None = None) -> int:

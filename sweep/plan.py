@@ -42,6 +42,8 @@ ALIASES = {"lrs": "lr", "stages": "stage", "schedules": "schedule", "seeds": "se
 MAX_PLAN_BYTES = 1_000_000  # the ready-made plans are under 2 kB
 MAX_YAML_NODES = 100_000  # scalars, lists and mappings, every alias expanded
 MAX_CONFIGURATIONS = 10_000  # per sweep: weeks of training at a minute each
+DEFAULT_MARGIN = 0.01  # of accuracy: closer than this is `equivalent` (app/analysis/stats.py)
+PLAN_KEYS = ("name", "description", "fixed", "phases", "repeats", "max_repeats", "margin")
 TYPE_WORDS = {"float": "a number", "int": "a whole number", "bool": "true or false", "str": "text (quote it)"}
 
 
@@ -96,6 +98,17 @@ class Plan:
     name: str
     phases: list[Phase]
     description: str = ""
+    repeats: int = 1  # seeds per configuration in the first round
+    max_repeats: int = 0  # racing: seeds an undecided comparison's groups may grow to; 0 = repeats (off)
+    margin: float = DEFAULT_MARGIN  # a difference inside ±margin is `equivalent`
+
+    @property
+    def racing(self) -> bool:
+        return self.max_repeats > self.repeats
+
+    def worst_case(self) -> int:
+        """Children when every comparison stays undecided to the cap (racing's budget)."""
+        return sum(phase.size() if phase.sampled else phase.size() // self.repeats * max(self.max_repeats, self.repeats) for phase in self.phases)
 
     def key(self) -> str:
         """A short hash of everything that decides what runs: the same sweep has the same key."""
@@ -137,7 +150,9 @@ def load_plan(plan: str) -> Plan:
     path = resolve_plan_path(plan)
     text = _plan_text(path)
     try:
-        _check_node_count(yaml.compose(text, Loader=yaml.SafeLoader), path)
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        _check_node_count(root, path)
+        _check_unique_keys(root, path)
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
@@ -181,6 +196,27 @@ def _check_node_count(root, path: Path) -> None:
         raise ConfigError(f"plan {path} expands to more than {MAX_YAML_NODES:,} YAML values (aliases counted as copies); write a smaller plan")
 
 
+def _check_unique_keys(root, path: Path) -> None:
+    """YAML lets the last of two equal keys win in silence: a second `grid:` replaced the first."""
+    seen: set[int] = set()
+    stack = [root] if root is not None else []
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            keys: set[str] = set()
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                    if key.value in keys:
+                        raise ConfigError(f"plan {path} line {key.start_mark.line + 1}: key '{key.value}' is given twice; keep one")
+                    keys.add(key.value)
+                stack += [key, value]
+        elif isinstance(node, yaml.SequenceNode):
+            stack += node.value
+
+
 def check_quotable(text: str, what: str) -> str:
     """Names go into MLflow filter strings; a name holding both quote characters cannot."""
     if "'" in text and '"' in text:
@@ -189,9 +225,9 @@ def check_quotable(text: str, what: str) -> str:
 
 
 def plan_from_dict(data: dict, default_name: str) -> Plan:
-    unknown = set(data) - {"name", "description", "fixed", "phases"}
+    unknown = set(data) - set(PLAN_KEYS)
     if unknown:
-        raise ConfigError(f"plan {default_name}: unknown key(s) {', '.join(sorted(unknown))}; use name, description, fixed, phases")
+        raise ConfigError(f"plan {default_name}: unknown key(s) {', '.join(sorted(unknown))}; use {', '.join(PLAN_KEYS)}")
     shared = _typed_values(data.get("fixed") or {}, f"plan {default_name} fixed")
     phases = [_phase(raw, shared, index) for index, raw in enumerate(data["phases"])]
     names = [phase.name for phase in phases]
@@ -202,7 +238,28 @@ def plan_from_dict(data: dict, default_name: str) -> Plan:
             raise ConfigError(f"phase '{phase.name}': init_from.phase must name an earlier phase ({', '.join(names[:index]) or 'none'})")
     for name in names:
         check_quotable(name, "phase name")
-    return Plan(check_quotable(str(data.get("name") or default_name), "plan name"), phases, str(data.get("description") or ""))
+    plan = Plan(check_quotable(str(data.get("name") or default_name), "plan name"), phases, str(data.get("description") or ""))
+    plan.repeats = _whole(data.get("repeats", 1), f"plan {default_name} repeats")
+    plan.max_repeats = _whole(data.get("max_repeats", 0), f"plan {default_name} max_repeats", low=0)
+    plan.margin = check_margin(data.get("margin", DEFAULT_MARGIN), f"plan {default_name} margin")
+    return plan
+
+
+def _whole(value, where: str, low: int = 1) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= MAX_CONFIGURATIONS:
+        raise ConfigError(f"{where} must be a whole number from {low} to {MAX_CONFIGURATIONS:,} (got {value!r})")
+    return value
+
+
+def check_margin(value, where: str) -> float:
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and 0 <= value < 1):
+        raise ConfigError(f"{where} must be a number from 0 to below 1, in accuracy (got {value!r}); e.g. 0.01: within one point of accuracy is equivalent")
+    return float(value)
 
 
 def _phase(raw: dict, shared: dict, index: int) -> Phase:
@@ -225,7 +282,7 @@ def _phase(raw: dict, shared: dict, index: int) -> Phase:
         if not isinstance(init_from, dict) or "phase" not in init_from:
             raise ConfigError(f"phase '{name}': init_from must be a mapping with 'phase' (and optional param filters)")
         _typed_values({k: v for k, v in init_from.items() if k != "phase"}, f"phase '{name}' init_from")
-    trials = raw.get("trials") or 10
+    trials = raw.get("trials", 10)
     if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:
         raise ConfigError(f"{where}: trials must be a whole number of at least 1 (got {trials!r})")
     phase = Phase(name, fixed, grid, variants, search, trials, init_from)
@@ -341,13 +398,30 @@ def _override(phase: Phase, key: str, text: str) -> None:
         phase.fixed[key] = convert(key, text)
 
 
-def add_repeats(plan: Plan, repeats: int) -> None:
-    """Run every configuration `repeats` times with seeds seed, seed+1, ... as a grid axis."""
-    if repeats <= 1:
+def add_repeats(plan: Plan, repeats: int, max_repeats: int = 0) -> None:
+    """Run every configuration `repeats` times with seeds seed, seed+1, ... as a grid axis
+    (racing adds seed+repeats, ... up to `max_repeats` later, sweep/racing.py)."""
+    plan.repeats, plan.max_repeats = repeats, max_repeats or repeats
+    if plan.max_repeats < repeats:
+        raise ConfigError(f"max_repeats ({plan.max_repeats}) must be at least repeats ({repeats}); 0 or equal turns racing off")
+    if plan.max_repeats <= 1:
         return
     for phase in plan.phases:
-        base = int(phase.fixed.pop("seed", TrainConfig.seed))
-        phase.grid["seed"] = [base + i for i in range(repeats)]
+        _one_first_seed(phase, repeats)
+        if repeats > 1:
+            base = int(phase.fixed.pop("seed", TrainConfig.seed))
+            phase.grid["seed"] = [base + i for i in range(repeats)]
+
+
+def _one_first_seed(phase: Phase, repeats: int) -> None:
+    """Seeds come from repeats (seed, seed+1, ...): a list of seeds as well is a contradiction,
+    not something to replace in silence. One value in a list is the first seed."""
+    listed = phase.grid.get("seed", [])
+    if len(listed) == 1:
+        phase.fixed["seed"] = phase.grid.pop("seed")[0]
+    elif listed or "seed" in phase.search or any("seed" in variant for variant in phase.variants):
+        given = ", ".join(str(s) for s in listed) if listed else "a range or variants"
+        raise ConfigError(f"phase '{phase.name}': seed is a list ({given}) and repeats is {repeats}; give the first seed (seed: {listed[0] if listed else 42}) with repeats, or the seeds without repeats")
 
 
 def default_plan(stages: list[str]) -> Plan:
@@ -363,8 +437,12 @@ def default_plan(stages: list[str]) -> Plan:
 
 
 def check_size(plan: Plan) -> None:
-    """Before anything expands the grid."""
-    size = plan.size()
+    """Before anything expands the grid: empty axes, and racing's worst case counts."""
+    for phase in plan.phases:
+        for name, values in phase.grid.items():
+            if not values:
+                raise ConfigError(f"phase '{phase.name}' grid {name} is an empty list; give at least one value, or remove {name}")
+    size = plan.worst_case()
     if size > MAX_CONFIGURATIONS:
         raise ConfigError(f"plan {plan.name} asks for {size:,} configurations; a sweep runs at most {MAX_CONFIGURATIONS:,}: split it, or sample a range with trials")
 

@@ -223,3 +223,48 @@ def test_register_as_the_registry_refuses_is_one_line_before_training_or_any_chi
     assert [e.split(" is not")[0] for e in errors] == ["error: register_as 'team/model'", "error: register_as 'team:model'"], errors
     assert all("is not a name the model registry accepts" in e for e in errors)
     assert mlflow.search_runs(search_all_experiments=True, output_format="list") == []
+
+
+@pytest.mark.parametrize(
+    ("files", "argv", "message"),
+    [
+        ({"seeds.yaml": "phases:\n  - grid: {stage: [scratch], seed: [1, 2]}\n"}, ["--plan", "seeds.yaml", "--repeats", "3"], "seed is a list (1, 2) and repeats is 3"),
+        ({}, ["--stages", "scratch", "--seeds", "7,8", "--repeats", "2"], "seed is a list (7, 8) and repeats is 2"),
+        ({"zero.yaml": "phases:\n  - {trials: 0, search: {lr: 1e-5..1e-3}}\n"}, ["--plan", "zero.yaml"], "trials must be a whole number of at least 1 (got 0)"),
+        ({"twice.yaml": "phases:\n  - grid: {lr: [1.0e-3]}\n    grid: {lr: [1.0e-4]}\n"}, ["--plan", "twice.yaml"], "twice.yaml line 3: key 'grid' is given twice"),
+        ({"empty.yaml": "phases:\n  - grid: {stage: [scratch], lr: []}\n"}, ["--plan", "empty.yaml"], "phase 'phase1' grid lr is an empty list"),
+        ({}, ["--stages", "scratch", "--lrs", ","], "phase 'train' grid lr is an empty list"),
+        ({}, ["--stages", "scratch", "--prune-startup", "-1"], "--prune-startup"),
+        ({}, ["--stages", "scratch", "--prune-warmup", "-2"], "--prune-warmup"),
+        ({"text.db": "not a database\n"}, ["--stages", "scratch", "--storage", "sqlite:///text.db"], "storage 'sqlite:///text.db' cannot be opened (file is not a database)"),
+    ],
+)
+def test_a_plan_that_would_silently_do_something_else_is_one_line_before_tensorflow(files, argv, message, tmp_path, monkeypatch, capsys):
+    """Issue 19's probe: each of these ran (or traced back after TensorFlow loaded) instead of saying no."""
+    import sys
+
+    monkeypatch.chdir(tmp_path)
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    loaded = "tensorflow" in sys.modules
+    assert main([*argv, "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0] and "Traceback" not in err, err
+    assert loaded or "tensorflow" not in sys.modules, "TensorFlow loaded for a plan that cannot run"
+
+
+def test_racing_options_come_from_the_plan_or_the_command_line(tmp_path):
+    written = tmp_path / "race.yaml"
+    written.write_text("repeats: 2\nmax_repeats: 5\nmargin: 0.02\nphases:\n  - grid: {stage: [scratch], lr: [1.0e-3, 1.0e-2]}\n")
+    plan = build_plan(str(written), {}, repeats=0, trials=0)
+    assert (plan.repeats, plan.max_repeats, plan.margin, plan.racing) == (2, 5, 0.02, True)
+    assert plan.phases[0].grid["seed"] == [42, 43] and plan.size() == 4 and plan.worst_case() == 10
+    given = build_plan(str(written), {}, repeats=3, trials=0, max_repeats=6, margin="0.005")
+    assert (given.repeats, given.max_repeats, given.margin) == (3, 6, 0.005)
+    off = build_plan("", {"stage": "scratch", "lr": "1e-3"}, repeats=2, trials=0)
+    assert (off.max_repeats, off.racing) == (2, False)
+    with pytest.raises(ConfigError, match=r"max_repeats \(2\) must be at least repeats \(3\)"):
+        build_plan(str(written), {}, repeats=3, trials=0, max_repeats=2)
+    with pytest.raises(ConfigError, match="margin must be a number from 0 to below 1"):
+        build_plan(str(written), {}, repeats=0, trials=0, margin="lots")
