@@ -40,6 +40,15 @@ def tiny_args(**overrides) -> list[str]:
     return [part for name, value in values.items() for part in (f"--{name.replace('_', '-')}", str(value))]
 
 
+def pytest_configure(config):
+    """A bare `pytest` runs the fast suite (pyproject's addopts deselect slow, browser and postgres
+    tests); `pytest tests/test_x.py` or `pytest tests/test_x.py::test_y` runs what it names, markers
+    aside, rather than deselect it all and exit 5 (no tests ran). An explicit -m still decides."""
+    explicit_marks = any(arg.startswith("-m") for arg in config.invocation_params.args)
+    if config.args_source == pytest.Config.ArgsSource.ARGS and not explicit_marks:
+        config.option.markexpr = ""
+
+
 # `make test` runs two pytest-xdist workers, a file per worker at a time (--dist loadfile). The
 # files that train the most start first, so the rest fill in beside them rather than after.
 LONGEST_FILES = ("test_team_server.py", "test_sweep.py", "test_faults.py", "test_lr_find.py", "test_mlflow_run.py", "test_training.py")
