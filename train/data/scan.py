@@ -12,7 +12,9 @@ files and opens just the ones that were added or changed.
 
 Layouts: a folder of class sub-folders (split by `val_split`), or `train/` beside one of
 `val/`, `validation/` or `test/` (that one validates), or `train/` alone (split). Anything
-that could be read two ways is an error naming both readings.
+that could be read two ways is an error naming both readings. A folder with `train/`,
+`val/` (or `validation/`) and `test/` holds `test/` out: the scan only lists and counts it
+(it never opens a test image), and `held_out_test_split` hands it to the evaluation.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ _NATIVE = {
 }
 _PNG_BIT_DEPTH_OFFSET = 24  # byte of the IHDR chunk that holds the bit depth
 VALIDATION_FOLDERS = ("val", "validation", "test")  # beside train/, the held-out split, in order of preference
+TEST_FOLDER = "test"  # held out of training and selection when a val/ or validation/ folder validates
 SCAN_VERSION = 1  # bump when what _inspect decides changes, so remembered scans are redone
 
 
@@ -64,6 +67,8 @@ class DataReport:
     converted: list[str] = field(default_factory=list)
     inspected: int = 0  # files opened by this scan (the others were known from an earlier scan)
     seconds: float = 0.0
+    test_folder: str = ""  # the held-out test/ split, listed and counted but never opened ("" when there is none)
+    test_files: dict[str, int] = field(default_factory=dict)  # per class, files in test/ (unread, so unchecked)
 
     def counts(self) -> dict[str, dict[str, int]]:
         train = Counter(label for _, label in self.train)
@@ -81,12 +86,17 @@ class DataReport:
             "converted": self.converted,
             "scan": {"files_opened": self.inspected, "seconds": round(self.seconds, 3)},
         }
+        if self.test_folder:
+            summary["test"] = {"folder": self.test_folder, "files": sum(self.test_files.values()), "per_class": self.test_files,
+                               "note": "held out: never opened by training or validation; evaluated once on a stage's best run"}
         return json.dumps(summary, indent=2)
 
     def summary(self) -> str:
         lines = [f"data: {self.source} ({len(self.train)} train, {len(self.val)} validation images, {len(self.class_names)} classes)"]
         width = max(len(name) for name in self.class_names)
         lines += [f"  {name:<{width}}  train {c['train']:>6}  val {c['val']:>6}" for name, c in self.counts().items()]
+        if self.test_folder:
+            lines.append(f"  held out: {sum(self.test_files.values())} files in {self.test_folder} (never trained on or used to select)")
         if self.converted:
             lines.append(f"  converted to 8-bit RGB: {len(self.converted)} images (grayscale/CMYK/16-bit/other formats)")
         if self.skipped:
@@ -112,6 +122,9 @@ def scan(folder: Path, val_split: float, seed: int, image_size: int) -> DataRepo
         report = DataReport(str(folder), "train_val", class_names)
         report.train = _scan_classes(train_folder, class_names, report, image_size)
         report.val = _scan_classes(val_folder, class_names, report, image_size)
+        test_folder = held_out_test_folder(folder)
+        if test_folder is not None:
+            report.test_folder, report.test_files = str(test_folder), _count_test_files(train_folder, test_folder, class_names)
     _check_usable(report, folder)
     report.seconds = time.monotonic() - started
     return report
@@ -133,6 +146,66 @@ def split_folders(folder: Path) -> tuple[Path, Path | None]:
     if "val" in held_out and "validation" in held_out:
         raise ConfigError(f"data folder '{folder}' has both 'val/' and 'validation/'; keep one as the validation split")
     return folder / "train", (folder / held_out[0]) if held_out else None
+
+
+def held_out_test_folder(folder: Path) -> Path | None:
+    """`folder/test` when it is held out: beside `train/` and a `val/` or `validation/` that validates; else None."""
+    train_folder, val_folder = split_folders(folder)
+    if val_folder is None or val_folder.name == TEST_FOLDER or not (folder / TEST_FOLDER).is_dir():
+        return None
+    return folder / TEST_FOLDER
+
+
+@dataclass
+class HeldOutTest:
+    """The held-out test images of a data folder, labelled by the training classes."""
+
+    folder: str
+    class_names: list[str]  # the classes of train/, in label order (what the model's outputs mean)
+    paths: list[str]
+    labels: list[int]  # index into class_names, one per path
+    skipped: list[Skipped] = field(default_factory=list)  # unreadable test files and why
+
+
+def held_out_test_split(data: str | Path, image_size: int) -> HeldOutTest | None:
+    """The test/ split of `data` (a folder, or "demo") for evaluating a run on images it never saw.
+
+    Returns None when `data` has no held-out test split (no test/, or test/ is the validation
+    split because there is no val/ or validation/). Otherwise every test file is opened once
+    (as the scan opens train/ and val/; remembered per folder), unreadable ones are left out
+    with their reason in `skipped`, and `labels[i]` indexes `class_names`, the sorted class
+    folders of train/ (the same order the training run used). Raises ConfigError (one line)
+    when test/ has a class that train/ lacks, or no readable image. Paths decode with
+    `train.data.images.decode_file` (or `train.data.pipeline.decode_image`) at `image_size`.
+    """
+    folder = _data_folder(data)
+    test_folder = held_out_test_folder(folder)
+    if test_folder is None:
+        return None
+    train_folder = folder / "train"
+    class_names = class_folders(train_folder)
+    _check_same_classes(train_folder, test_folder, class_names)
+    present = [name for name in class_names if (test_folder / name).is_dir()]
+    report = DataReport(str(test_folder), "test", present)
+    found = _scan_classes(test_folder, present, report, image_size)
+    if not found:
+        raise ConfigError(f"test split '{test_folder}' holds no readable images ({len(report.skipped)} files skipped); add images or remove test/")
+    index = {name: i for i, name in enumerate(class_names)}
+    return HeldOutTest(str(test_folder), class_names, [path for path, _ in found], [index[present[label]] for _, label in found], report.skipped)
+
+
+def _data_folder(data: str | Path) -> Path:
+    if str(data) == "demo":
+        from train.data.demo import demo_folder
+
+        return demo_folder()
+    return Path(data).expanduser()
+
+
+def _count_test_files(train_folder: Path, test_folder: Path, class_names: list[str]) -> dict[str, int]:
+    """Per class, the files test/ holds: listed only, so training never opens one."""
+    _check_same_classes(train_folder, test_folder, class_names)
+    return {name: len(_files(test_folder / name)) if (test_folder / name).is_dir() else 0 for name in class_names}
 
 
 def subfolder_names(folder: Path) -> list[str]:
