@@ -102,7 +102,7 @@ def test_verdicts_per_stage_and_the_sentences():
     assert (worse["difference"], worse["difference_low"], worse["difference_high"]) == pytest.approx((0.1, expected.low, expected.high))
     said = stats.sentences(comparison)
     assert said[0].startswith("full: one run each: cannot tell; add `-P repeats=3` to the sweep")
-    assert said[1].startswith("head: lr 1e-3 is best, 0.800 [0.775, 0.825] over 3 seeds; lr 1e-6 is within noise of it (needs ~")
+    assert said[1].startswith("head: lr 1e-3 is best, 0.800 [0.775, 0.825] over 3 seeds; lr 1e-6 is undecided, within noise of it: 0.005 [-0.017, 0.027] (~")
     assert "lr 1e-4 is worse by 0.100 [0.077, 0.123]" in said[1]
     assert stats.runner_up_note(comparison)[1].startswith("head: the winner (lr 1e-3) is within noise of the runner-up (lr 1e-6)")
 
@@ -149,16 +149,20 @@ def test_nan_missing_unfinished_and_pruned_runs_are_left_out_with_notes():
     assert nothing.table.empty and stats.sentences(nothing) == [] and nothing.notes
 
 
-def test_group_keys_ignore_repeats_and_bookkeeping_only():
+def test_group_keys_ignore_repeats_bookkeeping_and_what_is_no_setting():
     params = pd.Series([
         {"lr": "0.001", "seed": "1", "device": "CPU", "experiment": "a", "run_name": "x", "resume": "", "train_images": "288"},
-        {"lr": "0.001", "seed": "2", "device": "GPU 0 (H200)", "experiment": "b", "run_name": "y", "train_images": "288"},
-        {"lr": "0.001", "seed": "3", "device": "CPU", "train_images": "300"},  # other data: not a repeat
+        {"lr": "1e-3", "seed": "2", "device": "GPU 0 (H200)", "experiment": "b", "run_name": "y", "train_images": "288"},
+        {"lr": "0.001", "seed": "3", "device": "CPU", "train_images": "300"},  # the folder changed: a note, not a group
         {"lr": "0.0001", "seed": "1", "device": "CPU", "train_images": "288"},
     ])  # fmt: skip
     keys = stats.group_keys(params)
-    assert keys[0] == keys[1] and len(set(keys)) == 3
-    assert stats.group_keys(params, vary=("seed", "train_images")).nunique() == 2
+    assert keys[0] == keys[1] == keys[2] and keys.nunique() == 2
+    assert stats.group_keys(params, vary=("seed", "lr")).nunique() == 1
+    rows = [{"run_id": str(i), "run_name": f"r{i}", "stage": "", "model": "", "status": "FINISHED", "pruned": False, "params": p, "value": 0.8 + i / 100}
+            for i, p in enumerate(params)]  # fmt: skip
+    notes = stats.compare(pd.DataFrame(rows)).notes
+    assert len(notes) == 1 and "different train_images (288, 300): the data changed between them" in notes[0]
 
 
 def test_learning_rates_read_as_powers_of_ten():

@@ -1,16 +1,33 @@
 """Is the difference real? Groups of repeats, Student-t intervals, Welch comparisons, verdicts.
 
-A *group* is the runs of one configuration: every param equal except those repeats differ
-in (`REPEAT_PARAMS`, by default the seed and the model a fine-tuning run started from) and
-the per-machine bookkeeping (`BOOKKEEPING_PARAMS`). This module is the one definition of
-it: the dashboard's mean lines, its LR-sensitivity view, the report and the sweep's closing
-summary all group through `group_keys`.
+API (pure: numpy, scipy and pandas; no Streamlit, no MLflow). The page, the report and the
+sweep's closing summary and racing all go through it:
 
-Per group: n, mean, standard deviation and a 95% Student-t interval of the mean of the
-compared statistic. Per stage and model the best group is `best`; every other group gets
-the 95% Welch interval of how far it falls short of the best and a verdict: `worse` (the
-interval excludes 0), `within_noise` (it does not) or `cannot_tell` (either group has a
-single run, so its spread is unknown). Pure: numpy, scipy and pandas, no Streamlit, no MLflow.
+    values = values_of(runs, summary, history, BEST_VAL_ACCURACY)   # one row per run
+    comparison = compare(values, BEST_VAL_ACCURACY, margin=0.01)    # groups ranked per stage and model
+    comparison.table     # comparison.csv's columns (TABLE_HEAD, the other varying params, TABLE_TAIL)
+    comparison.details   # per table row: key, configuration (typed dict), run_ids, test_accuracy
+    sentences(comparison), runner_up_note(comparison), explanation(comparison)   # in words
+    across = stages(comparison)          # stages.csv: per model each stage's best against the best stage
+    headline(across)                     # "finetune lr 1e-6 wins overall, ...", then what it cannot know
+    undecided_pairs(comparison)          # per stage, (best, contender) still within_noise / cannot_tell
+
+A *group* is the runs of one configuration (`train.config.configuration`): every TrainConfig
+param compared by its field's type (`3e-3` = `0.003`, `false` = `False`, `''` = empty),
+except the repeat params (`vary`, by default seed and init_model), bookkeeping, params the run's
+stage, schedule or model ignores, and params outside TrainConfig (see train/config.py). Group
+names list only the params that take more than one value among the groups compared.
+
+Per group: n, mean, standard deviation and a 95% Student-t interval of the mean. Per stage and
+model the best group (highest mean; lowest for a loss) is `best`; every other group gets the
+95% Welch interval of how far it falls short of the best and a verdict:
+- `equivalent`: the interval lies inside ±margin (two one-sided tests at 2.5% each). It wins
+  over `worse` when both hold (62 seeds, 0.000 [0.000, 0.000]): practically equal is the answer.
+- `worse`: the interval excludes 0 (and is not inside the margin).
+- `within_noise`: neither: undecided; `seeds_needed` per group would decide it either way.
+- `cannot_tell`: either group has one run, so its spread is unknown.
+Runs without a finite value (NaN, ±inf, which MLflow stores as ±1.8e308) never rank: they
+are left out with a note, as are unfinished and pruned runs.
 """
 
 from __future__ import annotations
@@ -18,26 +35,34 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-import numpy as np
 import pandas as pd
-from scipy import stats as scipy_stats
 
 from app.analysis import numbers
-from train import contract
+from app.analysis.intervals import (  # noqa: F401  (re-exported: the API is this module's)
+    BEST,
+    CANNOT_TELL,
+    CONFIDENCE,
+    DECIDED,
+    DEFAULT_MARGIN,
+    EQUIVALENT,
+    POWER,
+    UNDECIDED,
+    VERDICTS,
+    WITHIN_NOISE,
+    WORSE,
+    Difference,
+    Summary,
+    describe,
+    finite,
+    seeds_needed,
+    verdict,
+    welch,
+)
+from train import config, contract
 
-CONFIDENCE = 0.95
-POWER = 0.80  # of the seeds-needed estimate: the chance to see a real difference of the observed size
-
-BEST, WORSE, WITHIN_NOISE, CANNOT_TELL = "best", "worse", "within_noise", "cannot_tell"
-VERDICTS = (BEST, WORSE, WITHIN_NOISE, CANNOT_TELL)
-
-# Params that differ between repeats of one configuration, by default.
-REPEAT_PARAMS = (contract.PARAM_SEED, contract.PARAM_INIT_MODEL)
-# Params that say where and how a run was recorded, not what was trained: runs that differ only
-# in them are repeats. `cache` and `deterministic` change where images are kept and which kernels
-# run, not the data or the model. The data-derived extras (`train_images`, `num_classes`, ...)
-# stay keys: they are equal whenever the data are, and differ only when the folder changed.
-BOOKKEEPING_PARAMS = ("device", "run_name", "resume", "experiment", "register_as", "cache", "deterministic")
+# Written once, as TrainConfig metadata (train/config.py); here for the page's "vary" choice.
+REPEAT_PARAMS = config.REPEAT_PARAMS  # differ between repeats of one configuration
+BOOKKEEPING_PARAMS = (*config.BOOKKEEPING_PARAMS, *config.RECORDED_PARAMS)  # where and how a run was recorded, not what was trained
 PARTITION = (contract.PARAM_STAGE, contract.PARAM_MODEL)  # a verdict is against the best group of the same stage and model
 
 
@@ -61,36 +86,42 @@ STATISTICS = {s.name: s for s in (BEST_VAL_ACCURACY, FINAL_VAL_ACCURACY, LOWEST_
 
 
 def ignored_params(vary=REPEAT_PARAMS) -> set[str]:
+    """Params that never split a group whatever the run: `vary`, bookkeeping, and what is no setting."""
     return set(vary) | set(BOOKKEEPING_PARAMS)
 
 
+def configurations(params: pd.Series, vary=REPEAT_PARAMS) -> pd.Series:
+    """Per run (a Series of param dicts as logged): its configuration, typed (`train.config.configuration`)."""
+    return params.map(lambda p: config.configuration(p, vary))
+
+
 def group_keys(params: pd.Series, vary=REPEAT_PARAMS) -> pd.Series:
-    """Per run (a Series of param dicts): the text of every param except repeats' and bookkeeping.
-    A param one run lacks counts as "" for it, so runs logged before a param existed still group."""
-    names = sorted({name for p in params for name in p} - ignored_params(vary))
-    return params.map(lambda p: "\x1f".join(f"{n}={p.get(n, '')}" for n in names))
+    """Per run: one text, equal for exactly the runs of one configuration, however they were logged."""
+    return params.map(lambda p: config.configuration_key(p, vary))
 
 
 def differing_params(params: pd.Series, vary=REPEAT_PARAMS, exclude=()) -> list[str]:
-    """Params (not repeats', not bookkeeping, not `exclude`) whose text differs between the runs; lr first."""
-    names = sorted({name for p in params for name in p} - ignored_params(vary) - set(exclude))
-    differing = [n for n in names if params.map(lambda p, n=n: str(p.get(n, ""))).nunique() > 1]
+    """Params (not `exclude`) that take more than one value among the runs that use them; lr first.
+    A param only some runs use (decay: exponential ones) names nothing unless those runs differ in it."""
+    configs = configurations(params, vary)
+    names = sorted({name for c in configs for name in c} - set(exclude))
+    differing = [n for n in names if len({_text(c[n]) for c in configs if n in c}) > 1]
     return sorted(differing, key=lambda n: (n != contract.PARAM_LR, n))
 
 
 def group_labels(params: pd.Series, vary=REPEAT_PARAMS, exclude=()) -> pd.Series:
     """Short readable group names: the params that differ between the groups ("lr 1e-3, schedule cosine")."""
     names = differing_params(params, vary, exclude)
-    return params.map(lambda p: ", ".join(f"{n} {param_text(n, p.get(n, ''))}" for n in names) or "all runs")
+    return configurations(params, vary).map(lambda c: ", ".join(f"{n} {param_text(n, c[n])}" for n in names if n in c) or "all runs")
 
 
 def param_text(name: str, value) -> str:
-    """A param as a sentence shows it; learning rates as 1e-3, 3e-4."""
-    if name == contract.PARAM_LR:
-        try:
-            return lr_text(float(value))
-        except (TypeError, ValueError):
-            pass
+    """A param as a sentence shows it, whatever its spelling: lr as 1e-3, a bool as true, '' as (empty)."""
+    value = config.parse_param(name, value) if isinstance(value, str) else value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return lr_text(value) if name == contract.PARAM_LR else f"{value:g}"
     return str(value) if value != "" else "(empty)"
 
 
@@ -98,71 +129,8 @@ def lr_text(value: float) -> str:
     return numbers.format_lr(value)  # the one spelling of a rate (1e-3), as on the page
 
 
-# ---------------------------------------------------------------------------------------
-# The numbers
-
-
-@dataclass(frozen=True)
-class Summary:
-    """n, mean, standard deviation and the Student-t interval of the mean of one group."""
-
-    n: int
-    mean: float
-    std: float  # sample standard deviation (n - 1); NaN for one run
-    ci_low: float
-    ci_high: float
-
-
-def describe(values, confidence: float = CONFIDENCE) -> Summary:
-    """mean ± t(1 - α/2, n - 1) · s / √n; the interval is NaN for one run (no spread to go on)."""
-    x = np.asarray(values, dtype=float)
-    x = x[np.isfinite(x)]
-    n = len(x)
-    if n == 0:
-        return Summary(0, math.nan, math.nan, math.nan, math.nan)
-    mean = float(x.mean())
-    if n == 1:
-        return Summary(1, mean, math.nan, math.nan, math.nan)
-    std = float(x.std(ddof=1))
-    half = float(scipy_stats.t.ppf(0.5 + confidence / 2, n - 1)) * std / math.sqrt(n)
-    return Summary(n, mean, std, mean - half, mean + half)
-
-
-@dataclass(frozen=True)
-class Difference:
-    """a − b with its Welch interval (NaN when either group has one run) and degrees of freedom."""
-
-    value: float
-    low: float
-    high: float
-    df: float
-
-
-def welch(a: Summary, b: Summary, confidence: float = CONFIDENCE) -> Difference:
-    """The difference of the means with Welch's interval (unequal spreads, Welch–Satterthwaite df)."""
-    value = a.mean - b.mean
-    if a.n < 2 or b.n < 2:
-        return Difference(value, math.nan, math.nan, math.nan)
-    va, vb = a.std**2 / a.n, b.std**2 / b.n
-    if va + vb == 0:  # both groups repeat one value exactly (deterministic runs): the interval is a point
-        return Difference(value, value, value, math.inf)
-    df = (va + vb) ** 2 / (va**2 / (a.n - 1) + vb**2 / (b.n - 1))
-    half = float(scipy_stats.t.ppf(0.5 + confidence / 2, df)) * math.sqrt(va + vb)
-    return Difference(value, value - half, value + half, df)
-
-
-def seeds_needed(difference: float, a: Summary, b: Summary, confidence: float = CONFIDENCE, power: float = POWER) -> float:
-    """Seeds per group for a two-sided test at `confidence` to detect `difference` with `power`, at
-    the groups' observed spread: n = 2 (z(1 − α/2) + z(power))² σ² / δ², σ² the mean of the two
-    variances. A normal approximation: with few seeds the t distribution's heavier tails need a few
-    more. NaN when a spread is unknown; inf when the means are equal."""
-    if a.n < 2 or b.n < 2:
-        return math.nan
-    variance = (a.std**2 + b.std**2) / 2
-    if difference == 0:
-        return math.inf if variance > 0 else math.nan
-    z = scipy_stats.norm.ppf(0.5 + confidence / 2) + scipy_stats.norm.ppf(power)
-    return float(max(2, math.ceil(2 * z**2 * variance / difference**2)))
+def _text(value) -> str:
+    return repr(value)  # typed: 0.003 and 3e-3 are one float, one text
 
 
 # ---------------------------------------------------------------------------------------
@@ -170,7 +138,8 @@ def seeds_needed(difference: float, a: Summary, b: Summary, confidence: float = 
 
 
 def values_of(runs: pd.DataFrame, summary: pd.DataFrame, history: pd.DataFrame, statistic: Statistic) -> pd.DataFrame:
-    """One row per run to compare: run_id, run_name, stage, model, status, pruned, params, value.
+    """One row per run to compare: run_id, run_name, stage, model, status, pruned, params, value,
+    test_accuracy (NaN where the run has none).
 
     `runs` is the app's runs frame, `summary` the per-run table (`frames.summary`: best and final
     validation accuracy), `history` the long form (for the lowest validation loss)."""
@@ -182,6 +151,8 @@ def values_of(runs: pd.DataFrame, summary: pd.DataFrame, history: pd.DataFrame, 
         frame["value"] = frame["run_id"].map(lowest).astype(float)
     else:
         frame["value"] = frame["run_id"].map(summary.set_index("run_id")[statistic.name]).astype(float)
+    metrics = runs["metrics"] if "metrics" in runs else pd.Series([{}] * len(runs), index=runs.index)
+    frame["test_accuracy"] = metrics.map(lambda m: m.get(contract.TEST_ACCURACY, math.nan)).astype(float)
     return frame.reset_index(drop=True)
 
 
@@ -194,19 +165,25 @@ TABLE_TAIL = [
     "n", "mean", "std", "ci_low", "ci_high", "verdict", "difference", "difference_low", "difference_high",
     "seeds_needed", "group", "runs",
 ]  # fmt: skip
+DETAILS = ["key", "configuration", "run_ids", "test_accuracy"]
 
 
 @dataclass
 class Comparison:
-    """The ranked groups (one row per group, `table`), what was left out and why (`notes`)."""
+    """The ranked groups (one row per group, `table`), what was left out and why (`notes`).
+
+    `details` has a row per table row (same index): the group's `key` (`group_keys`), its typed
+    `configuration`, `run_ids` and the mean `test_accuracy` of its runs that have one (NaN if none)."""
 
     statistic: Statistic
     table: pd.DataFrame
     notes: list[str] = field(default_factory=list)
     params: list[str] = field(default_factory=list)  # the other params that vary between groups (table columns)
+    margin: float = DEFAULT_MARGIN
+    details: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=DETAILS))
 
 
-def compare(values: pd.DataFrame, statistic: Statistic = BEST_VAL_ACCURACY, vary=REPEAT_PARAMS) -> Comparison:
+def compare(values: pd.DataFrame, statistic: Statistic = BEST_VAL_ACCURACY, vary=REPEAT_PARAMS, margin: float = DEFAULT_MARGIN) -> Comparison:
     """Groups of `values` (see `values_of`) ranked per stage and model, each with its verdict.
 
     Left out, with a note each: runs that are not FINISHED (their statistic is that of a partial
@@ -215,13 +192,14 @@ def compare(values: pd.DataFrame, statistic: Statistic = BEST_VAL_ACCURACY, vary
     params = differing_params(usable["params"], vary, exclude=(*PARTITION, contract.PARAM_LR)) if not usable.empty else []
     columns = [*TABLE_HEAD, *params, *TABLE_TAIL]
     if usable.empty:
-        return Comparison(statistic, pd.DataFrame(columns=columns), notes, params)
-    usable = usable.assign(key=group_keys(usable["params"], vary).to_numpy())
-    rows = [_ranked(part, statistic, vary, params) for _, part in usable.groupby(["stage", "model"], sort=False)]
+        return Comparison(statistic, pd.DataFrame(columns=columns), notes, params, margin)
+    usable = usable.assign(key=group_keys(usable["params"], vary).to_numpy(), configuration=configurations(usable["params"], vary).to_numpy())
+    notes += _data_notes(usable)
+    rows = [_ranked(part, statistic, vary, params, margin) for _, part in usable.groupby(["stage", "model"], sort=False)]
     table = pd.concat(rows, ignore_index=True)
     table = table.assign(_stage=table["stage"].map(_rank_in(contract.STAGES)), _model=table["model"].map(_rank_in(contract.MODELS)))
-    table = table.sort_values(["_stage", "stage", "_model", "model", "_rank"], kind="stable")
-    return Comparison(statistic, table[columns].reset_index(drop=True), notes, params)
+    table = table.sort_values(["_stage", "stage", "_model", "model", "_rank"], kind="stable").reset_index(drop=True)
+    return Comparison(statistic, table[columns], notes, params, margin, table[DETAILS])
 
 
 def _usable(values: pd.DataFrame, statistic: Statistic) -> tuple[pd.DataFrame, list[str]]:
@@ -233,14 +211,33 @@ def _usable(values: pd.DataFrame, statistic: Statistic) -> tuple[pd.DataFrame, l
     pruned &= finished
     if pruned.any():
         notes.append(f"{int(pruned.sum())} run(s) stopped early by the sweep's pruner are left out of the comparison.")
-    value = pd.to_numeric(values["value"], errors="coerce")
-    missing = finished & ~pruned & ~np.isfinite(value.fillna(np.nan))
+    value = pd.to_numeric(values["value"], errors="coerce").astype(float)
+    candidates = finished & ~pruned
+    missing = candidates & value.isna()
     if missing.any():
         notes.append(f"{int(missing.sum())} finished run(s) have no {statistic.label} (not logged, or NaN) and are left out of the comparison.")
-    keep = finished & ~pruned & ~missing
+    infinite = candidates & value.notna() & ~finite(value)
+    if infinite.any():
+        notes.append(f"{int(infinite.sum())} finished run(s) have an infinite {statistic.label} (a diverged run) and are left out of the comparison.")
+    keep = candidates & ~missing & ~infinite
     usable = values[keep].assign(value=value[keep])
+    if "test_accuracy" not in usable:
+        usable = usable.assign(test_accuracy=math.nan)
     usable = usable.assign(stage=usable["stage"].fillna("").astype(str), model=usable["model"].fillna("").astype(str))
     return usable, notes
+
+
+def _data_notes(usable: pd.DataFrame) -> list[str]:
+    """Params outside TrainConfig (the data's counts) never split a group; when a group's runs logged
+    different ones, its folder changed between them: say so."""
+    notes = []
+    for _, members in usable.groupby("key", sort=False):
+        for name in sorted({n for p in members["params"] for n in p} - set(config.CONFIG_FIELDS) - set(config.RECORDED_PARAMS)):
+            seen = sorted({str(p[name]) for p in members["params"] if name in p})
+            if len(seen) > 1:
+                where = f"{members['stage'].iloc[0]} {members['run_name'].iloc[0]}".strip()
+                notes.append(f"{where}: its runs logged different {name} ({', '.join(seen)}): the data changed between them, yet they count as one configuration.")
+    return notes
 
 
 def _rank_in(order: tuple[str, ...]):
@@ -248,21 +245,23 @@ def _rank_in(order: tuple[str, ...]):
     return lambda value: order.index(value) if value in order else len(order)
 
 
-def _ranked(part: pd.DataFrame, statistic: Statistic, vary, params: list[str]) -> pd.DataFrame:
+def _ranked(part: pd.DataFrame, statistic: Statistic, vary, params: list[str], margin: float) -> pd.DataFrame:
     """The groups of one stage and model: the best first, each other against it."""
     sign = 1.0 if statistic.higher_is_better else -1.0
     labels = group_labels(part["params"], vary, exclude=PARTITION)
     groups = []
     for key, members in part.groupby("key", sort=False):
-        summary = describe(members["value"])
-        first = members["params"].iloc[0]
+        configuration = members["configuration"].iloc[0]
         label = labels[members.index[0]]
-        if label == "all runs" and contract.PARAM_LR in first:  # one configuration: still say which rate
-            label = f"lr {param_text(contract.PARAM_LR, first[contract.PARAM_LR])}"
+        if label == "all runs" and contract.PARAM_LR in configuration:  # one configuration: still say which rate
+            label = f"lr {param_text(contract.PARAM_LR, configuration[contract.PARAM_LR])}"
+        tests = members["test_accuracy"][finite(members["test_accuracy"])]
         groups.append({
-            "key": key, "summary": summary, "label": label,
-            "lr": _float(first.get(contract.PARAM_LR)), **{p: str(first.get(p, "")) for p in params},
+            "key": key, "configuration": configuration, "summary": describe(members["value"]), "label": label,
+            "lr": _float(configuration.get(contract.PARAM_LR)),
+            **{p: param_text(p, configuration[p]) if p in configuration else "" for p in params},
             "runs": "; ".join(members["run_name"].astype(str)), "run_ids": list(members["run_id"]),
+            "test_accuracy": float(tests.mean()) if len(tests) else math.nan,
         })  # fmt: skip
     # Best: the highest mean (lowest for a loss); among equal means the group with more runs.
     groups.sort(key=lambda g: (-sign * g["summary"].mean, -g["summary"].n, g["label"]))
@@ -275,31 +274,103 @@ def _ranked(part: pd.DataFrame, statistic: Statistic, vary, params: list[str]) -
             **{p: group[p] for p in params},
             "n": s.n, "mean": s.mean, "std": s.std, "ci_low": s.ci_low, "ci_high": s.ci_high,
             "group": group["label"], "runs": group["runs"], "_rank": rank,
+            **{name: group[name] for name in DETAILS},
         }  # fmt: skip
-        if rank == 0:
-            row.update(verdict=BEST, difference=0.0, difference_low=math.nan, difference_high=math.nan, seeds_needed=math.nan)
-        else:
-            # How far this group falls short of the best, in the statistic's units: positive = worse.
-            shortfall = welch(best, s) if statistic.higher_is_better else welch(s, best)
-            row.update(
-                verdict=_verdict(best, s, shortfall), difference=shortfall.value, difference_low=shortfall.low,
-                difference_high=shortfall.high, seeds_needed=seeds_needed(shortfall.value, best, s),
-            )  # fmt: skip
+        row.update(_against(best, s, statistic, margin, rank == 0))
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def _verdict(best: Summary, other: Summary, shortfall: Difference) -> str:
-    if best.n < 2 or other.n < 2:
-        return CANNOT_TELL
-    return WORSE if shortfall.low > 0 else WITHIN_NOISE
+def _against(best: Summary, other: Summary, statistic: Statistic, margin: float, is_best: bool) -> dict:
+    """verdict, difference (how far `other` falls short of `best`, positive = worse), its interval, seeds_needed."""
+    if is_best:
+        return {"verdict": BEST, "difference": 0.0, "difference_low": math.nan, "difference_high": math.nan, "seeds_needed": math.nan}
+    shortfall = welch(best, other) if statistic.higher_is_better else welch(other, best)
+    return {
+        "verdict": verdict(best, other, shortfall, margin), "difference": shortfall.value, "difference_low": shortfall.low,
+        "difference_high": shortfall.high, "seeds_needed": seeds_needed(shortfall.value, best, other, margin),
+    }  # fmt: skip
 
 
-def _float(text) -> float:
+def _float(value) -> float:
     try:
-        return float(text)
+        return float(value)
     except (TypeError, ValueError):
         return math.nan
+
+
+def _summary(row) -> Summary:
+    return Summary(int(row["n"]), float(row["mean"]), float(row["std"]), float(row["ci_low"]), float(row["ci_high"]))
+
+
+# ---------------------------------------------------------------------------------------
+# Across stages, and what a sweep should add seeds to
+
+STAGES_COLUMNS = [
+    "stage", "model", "group", "lr", "n", "mean", "ci_low", "ci_high", "verdict", "difference", "difference_low",
+    "difference_high", "test_accuracy", "seeds_needed",
+]  # fmt: skip
+
+
+def stages(comparison: Comparison) -> pd.DataFrame:
+    """stages.csv: per model, each stage's best group against the best stage's, with the same Welch
+    intervals, verdicts and margin as within a stage (the best stage's row says `best`).
+    `test_accuracy`: the stage's best group's runs that were evaluated on the held-out test split."""
+    table = comparison.table
+    if table.empty:
+        return pd.DataFrame(columns=STAGES_COLUMNS)
+    bests = table[table["verdict"] == BEST].assign(test_accuracy=comparison.details.loc[table["verdict"] == BEST, "test_accuracy"])
+    sign = 1.0 if comparison.statistic.higher_is_better else -1.0
+    rows = []
+    for _, part in bests.groupby("model", sort=False):
+        part = part.assign(_order=range(len(part)))  # the contract's stage order, kept among ties
+        ranked = part.sort_values(["mean", "n", "_order"], ascending=[sign < 0, False, True], key=None, kind="stable")
+        best = _summary(ranked.iloc[0])
+        for position, (_, row) in enumerate(ranked.iterrows()):
+            rows.append({**{c: row[c] for c in STAGES_COLUMNS if c in row}, **_against(best, _summary(row), comparison.statistic, comparison.margin, position == 0)})
+    frame = pd.DataFrame(rows)[STAGES_COLUMNS]
+    frame.attrs["margin"] = comparison.margin
+    return frame
+
+
+@dataclass(frozen=True)
+class Side:
+    """One group of a comparison: what a sweep needs to add a seed to it."""
+
+    key: str  # `group_keys`
+    configuration: dict  # typed params (`train.config.configuration`), repeats' left out
+    label: str
+    n: int
+    run_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A comparison not decided yet: `contender` against its stage's `best`."""
+
+    stage: str
+    model: str
+    verdict: str  # within_noise or cannot_tell
+    best: Side
+    contender: Side
+    seeds_needed: float  # per group, NaN when unknown (a group of one run)
+
+
+def undecided_pairs(comparison: Comparison) -> list[Pair]:
+    """Per stage and model, every (best group, contender group) still `within_noise` or `cannot_tell`,
+    in the table's order: what racing adds one seed to each side of."""
+    table, details = comparison.table, comparison.details
+    pairs = []
+    for _, part in table.groupby(["stage", "model"], sort=False):
+        best = _side(part.iloc[0], details.loc[part.index[0]])
+        for index, row in part.iloc[1:].iterrows():
+            if row["verdict"] in UNDECIDED:
+                pairs.append(Pair(row["stage"], row["model"], row["verdict"], best, _side(row, details.loc[index]), float(row["seeds_needed"])))
+    return pairs
+
+
+def _side(row, detail) -> Side:
+    return Side(detail["key"], dict(detail["configuration"]), row["group"], int(row["n"]), tuple(detail["run_ids"]))
 
 
 # ---------------------------------------------------------------------------------------
@@ -307,27 +378,34 @@ def _float(text) -> float:
 
 REPEATS_COMMAND = "-P repeats=3"
 REPEATS_HINT = f"add `{REPEATS_COMMAND}` to the sweep"
+SELECTION_LIMITS = (
+    "What this cannot know: each stage's best was itself picked as the highest of its stage's groups on these same "
+    "validation numbers, so its number is optimistic and the comparisons do not correct for how many were tried; "
+    "a test accuracy, on images never used to train or select, is the unbiased number."
+)
 
 
 def explanation(comparison: Comparison) -> str:
     """What the sentences compare, in one line (the page and the report put it above them)."""
     return (f"{comparison.statistic.label.capitalize()} per configuration: mean [95% interval] over its seeds; each other "
-            "configuration of a stage against the stage's best, the difference with its 95% Welch interval.")  # fmt: skip
+            "configuration of a stage against the stage's best, the difference with its 95% Welch interval; "
+            f"equivalent: that interval lies within ±{comparison.margin:g}.")  # fmt: skip
 
 
 def sentences(comparison: Comparison) -> list[str]:
     """One sentence per stage and model: which group is best, and each other's verdict against it.
 
     "head: lr 1e-3 is best, 0.802 [0.777, 0.827] over 3 seeds; lr 1e-4 is worse by 0.100
-    [0.077, 0.123]; lr 1e-6 is within noise of it (needs ~40 seeds to tell)"."""
+    [0.077, 0.123]; lr 1e-5 is equivalent: 0.002 [-0.006, 0.009] within ±0.01; lr 1e-6 is
+    undecided, within noise of it: 0.010 [-0.020, 0.040] (~40 seeds per group would decide)"."""
     table = comparison.table
     if table.empty:
         return []
     several_models = table["model"].nunique() > 1
-    return [_sentence(part, several_models) for _, part in table.groupby(["stage", "model"], sort=False)]
+    return [_sentence(part, several_models, comparison.margin) for _, part in table.groupby(["stage", "model"], sort=False)]
 
 
-def _sentence(part: pd.DataFrame, several_models: bool) -> str:
+def _sentence(part: pd.DataFrame, several_models: bool, margin: float) -> str:
     stage, model = part["stage"].iloc[0] or "(no stage)", part["model"].iloc[0]
     where = f"{stage} · {model}" if several_models else stage
     best, others = part.iloc[0], part.iloc[1:]
@@ -336,7 +414,7 @@ def _sentence(part: pd.DataFrame, several_models: bool) -> str:
     head = f"{where}: {best['group']} is best, {_interval(best)}"
     if others.empty:
         return head + " (the only configuration)"
-    told = [_clause(row) for _, row in others.iterrows() if row["verdict"] != CANNOT_TELL]
+    told = [_clause(row, row["group"], margin) for _, row in others.iterrows() if row["verdict"] != CANNOT_TELL]
     untold = others[others["verdict"] == CANNOT_TELL]
     if not untold.empty:  # one clause for all of them: the same remedy
         why = "the best is one run" if best["n"] < 2 else "one run each" if len(untold) > 1 else "one run"
@@ -350,15 +428,19 @@ def _interval(row) -> str:
     return f"{_number(row['mean'])} [{_number(row['ci_low'])}, {_number(row['ci_high'])}] over {row['n']} seeds"
 
 
-def _clause(row) -> str:
-    name = row["group"]
+def _clause(row, name: str, margin: float) -> str:
+    """One verdict against the best, in words: the same for a group within its stage and for a stage."""
+    difference = f"{_number(row['difference'])} [{_number(row['difference_low'])}, {_number(row['difference_high'])}]"
     if row["verdict"] == WORSE:
-        return f"{name} is worse by {_number(row['difference'])} [{_number(row['difference_low'])}, {_number(row['difference_high'])}]"
+        return f"{name} is worse by {difference}"
+    if row["verdict"] == EQUIVALENT:
+        return f"{name} is equivalent: {difference} within ±{margin:g}"
     if row["verdict"] == WITHIN_NOISE:
         needed = row["seeds_needed"]
-        tell = "equal means: no number of seeds would tell" if math.isinf(needed) else f"needs ~{int(needed)} seeds to tell" if math.isfinite(needed) else "no spread to go on"
-        return f"{name} is within noise of it ({tell})"
-    return f"{name}: cannot tell ({REPEATS_HINT})"
+        tell = ("equal means: no number of seeds would tell" if math.isinf(needed) else f"~{int(needed)} seeds per group would decide"
+                if math.isfinite(needed) else "no spread to go on")  # fmt: skip
+        return f"{name} is undecided, within noise of it: {difference} ({tell})"
+    return f"{name}: cannot tell (one run; {REPEATS_HINT})"
 
 
 def _number(value: float) -> str:
@@ -377,3 +459,24 @@ def runner_up_note(comparison: Comparison) -> list[str]:
         elif second["verdict"] == CANNOT_TELL:
             lines.append(f"{best['stage']}: the winner ({best['group']}) cannot be told from the runner-up ({second['group']}) with one run each; {REPEATS_HINT}.")
     return lines
+
+
+def headline(across: pd.DataFrame) -> list[str]:
+    """The answer across stages (`stages`), one sentence per model, then what it cannot know:
+    "finetune lr 1e-6 wins overall, 0.850 [0.838, 0.862] over 3 seeds; full is equivalent: ...;
+    head is worse by 0.100 [0.077, 0.123]". Empty when nothing was compared."""
+    if across.empty:
+        return []
+    margin = across.attrs.get("margin", DEFAULT_MARGIN)
+    several_models = across["model"].nunique() > 1
+    said = []
+    for model, part in across.groupby("model", sort=False):
+        best = part.iloc[0]
+        where = f"{model}: " if several_models else ""
+        tested = f", test accuracy {_number(best['test_accuracy'])}" if math.isfinite(best["test_accuracy"]) else ""
+        if len(part) == 1:
+            said.append(f"{where}{best['stage']} {best['group']} is best, {_interval(best)}{tested} (one stage: nothing to compare it with)")
+            continue
+        clauses = [_clause(row, row["stage"], margin) for _, row in part.iloc[1:].iterrows()]
+        said.append(f"{where}{best['stage']} {best['group']} wins overall, {_interval(best)}{tested}; " + "; ".join(clauses))
+    return [*said, SELECTION_LIMITS]
