@@ -11,6 +11,11 @@ A claim is `running`, `done` or `failed`. A later launch of the same sweep takes
 worker beats on time, from a thread, every `stale_seconds / 5` while it trains (`beating`):
 beating once per epoch, an epoch longer than `stale_seconds` (Food-101 on a CPU) made a
 live worker look dead, its configuration trained twice and the next phase began early.
+
+A claim can still be lost: a database outage longer than the stale window lets another worker
+take it over. Every beat and the finish check that they changed this worker's row; a beat that
+changes none, or beats that keep failing for the stale window, set `Heartbeat.lost`, and the
+sweep stops that child (sweep/pruning.py ClaimWatch) rather than train the configuration twice.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import socket
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
@@ -36,6 +42,21 @@ CLAIMS = sa.Table(
 )
 RUNNING, DONE, FAILED = "running", "done", "failed"
 CREATE_ATTEMPTS = 5  # workers started together race to create the table, as they do Optuna's
+
+
+@dataclass
+class Heartbeat:
+    """What the beating thread found: `lost` is set (and `reason` says why) once the claim is
+    no longer this worker's, or cannot be shown to be."""
+
+    key: str
+    lost: threading.Event = field(default_factory=threading.Event)
+    reason: str = ""
+
+    def lose(self, reason: str) -> None:
+        self.reason = reason
+        self.lost.set()
+        print(f"sweep: {reason}", file=sys.stderr, flush=True)
 
 
 def worker_id() -> str:
@@ -109,47 +130,62 @@ class Claims:
             )
         return taken.rowcount == 1
 
-    def finish(self, key: str, state: str) -> None:
-        self._set(key, state)
+    def finish(self, key: str, state: str) -> bool:
+        """Mark this worker's claim done or failed; False when it is not this worker's any more."""
+        return self._set(key, state)
 
-    def beat(self, key: str) -> None:
-        """Tell other workers this claim is alive (a finished claim stays finished)."""
-        self._set(key, RUNNING, only_running=True)
+    def beat(self, key: str) -> bool:
+        """Tell other workers this claim is alive; False when another worker has taken it over
+        (or it is finished: a finished claim stays finished)."""
+        return self._set(key, RUNNING, only_running=True)
 
     @contextlib.contextmanager
     def beating(self, key: str):
-        """Beat for `key` every `beat_seconds` inside the block, however long an epoch takes."""
-        stop = threading.Event()
-        thread = threading.Thread(target=self._beat_until, args=(key, stop), name=f"claim-heartbeat-{key}", daemon=True)
+        """Beat for `key` every `beat_seconds` inside the block, however long an epoch takes;
+        yields the `Heartbeat` whose `lost` says the claim went."""
+        heartbeat, stop = Heartbeat(key), threading.Event()
+        thread = threading.Thread(target=self._beat_until, args=(heartbeat, stop), name=f"claim-heartbeat-{key}", daemon=True)
         thread.start()
         try:
-            yield
+            yield heartbeat
         finally:
             stop.set()
             thread.join(timeout=30)
 
-    def _beat_until(self, key: str, stop: threading.Event) -> None:
-        warned = False
+    def _beat_until(self, heartbeat: Heartbeat, stop: threading.Event) -> None:
+        """A failed beat is retried, and said each time; failures for a whole stale window mean
+        another worker may have taken the claim over, so it counts as lost."""
+        last_beat = time.monotonic()
         while not stop.wait(self.beat_seconds):
             try:
-                self.beat(key)
-            except Exception as error:  # noqa: BLE001 - a database hiccup must not end training; the next beat retries
-                if not warned:
-                    print(f"sweep: heartbeat for claim {key} failed ({type(error).__name__}); retrying", file=sys.stderr, flush=True)
-                    warned = True
+                alive = self.beat(heartbeat.key)
+            except Exception as error:  # noqa: BLE001 - a database hiccup must not end training at once; the next beat retries
+                silent = time.monotonic() - last_beat
+                if silent > self.stale_seconds:
+                    heartbeat.lose(f"claim {heartbeat.key}: no heartbeat for {silent:.0f} s ({type(error).__name__}: {str(error).splitlines()[0][:200]}); "
+                                   "another worker may have taken it over, so this child stops")
+                    return
+                print(f"sweep: heartbeat for claim {heartbeat.key} failed ({type(error).__name__}), {silent:.0f} s without one "
+                      f"(lost after {self.stale_seconds:.0f} s); retrying", file=sys.stderr, flush=True)
+                continue
+            if not alive:
+                heartbeat.lose(f"claim {heartbeat.key} was taken over by another worker (this one's heartbeat was missing for over {self.stale_seconds:.0f} s); this child stops")
+                return
+            last_beat = time.monotonic()
 
-    def _set(self, key: str, state: str, only_running: bool = False) -> None:
+    def _set(self, key: str, state: str, only_running: bool = False) -> bool:
         now = time.time()
         if self.engine is None:
             with self._lock:
-                if not only_running or self._local.get(key, ("", RUNNING))[1] == RUNNING:
-                    self._local[key] = (self.owner, state, now)
-            return
+                if only_running and self._local.get(key, ("", RUNNING))[1] != RUNNING:
+                    return False
+                self._local[key] = (self.owner, state, now)
+                return True
         where = (CLAIMS.c.study == self.study) & (CLAIMS.c.key == key) & (CLAIMS.c.owner == self.owner)
         if only_running:
             where = where & (CLAIMS.c.state == RUNNING)
         with self.engine.begin() as connection:
-            connection.execute(CLAIMS.update().where(where).values(state=state, updated=now))
+            return connection.execute(CLAIMS.update().where(where).values(state=state, updated=now)).rowcount == 1
 
     def states(self, keys) -> dict[str, str]:
         """The state of each key that someone claimed (unclaimed keys are absent)."""

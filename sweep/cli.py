@@ -10,10 +10,13 @@ a parameter the entry point does not declare as `--prune_startup 3`.
 
 from __future__ import annotations
 
+import collections
+
 import click
 
 from sweep import plan as plans
 from train.config import ConfigError, check_register_as
+from train.errors import TrainingError
 from train.messages import first_line, redact_uri, scrub
 
 
@@ -53,7 +56,18 @@ def command(ctx, plan, lrs, stages, schedules, repeats, max_repeats, margin, tri
         return
     from sweep.runner import SweepOptions, run_sweep
 
-    run_sweep(SweepOptions(chosen, storage, study, pruning, prune_startup, prune_warmup, register_as, experiment))
+    result = run_sweep(SweepOptions(chosen, storage, study, pruning, prune_startup, prune_warmup, register_as, experiment))
+    if result.failed:  # the summary printed what did finish; the exit status says not everything did
+        raise TrainingError(failure_line(result.failures, len(result.failed) + len(result.trained)))
+
+
+def failure_line(reasons: list[str], children: int) -> str:
+    """'2 of 5 sweep children failed: 2x data folder ...' - each distinct reason once, most frequent first."""
+    counted = collections.Counter(reasons).most_common()
+    why = "; ".join(f"{count}x {reason}" if count > 1 else reason for reason, count in counted[:3])
+    more = f"; and {len(counted) - 3} other reason(s)" if len(counted) > 3 else ""
+    return (f"{len(reasons)} of {children} sweep children failed: {why}{more}; each child's stop_reason tag says why "
+            "(launch the same sweep again to retry them)")
 
 
 def build_plan(plan: str, overrides: dict[str, str], repeats: int, trials: int, max_repeats: int = 0, margin: str | float = "") -> plans.Plan:

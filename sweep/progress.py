@@ -22,7 +22,7 @@ class Progress:
     def __init__(self, total: int):
         self.total = total
         self.finished = 0  # trained, failed or skipped: the n of "n of N"
-        self.counts = {"trained": 0, "failed": 0, "skipped": 0, "pruned": 0}
+        self.counts = {"trained": 0, "failed": 0, "skipped": 0, "pruned": 0, "lost": 0}
         self.seconds: list[float] = []
         self.started = time.monotonic()
 
@@ -38,6 +38,12 @@ class Progress:
         self.counts["failed"] += 1
         self.seconds.append(seconds)
         self._line(f"{label}: FAILED ({first_line(error)}); going on")
+
+    def lost(self, label: str, seconds: float) -> None:
+        """Another worker took this child's claim over: it stopped, and that worker's run counts."""
+        self.counts["lost"] += 1
+        self.seconds.append(seconds)
+        self._line(f"{label}: STOPPED (its claim went to another worker, which trains it); going on")
 
     def skipped(self, phase: str, why: str, count: bool = True) -> None:
         """A configuration finished earlier (count) or taken by another worker (not this worker's)."""
@@ -62,7 +68,8 @@ class Progress:
     def final_line(self) -> str:
         c = self.counts
         return (f"sweep finished in {_duration(time.monotonic() - self.started)}: {c['trained']} trained "
-                f"({c['pruned']} pruned), {c['failed']} failed, {c['skipped']} skipped as finished earlier")
+                f"({c['pruned']} pruned), {c['failed']} failed, {c['skipped']} skipped as finished earlier"
+                + (f", {c['lost']} stopped as another worker took their claim" if c["lost"] else ""))
 
 
 def print_ranking(study: str, experiment_ids: list[str]) -> None:

@@ -25,7 +25,7 @@ from sweep.claims import DONE, FAILED, Claims
 from sweep.filters import quoted
 from sweep.plan import Phase, Plan, Range, config_key, make_config
 from sweep.progress import Progress, print_ranking
-from sweep.pruning import TrialReporter, make_pruner
+from sweep.pruning import ClaimLost, ClaimWatch, TrialReporter, make_pruner
 from train import contract
 from train.config import ConfigError, same_param
 from train.errors import TrainingInterrupted
@@ -51,6 +51,7 @@ class SweepOptions:
     register_as: str = ""
     experiment: str = ""
     wait_timeout: float = 24 * 3600  # longest wait for other workers' runs of an earlier phase
+    stale_seconds: float = 900  # a claim without a heartbeat for this long may be taken over (sweep/claims.py)
 
     experiment_id: str = ""  # set once the parent run exists
     models: ModelPool = field(default_factory=ModelPool, repr=False)  # the compiled model children reuse
@@ -66,6 +67,8 @@ class SweepResult:
     parent_run_id: str
     trained: list[str] = field(default_factory=list)  # child run ids this worker trained
     failed: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)  # why each failed child failed (first lines)
+    lost: list[str] = field(default_factory=list)  # children stopped because another worker took their claim
     skipped: int = 0
     registered: dict[str, int] = field(default_factory=dict)  # alias -> model version
 
@@ -96,7 +99,7 @@ def run_sweep(options: SweepOptions) -> SweepResult:
 def _run_plan(options: SweepOptions, parent) -> SweepResult:
     options.experiment_id = parent.info.experiment_id
     mlflow.set_tag(contract.TAG_SWEEP_STUDY, options.study_name)
-    claims = Claims(options.study_name, options.storage or None)
+    claims = Claims(options.study_name, options.storage or None, stale_seconds=options.stale_seconds)
     try:
         _log_parent(options)
         result = SweepResult(parent.info.run_id)
@@ -167,6 +170,11 @@ def _study(options: SweepOptions, phase: Phase) -> optuna.Study:
             time.sleep(1 + attempt)
 
 
+# lrlab's own bugs, not a child's failure: the sweep stops loudly instead of recording a FAILED child
+# and going on (a TypeError would fail every child the same way, each after its data preparation).
+PROGRAMMING_ERRORS = (TypeError, AttributeError, NameError, LookupError, AssertionError, ImportError)
+
+
 def _run_child(phase: Phase, key: str, values: dict | None, init_model: str, study: optuna.Study, claims: Claims, options: SweepOptions, result: SweepResult, progress: Progress) -> None:
     trial = study.ask()
     trial.set_user_attr(contract.TAG_SWEEP_CONFIG, key)
@@ -177,36 +185,79 @@ def _run_child(phase: Phase, key: str, values: dict | None, init_model: str, stu
     started = time.monotonic()
     reporter = TrialReporter(trial)
     try:
-        with claims.beating(key):  # on time, not per epoch: data preparation and one epoch can outlast the window
+        with claims.beating(key) as heartbeat:  # on time, not per epoch: data preparation and one epoch can outlast the window
             config = make_config(values, init_model=init_model, experiment=options.experiment)
             checked = preflight(config)
             from train.run.trainer import train  # TensorFlow loads once the first configuration is known good
 
-            outcome = train(config, checked, callbacks=[reporter], run_options={"run_id": child_id, "nested": True}, models=options.models)
+            match_determinism(config.deterministic)
+            outcome = train(config, checked, callbacks=[reporter, ClaimWatch(heartbeat)], run_options={"run_id": child_id, "nested": True}, models=options.models)
     except TrainingInterrupted:
         # The next launch trains this configuration afresh, in a new child: the local checkpoint
         # (NaN weights, or a half-trained model the sweep never resumes) is only disk used.
-        interrupt.remove_checkpoint(child_id)
-        claims.finish(key, FAILED)
-        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        _give_up_child(child_id, key, None, claims, study, trial)
         raise
-    except Exception as error:  # noqa: BLE001 - any failure of one child is recorded and the sweep goes on
-        interrupt.remove_checkpoint(child_id)
-        _record_failure(child_id, error)
-        claims.finish(key, FAILED)
-        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    except ClaimLost as lost:
+        _lose_child(child_id, str(lost), study, trial, result)
+        progress.lost(phase.label(values), time.monotonic() - started)
+        return
+    except Exception as error:  # noqa: BLE001 - a child's failure is recorded and the sweep goes on; lrlab's own bugs re-raise
+        _give_up_child(child_id, key, error, claims, study, trial)
+        if isinstance(error, PROGRAMMING_ERRORS):
+            raise
         result.failed.append(child_id)
+        result.failures.append(first_line(error))
         progress.failed(phase.label(values), error, time.monotonic() - started)
         return
     finally:
         gc.collect()  # the child's fresh model, datasets and callbacks (the pool keeps one model)
-    claims.finish(key, DONE)
+    if not claims.finish(key, DONE):  # taken over between the last beat and now: the other worker's run counts
+        _lose_child(child_id, f"claim {key} was taken over by another worker while this child finished", study, trial, result)
+        progress.lost(phase.label(values), time.monotonic() - started)
+        return
     if reporter.pruned_after is not None:
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
     else:
         study.tell(trial, outcome.best_val_accuracy)
     result.trained.append(child_id)
     progress.done(phase.label(values), outcome.best_val_accuracy, time.monotonic() - started, pruned=reporter.pruned_after)
+
+
+def _give_up_child(child_id: str, key: str, error: BaseException | None, claims: Claims, study: optuna.Study, trial) -> None:
+    """The child failed (`error`) or was interrupted (None): record it, and whatever recording does,
+    release the claim as failed, so no worker waits for a `running` claim nobody trains."""
+    try:
+        interrupt.remove_checkpoint(child_id)
+        if error is not None:
+            _record_failure(child_id, error)
+    finally:
+        claims.finish(key, FAILED)
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+
+
+def _lose_child(child_id: str, reason: str, study: optuna.Study, trial, result: SweepResult) -> None:
+    """Another worker owns the configuration now: this child ends KILLED (it never counts as a seed)
+    and the claim is left alone, it is not this worker's."""
+    interrupt.remove_checkpoint(child_id)
+    client = MlflowClient()
+    client.set_tag(child_id, contract.TAG_STOP_REASON, reason[:500])
+    client.set_terminated(child_id, "KILLED")
+    if mlflow.active_run() and mlflow.active_run().info.run_id == child_id:
+        mlflow.end_run("KILLED")
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    result.lost.append(child_id)
+
+
+def match_determinism(deterministic: bool) -> None:
+    """TensorFlow's op determinism is process-wide and the trainer only turns it on: after one
+    `deterministic=true` child every later child of the sweep would be deterministic too. So the
+    sweep sets it to what each child asks. TensorFlow's public API has no `disable` (nor a
+    getter); its own framework.config functions are the switch (the kept model is safe: `deterministic` is part
+    of the pool's graph key, so a model traced under one setting never serves the other)."""
+    from tensorflow.python.framework import config as tf_config
+
+    if tf_config.is_op_determinism_enabled() and not deterministic:
+        tf_config.disable_op_determinism()
 
 
 def _sample(trial: optuna.Trial, phase: Phase) -> dict:

@@ -108,3 +108,39 @@ def test_a_worker_that_loses_the_race_to_create_the_table_goes_on(postgres):
     assert outcome["claims"].claim("k")
     outcome["claims"].close()
     engine.dispose()
+
+
+def test_a_worker_whose_claim_was_taken_over_is_told_so_by_its_beat_and_its_finish(tmp_path, capsys):
+    """Issue 19: beat and finish updated zero rows and nobody looked, so both workers trained it."""
+    url = f"sqlite:///{tmp_path / 'claims.db'}"
+    slow, other = Claims("s", url, stale_seconds=0.5, beat_seconds=0.1), Claims("s", url, stale_seconds=0.5)
+    assert slow.claim("k")
+    time.sleep(0.8)  # an outage longer than the stale window: no beat got through
+    assert other.claim("k"), "a dead-looking claim is taken over"
+    with slow.beating("k") as heartbeat:
+        assert heartbeat.lost.wait(5), "the first beat after the outage must find the claim gone"
+    assert "taken over by another worker" in heartbeat.reason and "this child stops" in capsys.readouterr().err
+    assert not slow.beat("k") and not slow.finish("k", DONE)
+    assert other.states(["k"]) == {"k": RUNNING} and other.finish("k", DONE)
+    slow.close(), other.close()
+
+
+def test_heartbeat_errors_count_and_a_claim_that_cannot_beat_for_the_stale_window_is_lost(tmp_path, capsys):
+    """One warning and then silence, for ever, while the claim went stale: now every failure is said and the
+    claim counts as lost once the failures last the stale window."""
+    import sqlalchemy as sa
+
+    url = f"sqlite:///{tmp_path / 'claims.db'}"
+    worker = Claims("s", url, stale_seconds=0.6, beat_seconds=0.1)
+    assert worker.claim("k")
+    engine = sa.create_engine(url)
+    with worker.beating("k") as heartbeat:
+        time.sleep(0.3)
+        assert not heartbeat.lost.is_set()
+        with engine.begin() as connection:  # the database loses the table: every beat now fails
+            connection.execute(sa.text("DROP TABLE lrlab_sweep_claims"))
+        assert heartbeat.lost.wait(5)
+    err = capsys.readouterr().err
+    assert err.count("heartbeat for claim k failed") >= 2, err
+    assert "no heartbeat for" in heartbeat.reason and "OperationalError" in heartbeat.reason
+    worker.close(), engine.dispose()

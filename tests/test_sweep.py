@@ -56,8 +56,9 @@ def head_then_finetune(tmp_path):
 
 @pytest.mark.slow  # trains for real
 def test_plan_with_dependency_runs_in_order_resumes_and_registers(head_then_finetune, tracking_uri, capsys):
-    assert main(["--plan", head_then_finetune, *SMALL, "--register-as", "shapes", "--experiment", "sweeps"]) == 0
-    out = capsys.readouterr().out
+    assert main(["--plan", head_then_finetune, *SMALL, "--register-as", "shapes", "--experiment", "sweeps"]) == 1
+    out, err = capsys.readouterr()
+    assert "error: 2 of 5 sweep children failed: 2x data folder" in err
     assert "sweep [1/5]" in out and "FAILED (data folder" in out and "going on" in out and "ETA" in out
 
     (parent,) = sweep_runs()
@@ -88,7 +89,7 @@ def test_plan_with_dependency_runs_in_order_resumes_and_registers(head_then_fine
     assert client.get_model_version_by_alias("shapes", "finetune").run_id == finetune.info.run_id
 
     # The same command again: finished children are skipped, only the failed ones run again.
-    assert main(["--plan", head_then_finetune, *SMALL, "--experiment", "sweeps"]) == 0
+    assert main(["--plan", head_then_finetune, *SMALL, "--experiment", "sweeps"]) == 1
     out = capsys.readouterr().out
     assert out.count("skipped a configuration (finished earlier)") == 3
     second = max(sweep_runs(), key=lambda r: r.info.start_time)
@@ -177,7 +178,7 @@ def test_a_child_that_diverges_leaves_no_checkpoint_to_resume_from_nan_weights(t
 
     same = ["--epochs", "2", *TINY, "--mixed_precision", "on"]
     try:
-        assert main(["--stages", "scratch", "--lrs", "1000", *same, "--experiment", "nan"]) == 0
+        assert main(["--stages", "scratch", "--lrs", "1000", *same, "--experiment", "nan"]) == 1
     finally:
         keras.mixed_precision.set_global_policy("float32")
     (parent,) = sweep_runs()
@@ -222,9 +223,78 @@ def test_a_study_named_with_an_apostrophe_finds_its_own_runs(tmp_path, tracking_
     one_class.mkdir(parents=True)
     Image.new("RGB", (64, 64)).save(one_class / "black.png")  # the child fails its data check, before TensorFlow
     study = "bob's sweep"
-    assert main(["--stages", "head", "--lrs", "1e-3", "--data", str(one_class.parent), *SMALL, "--study", study, "--register-as", "bobs", "--experiment", "quotes"]) == 0
-    assert "no finished run to register" in capsys.readouterr().err
+    assert main(["--stages", "head", "--lrs", "1e-3", "--data", str(one_class.parent), *SMALL, "--study", study, "--register-as", "bobs", "--experiment", "quotes"]) == 1
+    err = capsys.readouterr().err
+    assert "no finished run to register" in err
+    assert err.strip().splitlines()[-1].startswith("error: 1 of 1 sweep children failed: data folder"), err  # issue 19: it exited 0
     (parent,) = sweep_runs()
     assert parent.data.tags[contract.TAG_SWEEP_STUDY] == study
     found = mlflow.search_runs(search_all_experiments=True, filter_string=f"tags.{contract.TAG_SWEEP_STUDY} = {quoted(study)}", output_format="list")
     assert len(found) == 2  # the parent and its one (failed) child
+
+
+def test_a_bug_in_lrlab_stops_the_sweep_loudly_and_a_failed_record_still_releases_the_claim(tmp_path, tracking_uri):
+    """Issue 19: `except Exception` around a child also swallowed programming errors (every child then
+    failed the same way, and the sweep exited 0); and when recording a failure failed, the claim stayed
+    `running`, so every other worker waited for it."""
+    import optuna
+    from mlflow.exceptions import MlflowException
+
+    from sweep import runner
+    from sweep.claims import FAILED, Claims
+    from sweep.plan import Phase, Plan
+
+    broken = Plan("bug", [Phase("p", fixed={"stage": "scratch", "data": "demo", "epochs": [1]}, grid={"lr": [1e-3, 1e-4]})])  # a plan no YAML gives
+    with pytest.raises(TypeError):
+        runner.run_sweep(runner.SweepOptions(broken, experiment="bugs"))
+    (parent,) = sweep_runs()
+    assert parent.info.status == "FAILED"
+    (child,) = children(parent.info.run_id)  # the first child, not both: the sweep stopped
+    assert child.info.status == "FAILED" and child.data.tags[contract.TAG_STOP_REASON].startswith("failed: ")
+
+    claims = Claims("s", f"sqlite:///{tmp_path / 'claims.db'}")
+    assert claims.claim("k")
+    study = optuna.create_study()
+    with pytest.raises(MlflowException):  # the run to record it on is not there: recording fails
+        runner._give_up_child("0" * 32, "k", RuntimeError("out of memory"), claims, study, study.ask())
+    assert claims.states(["k"]) == {"k": FAILED}
+    claims.close()
+
+
+@pytest.mark.slow  # trains for real: one child, stopped once another worker takes its claim over
+def test_a_child_whose_claim_another_worker_took_over_stops_and_says_so(tmp_path, tracking_uri, capsys):
+    """Issue 19: after an outage longer than the stale window another worker takes the claim over, and
+    this worker trained on: two FINISHED runs of one configuration inflated n."""
+    import threading
+
+    import sqlalchemy as sa
+
+    from sweep import runner
+    from sweep.cli import build_plan
+
+    storage = f"sqlite:///{tmp_path / 'claims.db'}"
+    plan = build_plan("", {"stage": "scratch", "lr": "1e-3", "epochs": "6", "data": "demo", "image_size": "64", "alpha": "0.35", "batch_size": "16"}, 1, 0)
+    stolen = threading.Event()
+
+    def other_worker():  # what a worker that found the claim stale does: make it its own
+        engine = sa.create_engine(storage)
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and not stolen.is_set():
+            time.sleep(0.5)
+            run = next(iter(mlflow.search_runs(search_all_experiments=True, filter_string=f"tags.{contract.TAG_KIND} = '{contract.KIND_TRAIN}'", output_format="list")), None)
+            if run and MlflowClient().get_metric_history(run.info.run_id, contract.LOSS):  # mid-training: epoch 0 is logged
+                with engine.begin() as connection:
+                    stolen.set() if connection.execute(sa.text("UPDATE lrlab_sweep_claims SET owner = 'other:1:1'")).rowcount else None
+        engine.dispose()
+
+    thief = threading.Thread(target=other_worker)
+    thief.start()
+    result = runner.run_sweep(runner.SweepOptions(plan, storage=storage, experiment="lost", stale_seconds=2))
+    thief.join()
+    assert stolen.is_set()
+    (child,) = [MlflowClient().get_run(run_id) for run_id in result.lost]
+    assert not result.trained and not result.failed
+    assert child.info.status == "KILLED" and "taken over by another worker" in child.data.tags[contract.TAG_STOP_REASON]
+    assert len(history(child.info.run_id, contract.LOSS)) < 6, "it stopped, it did not train to the end"
+    out = capsys.readouterr()
+    assert "STOPPED (its claim went to another worker" in out.out and "this child stops" in out.err
