@@ -17,19 +17,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+# Parameters that change only the values a run starts from or the rates it is fed, never
+# the traced graph (the learning rate is an optimizer variable that BatchSchedule assigns,
+# the seed and the weights only change the starting values that `ModelPool.take` copies):
+# the TrainConfig fields marked traced=False. Every other parameter is part of the key, so
+# one added later is safe by default.
+from train.config import VALUE_ONLY_PARAMS  # train.config loads no TensorFlow
+
 if TYPE_CHECKING:  # a sweep makes its pool before TensorFlow loads
     import keras
 
     from train.config import TrainConfig
-
-# Parameters that change only the values a run starts from or the rates it is fed, never
-# the traced graph: the learning rate is an optimizer variable that BatchSchedule assigns,
-# the seed and the weights only change the starting values that `ModelPool.take` copies.
-# Every other parameter is part of the key, so one added later is safe by default.
-VALUE_ONLY_PARAMS = frozenset({
-    "lr", "epochs", "schedule", "decay", "drop", "epochs_drop", "milestones", "decay_epochs", "warmup_epochs",
-    "seed", "weights", "data", "val_split", "cache", "register_as", "experiment", "run_name", "resume",
-})
 
 
 def graph_key(config: TrainConfig, **built_from) -> tuple:

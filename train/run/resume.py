@@ -13,7 +13,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from train import contract
-from train.config import ConfigError, TrainConfig, same_param
+from train.config import ConfigError, TrainConfig, configuration, same_param
 
 CHECKPOINT_ARTIFACT = "checkpoint"  # where an interrupted run keeps its last epoch checkpoint
 
@@ -66,8 +66,9 @@ def check_resumable(run_id: str, config: TrainConfig) -> None:
         raise ConfigError(f"resume: run '{run_id}' already FINISHED; start a new run (or finetune from runs:/{run_id}/model)")
     if run.data.tags.get(contract.TAG_KIND) != contract.KIND_TRAIN:
         raise ConfigError(f"resume: run '{run_id}' is not a training run")
-    ignored = {"resume", "run_name", "experiment"}
-    for name, value in config.as_params().items():
+    # Compared: the configuration and the repeat params (seed, init_model), each by its type (`''`
+    # is empty, as `mlflow run` logs an empty default); not bookkeeping, not what this stage ignores.
+    for name, value in configuration(config.as_params(), vary=()).items():
         logged = run.data.params.get(name)
-        if name not in ignored and logged is not None and not same_param(logged, value):
+        if logged is not None and not same_param(logged, value, name):
             raise ConfigError(f"resume: {name}={value} but run '{run_id}' was started with {name}={logged}; resume with the same parameters")
