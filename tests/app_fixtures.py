@@ -101,6 +101,27 @@ def lab_store(store_template, tmp_path_factory):
     return {"uri": uri, "path": path, "lab": ids, "edge": edge}
 
 
+ANSWER_EXPERIMENT = "known-answer"
+ANSWER_WINNER = ("full", "lr 1e-4")  # synthetic.BEST_LOG_LR and CEILING: full peaks at 1e-4, 0.93
+
+
+@pytest.fixture(scope="session")
+def answer_store(store_template, tmp_path_factory):
+    """A store with a known answer: scratch, full and head at 1e-2, 1e-3 and 1e-4, three seeds each,
+    12 epochs; the winner across stages is full at lr 1e-4 (`ANSWER_WINNER`)."""
+    path = tmp_path_factory.mktemp("answer") / "mlflow.db"
+    shutil.copy(store_template, path)
+    uri = f"sqlite:///{path}"
+    client = MlflowClient(tracking_uri=uri)
+    experiment_id = client.create_experiment(ANSWER_EXPERIMENT)
+    for stage in ("scratch", "full", "head"):
+        for lr in (1e-2, 1e-3, 1e-4):
+            for seed in (1, 2, 3):
+                params = synthetic.params_for(lr, stage, seed=seed, epochs=12)
+                synthetic.log_run(client, experiment_id, name=f"{stage} lr={lr:g} seed={seed}", params=params, values=synthetic.history(lr, stage, 12, seed))
+    return {"uri": uri, "path": path}
+
+
 def start_mlflow_server(backend_uri: str, *, port: int | None = None, app_name: str = "", env: dict[str, str] | None = None,
                         workdir: Path | None = None, extra_args: tuple[str, ...] = (), workers: int = 2) -> tuple[subprocess.Popen, str]:
     """Start a real `mlflow server` over `backend_uri` (on `port`, else a free one) and wait until it
@@ -170,6 +191,14 @@ def chart_data(element) -> pd.DataFrame:
     frames = [pa.ipc.open_stream(io.BytesIO(dataset.data.data)).read_all().to_pandas() for dataset in element.proto.datasets]
     frames += [pd.DataFrame(values) for values in inline_values(json.loads(element.proto.spec))]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def curve_chart(page):
+    """The curve chart among an AppTest page's charts (the forest plot of the verdicts comes first)."""
+    for element in page.get("vega_lite_chart"):
+        if '"epoch"' in element.proto.spec:
+            return element
+    raise AssertionError("no curve chart on the page")
 
 
 def inline_values(node) -> list[list[dict]]:

@@ -14,7 +14,7 @@ from streamlit.testing.v1 import AppTest
 
 from app.data import run_search, synthetic
 from tests.app_fixtures import *  # noqa: F403
-from tests.app_fixtures import REPO, chart_data, free_port, mlflow_server, server_requests
+from tests.app_fixtures import REPO, chart_data, curve_chart, free_port, mlflow_server, server_requests
 from tests.servers import basic_auth_env
 
 pytestmark = pytest.mark.slow
@@ -73,7 +73,7 @@ def test_right_credentials_draw_the_runs(auth_server, monkeypatch):
     assert not page.exception and not page.error, [e.value for e in (*page.exception, *page.error)]
     table = page.dataframe[0].value
     assert sorted(table["run"]) == sorted(f"full lr={lr:g}" for lr in RATES)
-    data = chart_data(page.get("vega_lite_chart")[0])
+    data = chart_data(curve_chart(page))
     assert set(data["lr_label"].dropna()) == {run_search.format_lr(lr) for lr in RATES}
     assert data["epoch"].max() == EPOCHS - 1  # the curves: histories came through the bulk HTTP calls
     history_calls = [r for r in server_requests(uri, folder) if "/metrics/get-history" in r]

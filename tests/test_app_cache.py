@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 
 from app.data import synthetic
 from tests.app_fixtures import *  # noqa: F403
-from tests.app_fixtures import REPO, chart_data, load, mlflow_server, server_requests
+from tests.app_fixtures import REPO, chart_data, curve_chart, load, mlflow_server, server_requests
 from train import contract
 
 PAGE = str(REPO / "app" / "dashboard.py")
@@ -56,7 +56,7 @@ def test_a_new_session_asks_the_store_nothing_and_a_reload_reads_only_what_chang
 
         second = session(monkeypatch, served, "cache")
         assert server_requests(served, tmp_path) == after_first  # not one request: runs, histories and charts are shared
-        assert chart_data(second.get("vega_lite_chart")[0]).equals(chart_data(first.get("vega_lite_chart")[0]))
+        assert chart_data(curve_chart(second)).equals(chart_data(curve_chart(first)))
         assert built(second) == built(first)  # the very charts and table the first session built (and its load)
         # The first chart's keys were read first (whole), the other keys of the same runs then.
         assert built(first)["full"] + built(first)["extended"] == 3 and built(first)["cached"] == 0
@@ -74,7 +74,7 @@ def test_a_new_session_asks_the_store_nothing_and_a_reload_reads_only_what_chang
         assert history_calls(new), new  # the new run's history, and only over the new run
         assert all(f"run_id={late}" in r for r in history_calls(new)), history_calls(new)
         assert len(second.dataframe[0].value) == 4
-        assert "1e-5" in set(chart_data(second.get("vega_lite_chart")[0])["lr_label"].dropna())
+        assert "1e-5" in set(chart_data(curve_chart(second))["lr_label"].dropna())
 
 
 @pytest.mark.slow  # starts a real mlflow server
@@ -112,7 +112,7 @@ def test_many_runs_draw_the_best_first_and_list_every_one(lab_store, monkeypatch
     page.run()
     assert not page.exception and not page.error
     table = page.dataframe[0].value
-    data = chart_data(page.get("vega_lite_chart")[0])
+    data = chart_data(curve_chart(page))
     drawn = sorted(data["label"].dropna())  # one row per drawn line carries its run's name
     assert len(table) == 25 and len(drawn) == top
     assert drawn == sorted(table.sort_values("best_val_accuracy", ascending=False)["run"].head(top))

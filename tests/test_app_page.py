@@ -9,7 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.app_fixtures import *  # noqa: F403
-from tests.app_fixtures import EDGE_EXPERIMENT, HOSTILE_NAME, REPO, chart_data, chart_spec, free_port
+from tests.app_fixtures import EDGE_EXPERIMENT, HOSTILE_NAME, REPO, chart_data, chart_spec, curve_chart, free_port
 from train import contract
 
 PAGE = str(REPO / "app" / "dashboard.py")
@@ -23,9 +23,8 @@ def open_page(monkeypatch, uri: str, query: dict | None = None) -> AppTest:
 
 
 def curves_of(page: AppTest):
-    charts = page.get("vega_lite_chart")
-    assert charts, "no chart on the page"
-    return chart_data(charts[0]), chart_spec(charts[0])
+    chart = curve_chart(page)
+    return chart_data(chart), chart_spec(chart)
 
 
 def no_failure(page: AppTest) -> None:

@@ -13,7 +13,7 @@ from app.analysis import curve_data, frames
 from app.data import histories, run_search, store
 from app.page import views
 from tests.app_fixtures import *  # noqa: F403
-from tests.app_fixtures import REPO, chart_data
+from tests.app_fixtures import REPO, chart_data, curve_chart
 from tests.conftest import subprocess_env
 from train import contract
 
@@ -59,6 +59,6 @@ def test_page_draws_real_runs(trained_store, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", trained_store)
     page = AppTest.from_file(str(REPO / "app" / "dashboard.py"), default_timeout=60).run()
     assert not page.exception and not page.error
-    data = chart_data(page.get("vega_lite_chart")[0])
+    data = chart_data(curve_chart(page))
     assert set(data["lr_label"].dropna()) == {run_search.format_lr(float(lr)) for lr in RATES}
     assert set(data["split"].dropna()) == {frames.TRAIN, frames.VALIDATION}

@@ -12,6 +12,7 @@ import streamlit as st
 
 from app import report
 from app.analysis import frames, stats
+from app.charts import forest
 from app.page import views
 
 STATISTIC_KEY, BAND_KEY, MARGIN_KEY = "stat", "sband", "margin"  # session-state keys, kept in the URL (app/page/url_state.py)
@@ -40,21 +41,78 @@ def statistic_selector() -> None:
     )  # fmt: skip
 
 
+def chosen_margin() -> float:
+    """The equivalence margin of the verdicts (the sidebar's, kept in the URL; checked there)."""
+    state = st.session_state
+    margin = state.get(MARGIN_KEY)
+    if not isinstance(margin, (int, float)) or not 0 <= margin <= 0.5:
+        state[MARGIN_KEY] = stats.DEFAULT_MARGIN
+    return float(state[MARGIN_KEY])
+
+
+def comparison_of(built: views.Views) -> stats.Comparison:
+    """The comparison the page shows: the chosen statistic and margin."""
+    return built.comparison(chosen_statistic(), chosen_margin())
+
+
 def answer(built: views.Views) -> None:
-    """Per stage (and model) one sentence: the best group with its interval, each other's verdict."""
-    comparison = built.comparison(chosen_statistic())
-    said = stats.sentences(comparison)
-    if said:
-        st.markdown("**Is the difference real?** " + report.markdown_text(stats.explanation(comparison)))
+    """The answer first: one line per model with the winner across stages, the forest plot of every
+    stage's groups, and the same in sentences a click away."""
+    comparison = comparison_of(built)
+    if comparison.table.empty:
+        for note in comparison.notes:
+            st.caption(report.markdown_text(note))
+        return
+    across = stats.stages(comparison)
+    for line in winner_lines(across, comparison.statistic):
+        st.markdown(line)
+    spec = built.forest_spec(chosen_statistic(), chosen_margin())
+    if spec is not None:
+        st.vega_lite_chart(spec, theme=None, width="content")
+    _, left_out = forest.forest_frame(comparison.table)
+    legend = (
+        f"Each stage's groups of repeats (one configuration, its seeds): dot = mean {comparison.statistic.label}, line = 95% interval, "
+        f"◆ = the stage's best, grey band = ±{comparison.margin:g} around it (inside: “≈ best”, equivalent), colour = learning rate."
+    )
+    st.caption(legend + (f" {left_out} more group(s) in the Groups view." if left_out else ""))
+    with st.expander("In words: is the difference real?"):
+        st.markdown(report.markdown_text(stats.explanation(comparison)))
+        said = [*stats.headline(across), *stats.sentences(comparison)]
         st.markdown("  \n".join(_with_code(report.markdown_text(sentence)) for sentence in said))
-    for note in comparison.notes:
-        st.caption(report.markdown_text(note))
-    compared = int(comparison.table["verdict"].isin([stats.WORSE, stats.WITHIN_NOISE]).sum()) if not comparison.table.empty else 0
-    if compared >= MANY_COMPARISONS:
-        st.caption(
-            f"{compared} comparisons at once: even where nothing differs, about {compared * (1 - stats.CONFIDENCE):.1f} of them "
-            "would come out “worse” by chance. Confirm a surprising verdict with more seeds."
-        )
+        for note in comparison.notes:
+            st.caption(report.markdown_text(note))
+        compared = int(comparison.table["verdict"].isin([stats.WORSE, stats.WITHIN_NOISE]).sum())
+        if compared >= MANY_COMPARISONS:
+            st.caption(
+                f"{compared} comparisons at once: even where nothing differs, about {compared * (1 - stats.CONFIDENCE):.1f} of them "
+                "would come out “worse” by chance. Confirm a surprising verdict with more seeds."
+            )
+
+
+def winner_lines(across: pd.DataFrame, statistic: stats.Statistic) -> list[str]:
+    """One Markdown line per model: the best stage's best group, then each other stage's verdict in a word."""
+    lines = []
+    several_models = across["model"].nunique() > 1
+    for model, part in across.groupby("model", sort=False):
+        best = part.iloc[0]
+        where = f" ({report.markdown_text(model)})" if several_models else ""
+        seeds = f"over {int(best['n'])} seeds" if best["n"] >= 2 else "one run"
+        interval = f" [{best['ci_low']:.3f}, {best['ci_high']:.3f}]" if best["n"] >= 2 else ""
+        head = f"**Best{where}: {report.markdown_text(best['stage'])} · {report.markdown_text(best['group'])}**, {statistic.label} {best['mean']:.3f}{interval} {seeds}"
+        others = [f"{report.markdown_text(row['stage'])} {_verdict_words(row)}" for _, row in part.iloc[1:].iterrows()]
+        lines.append(head + (". Other stages' best: " + "; ".join(others) + "." if others else "."))
+    return lines
+
+
+def _verdict_words(row) -> str:
+    verdict = row["verdict"]
+    if verdict == stats.WORSE:
+        return f"worse by {row['difference']:.3f}"
+    if verdict == stats.EQUIVALENT:
+        return "equivalent"
+    if verdict == stats.WITHIN_NOISE:
+        return f"undecided ({row['difference']:.3f} short, within noise)"
+    return f"cannot tell ({row['difference']:.3f} short, one run)"
 
 
 def _with_code(escaped: str) -> str:
@@ -63,30 +121,45 @@ def _with_code(escaped: str) -> str:
     return escaped.replace(report.markdown_text(f"`{hint}`"), f"`{hint}`")
 
 
+# The Groups table: what answers first (which group, its verdict, by how much), the rest after.
+GROUP_COLUMNS_FIRST = ["stage", "group", "verdict", "n", "mean", "ci_low", "ci_high", "difference", "difference_low", "difference_high", "seeds_needed"]
+
+
 def groups_table(built: views.Views) -> None:
-    """Every group of repeats: n, mean, std, interval, verdict and difference against its stage's best."""
-    comparison = built.comparison(chosen_statistic())
+    """Every group of repeats: verdict, n, mean, interval and difference against its stage's best."""
+    comparison = comparison_of(built)
     if comparison.table.empty:
-        st.info("No finished run has a value to compare yet." + (" " + " ".join(comparison.notes) if comparison.notes else ""))
+        st.info(
+            "No finished run has a value to compare yet: groups need finished runs, and verdicts need repeats "
+            f"(`python -m sweep --plan stages {stats.REPEATS_COMMAND}`)." + (" " + " ".join(comparison.notes) if comparison.notes else "")
+        )
         return
     table = comparison.table.copy()
     table["lr"] = table["lr"].map(lambda v: stats.lr_text(v) if pd.notna(v) else "")
+    table["verdict"] = table["verdict"].map(lambda v: v.replace("_", " "))
+    text = [c for c in table.columns if table[c].dtype == object]
+    table[text] = table[text].fillna("")  # blank, not "None"
+    order = [c for c in GROUP_COLUMNS_FIRST if c in table] + [c for c in table.columns if c not in GROUP_COLUMNS_FIRST and table[c].astype(str).nunique() > 1]
     number = "%.4f"
     st.caption(report.markdown_text(f"Compared: {comparison.statistic.label}. difference = how far a group falls short of its stage's best (positive = worse)."))
     st.dataframe(
         table,
         hide_index=True,
         width="stretch",
+        column_order=order,
         column_config={
-            "n": st.column_config.NumberColumn("n", format="%d", help="Finished runs in the group (its seeds)."),
-            "mean": st.column_config.NumberColumn("mean", format=number),
+            "stage": st.column_config.TextColumn("stage", width=70),
+            "group": st.column_config.TextColumn("group", width=190, help="The params that differ between the groups."),
+            "verdict": st.column_config.TextColumn("verdict", width=95),
+            "n": st.column_config.NumberColumn("n", format="%d", width=40, help="Finished runs in the group (its seeds)."),
+            "mean": st.column_config.NumberColumn("mean", format=number, width=70),
             "std": st.column_config.NumberColumn("std", format=number),
-            "ci_low": st.column_config.NumberColumn("95% CI low", format=number, help="Student-t interval of the mean."),
-            "ci_high": st.column_config.NumberColumn("95% CI high", format=number),
-            "difference": st.column_config.NumberColumn("difference", format=number),
-            "difference_low": st.column_config.NumberColumn("difference low", format=number, help="95% Welch interval of the difference."),
-            "difference_high": st.column_config.NumberColumn("difference high", format=number),
-            "seeds_needed": st.column_config.NumberColumn("seeds needed", format="%.0f", help="Seeds per group to tell a difference of this size at this spread (normal approximation, 80% power)."),
+            "ci_low": st.column_config.NumberColumn("95% CI low", format=number, width=85, help="Student-t interval of the mean."),
+            "ci_high": st.column_config.NumberColumn("95% CI high", format=number, width=85),
+            "difference": st.column_config.NumberColumn("difference", format=number, width=80),
+            "difference_low": st.column_config.NumberColumn("diff. low", format=number, width=75, help="95% Welch interval of the difference."),
+            "difference_high": st.column_config.NumberColumn("diff. high", format=number, width=75),
+            "seeds_needed": st.column_config.NumberColumn("seeds needed", format="%.0f", width=95, help="Seeds per group that would decide an undecided verdict (normal approximation, 80% power)."),
         },
     )  # fmt: skip
 

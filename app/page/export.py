@@ -16,7 +16,7 @@ def show(built: views.Views, uri: str, experiments: list[str]) -> None:
     context = report.context_lines(uri, experiments, {**filters, "metric": state["metric"], "smoothing": state["smooth"]})
     title = f"Learning-rate study: {', '.join(experiments)}"
     figures = built.figures()
-    comparison = built.comparison(comparison_view.chosen_statistic())  # the verdicts above the chart, in the reports too
+    comparison = comparison_view.comparison_of(built)  # the verdicts above the chart, in the reports too
     st.caption("Figures are rendered on the server (vl-convert); CSVs hold the exact plotted points, raw and smoothed.")
     for figure in figures:
         columns = st.columns([3, 1, 1, 1])

@@ -13,7 +13,7 @@ import pandas as pd
 
 from app.analysis import curve_data, frames, stats
 from app.charts import builders as charts
-from app.charts import spec
+from app.charts import forest, spec
 from train import contract
 
 LEARNING_RATE = frames.split_metric(contract.LEARNING_RATE)[0]
@@ -40,7 +40,7 @@ class Views:
         self.training = runs[~runs["kind"].isin(charts.NOT_TRAINING)]
         self.colors = charts.color_scale(all_runs, options.color)
         self._page_specs: dict[str, dict | None] = {}
-        self._comparisons: dict[str, stats.Comparison] = {}
+        self._comparisons: dict[tuple[str, float], stats.Comparison] = {}
         # Set by whoever loaded the history (the page): what the load read, and when and how long the build took.
         self.load_stats = None
         self.build_seconds = 0.0
@@ -89,14 +89,23 @@ class Views:
     def sensitivity_minmax_chart(self):
         return charts.sensitivity_chart(self.sensitivity, band=frames.MINMAX) if not self.sensitivity.empty else None
 
-    def comparison(self, statistic: str = stats.BEST_VAL_ACCURACY.name) -> stats.Comparison:
+    def comparison(self, statistic: str = stats.BEST_VAL_ACCURACY.name, margin: float = stats.DEFAULT_MARGIN) -> stats.Comparison:
         """The groups of repeats ranked per stage and model on `statistic` (a key of `stats.STATISTICS`),
-        each with its verdict against the best; computed once per statistic."""
-        if statistic not in self._comparisons:
+        each with its verdict against the best (`margin`: the equivalence margin); computed once per setting."""
+        if (statistic, margin) not in self._comparisons:
             chosen = stats.STATISTICS[statistic]
             values = stats.values_of(self.training, self.summary, self.history, chosen)
-            self._comparisons[statistic] = stats.compare(values, chosen, self.options.vary)
-        return self._comparisons[statistic]
+            self._comparisons[statistic, margin] = stats.compare(values, chosen, self.options.vary, margin=margin)
+        return self._comparisons[statistic, margin]
+
+    def forest_spec(self, statistic: str = stats.BEST_VAL_ACCURACY.name, margin: float = stats.DEFAULT_MARGIN) -> dict | None:
+        """The comparison as a picture (`app.charts.forest`) in its page form; None when nothing was compared."""
+        key = f"forest:{statistic}:{margin}"
+        if key not in self._page_specs:
+            comparison = self.comparison(statistic, margin)
+            chart = forest.forest_chart(comparison.table, colors=self.colors, margin=margin, label=comparison.statistic.label)
+            self._page_specs[key] = spec.page_spec(chart) if chart is not None else None
+        return self._page_specs[key]
 
     @cached_property
     def schedule(self) -> curve_data.Curves:
@@ -153,7 +162,7 @@ class Views:
     def prepare(self) -> Views:
         """Compute what the page's first view shows (curve chart, runs table, notes) now: done once
         before the object is shared by sessions, so none of them waits on another's work."""
-        _ = self.page_spec("curves"), self.summary, self.state_counts, self.notes, self.comparison()
+        _ = self.page_spec("curves"), self.summary, self.state_counts, self.notes, self.forest_spec()
         return self
 
     @property
