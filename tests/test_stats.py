@@ -167,3 +167,90 @@ def test_group_keys_ignore_repeats_bookkeeping_and_what_is_no_setting():
 
 def test_learning_rates_read_as_powers_of_ten():
     assert [stats.lr_text(v) for v in (1e-3, 3e-3, 2.5e-4, 1e-9, 0.1)] == ["1e-3", "3e-3", "2.5e-4", "1e-9", "1e-1"]
+
+
+def two_groups(best: list[float], other: list[float], margin: float = stats.DEFAULT_MARGIN) -> pd.Series:
+    """The contender's row of a stage with two groups (lr 1e-3 holds `best`, lr 1e-4 `other`)."""
+    table = stats.compare(pd.DataFrame(runs((1e-3, best), (1e-4, other))), margin=margin).table
+    return table.iloc[1]
+
+
+def test_equivalent_when_the_interval_lies_inside_the_margin_and_not_a_hair_beyond():
+    best, other = [0.800, 0.802, 0.798, 0.801, 0.799], [0.798, 0.800, 0.796, 0.799, 0.797]  # 0.002 apart, tight
+    row = two_groups(best, other)
+    assert row["verdict"] == "equivalent" and -0.01 < row["difference_low"] and row["difference_high"] < 0.01
+    inside, just_beyond = row["difference_high"] + 1e-4, row["difference_high"] - 1e-4
+    assert two_groups(best, other, margin=inside)["verdict"] == "equivalent"
+    assert two_groups(best, other, margin=just_beyond)["verdict"] == "within_noise"  # the interval holds 0: undecided
+    assert two_groups(best, other, margin=0.0)["verdict"] == "within_noise"
+
+
+def test_a_real_but_tiny_difference_is_equivalent_a_large_one_worse():
+    """62 seeds a side, 0.001 apart: the interval excludes 0 yet lies inside ±0.01, which is the answer users need."""
+    rng = np.random.default_rng(0)
+    best = list(0.850 + rng.normal(0, 0.0005, 62))
+    other = list(0.849 + rng.normal(0, 0.0005, 62))
+    row = two_groups(best, other)
+    assert row["difference_low"] > 0 and row["verdict"] == "equivalent"
+    assert two_groups(best, other, margin=0.0005)["verdict"] == "worse"  # beyond a smaller margin it is worse
+    far = two_groups([0.80, 0.81, 0.79], [0.70, 0.71, 0.69])
+    assert far["verdict"] == "worse"
+
+
+def test_seeds_needed_decide_either_way():
+    a, b = stats.describe([0.80, 0.82, 0.78]), stats.describe([0.80, 0.83, 0.77])
+    assert math.isinf(stats.seeds_needed(0.0, a, b))  # no margin: equal means are never told apart
+    to_equivalence = stats.seeds_needed(0.0, a, b, margin=0.01)  # with one: enough seeds show they are equivalent
+    assert math.isfinite(to_equivalence) and to_equivalence > 3
+    assert stats.seeds_needed(0.002, a, b, margin=0.01) > to_equivalence  # less room to the margin: more seeds
+
+
+def test_infinite_values_never_rank_and_are_noted():
+    """MLflow's SQL stores keep ±inf as ±1.7976931348623157e308: neither may be a best group."""
+    rows = runs((1e-3, [0.80, 0.81]), (1e-2, [math.inf, 1.7976931348623157e308]), (1e-1, [-1.7976931348623157e308]))
+    comparison = stats.compare(pd.DataFrame(rows))
+    assert list(comparison.table["lr"]) == [1e-3]
+    assert comparison.notes == ["3 finished run(s) have an infinite best validation accuracy (a diverged run) and are left out of the comparison."]
+    assert all("e+308" not in s and len(s) < 200 for s in stats.sentences(comparison))
+
+
+def test_params_a_stage_ignores_neither_split_nor_name_groups():
+    constant = runs((1e-3, [0.80, 0.81]), extra={"schedule": "constant", "decay": "0.5"}) + runs((1e-3, [0.82, 0.83]), extra={"schedule": "constant", "decay": "0.1"})
+    exponential = runs((1e-3, [0.70, 0.71]), extra={"schedule": "exponential", "decay": "0.1"})
+    for row in exponential:
+        row["run_id"] += "-exp"
+    comparison = stats.compare(pd.DataFrame(constant + exponential))
+    assert list(comparison.table["group"]) == ["schedule constant", "schedule exponential"]
+    assert list(comparison.table["n"]) == [4, 2] and comparison.params == ["schedule"]
+
+
+def test_the_answer_across_stages_and_its_headline():
+    values = pd.DataFrame(
+        runs((1e-6, [0.850, 0.852, 0.848]), (1e-7, [0.80, 0.81, 0.79]), stage="finetune")
+        + runs((1e-4, [0.848, 0.850, 0.846, 0.849]), stage="full")
+        + runs((1e-3, [0.75, 0.76, 0.74]), stage="head")
+        + runs((1e-3, [0.6]), stage="scratch")
+    )
+    values["test_accuracy"] = np.where(values["run_id"] == "finetune-1e-06-0-mobilenet_v2", 0.842, math.nan)
+    across = stats.stages(stats.compare(values))
+    assert list(across.columns[:13]) == ["stage", "model", "group", "lr", "n", "mean", "ci_low", "ci_high", "verdict", "difference", "difference_low", "difference_high", "test_accuracy"]
+    assert across.set_index("stage")["verdict"].to_dict() == {"finetune": "best", "full": "equivalent", "head": "worse", "scratch": "cannot_tell"}
+    best = across.iloc[0]
+    assert (best["group"], best["n"], best["test_accuracy"]) == ("lr 1e-6", 3, pytest.approx(0.842))
+    head = across.set_index("stage").loc["head"]
+    expected = scipy_stats.ttest_ind([0.850, 0.852, 0.848], [0.75, 0.76, 0.74], equal_var=False).confidence_interval(0.95)
+    assert (head["difference"], head["difference_low"], head["difference_high"]) == pytest.approx((0.1, expected.low, expected.high))
+    said = stats.headline(across)
+    assert said[0].startswith("finetune lr 1e-6 wins overall, 0.850 [0.845, 0.855] over 3 seeds, test accuracy 0.842; full is equivalent: 0.002 [")
+    assert "; head is worse by 0.100 [" in said[0] and "; scratch: cannot tell (one run;" in said[0]
+    assert len(said) == 2 and said[1] == stats.SELECTION_LIMITS and "each stage's best was itself picked" in said[1]
+
+
+def test_undecided_pairs_name_both_sides_for_racing():
+    values = pd.DataFrame(runs((1e-3, [0.80, 0.81, 0.79]), (1e-4, [0.70, 0.71, 0.69]), (1e-5, [0.79, 0.80, 0.81, 0.78]), (1e-6, [0.5])))
+    pairs = stats.undecided_pairs(stats.compare(values))
+    assert [(p.verdict, p.contender.label, p.contender.n) for p in pairs] == [("within_noise", "lr 1e-5", 4), ("cannot_tell", "lr 1e-6", 1)]
+    best = pairs[0].best
+    assert (best.label, best.n, best.configuration["lr"], len(best.run_ids)) == ("lr 1e-3", 3, 1e-3, 3)
+    assert "seed" not in best.configuration and best.key == stats.group_keys(pd.Series([values["params"][0]]))[0]
+    assert math.isfinite(pairs[0].seeds_needed) and math.isnan(pairs[1].seeds_needed)

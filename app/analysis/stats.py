@@ -286,9 +286,11 @@ def _against(best: Summary, other: Summary, statistic: Statistic, margin: float,
     if is_best:
         return {"verdict": BEST, "difference": 0.0, "difference_low": math.nan, "difference_high": math.nan, "seeds_needed": math.nan}
     shortfall = welch(best, other) if statistic.higher_is_better else welch(other, best)
+    decision = verdict(best, other, shortfall, margin)
+    needed = seeds_needed(shortfall.value, best, other, margin) if decision == WITHIN_NOISE else math.nan  # decided: none
     return {
-        "verdict": verdict(best, other, shortfall, margin), "difference": shortfall.value, "difference_low": shortfall.low,
-        "difference_high": shortfall.high, "seeds_needed": seeds_needed(shortfall.value, best, other, margin),
+        "verdict": decision, "difference": shortfall.value, "difference_low": shortfall.low,
+        "difference_high": shortfall.high, "seeds_needed": needed,
     }  # fmt: skip
 
 
