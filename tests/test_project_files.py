@@ -68,6 +68,17 @@ def test_every_package_a_folder_imports_is_declared(folder, extras):
     assert not undeclared, f"{folder}/ imports {sorted(undeclared)}: declare them in pyproject.toml"
 
 
+def test_the_readme_parameter_table_is_every_mlproject_main_parameter_as_trainconfig_says():
+    """The table is written from TrainConfig (`python -m docs.params_table --write`): a parameter
+    added, renamed or given another default or help text shows up here until it is rewritten."""
+    from docs.params_table import main_parameters, readme_with_table
+
+    readme = (REPO / "README.md").read_text()
+    assert readme_with_table(readme) == readme, "README.md's parameter table is stale: run python -m docs.params_table --write"
+    rows = re.findall(r"^\| `(\w+)` \|", readme.split("<!-- parameter table", 1)[1].split("<!-- end of parameter table", 1)[0], re.M)
+    assert rows == main_parameters()
+
+
 BROWSER_TEST = """
 from tests.app_fixtures import chromium_page
 
