@@ -54,6 +54,7 @@ TAG_INIT_RUN_ID = "init_run_id"  # the run whose model a finetune run started fr
 TAG_STOP_REASON = "stop_reason"  # why a run ended early (signal, nan loss, pruned, stale)
 TAG_HOST = "host"  # machine and process that train the run, to tell a stale run from a live one
 TAG_PID = "pid"
+TAG_HEARTBEAT = "heartbeat"  # on a training run: the time (ms since 1970) its process last said it was alive
 TAG_SWEEP_STUDY = "sweep_study"  # on a sweep's parent run and every child: which sweep
 TAG_SWEEP_PHASE = "sweep_phase"  # on a child: the plan phase it belongs to
 TAG_SWEEP_CONFIG = "sweep_config"  # on a child: the configuration's key (a resumed sweep skips it)
@@ -77,6 +78,7 @@ PARAM_SCHEDULE = "schedule"
 PARAM_SEED = "seed"
 PARAM_DATA = "data"
 PARAM_INIT_MODEL = "init_model"
+PARAM_NUM_CLASSES = "num_classes"  # logged by training from the data: the dashboard's chance line is 1 / this
 
 # The learning-rate range test (kind=lr_find): loss and lr per step, and its suggestion.
 LR_FIND_LOSS = "lr_find_loss"
