@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.app_fixtures import free_port, start_mlflow_server, stop_mlflow_server
 from tests.conftest import subprocess_env
+from tests.stuck_server import hanging_api_server
 from train import contract
 
 pytestmark = pytest.mark.slow
@@ -84,38 +85,11 @@ def test_a_server_that_never_returns_leaves_a_file_that_uploads_later(tmp_path, 
 def test_a_server_that_answers_health_but_hangs_on_the_api_is_one_line_in_seconds(tmp_path):
     """A proxy whose backend is stuck: /health says OK, every API call hangs. MLflow's own
     defaults (120 s timeout, 7 retries) would hold the run for over 15 minutes."""
-    import http.server
-    import threading
-
-    release = threading.Event()
-
-    class HealthyButStuck(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            if self.path == "/health":
-                self.send_response(200)
-                self.end_headers()
-                self.wfile.write(b"OK")
-            else:
-                release.wait(120)
-
-        do_POST = do_GET
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), HealthyButStuck)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    uri = f"http://127.0.0.1:{server.server_address[1]}"
-    env = {key: value for key, value in subprocess_env(uri).items() if not key.startswith("MLFLOW_HTTP_REQUEST")}
-    started = time.monotonic()
-    try:
+    with hanging_api_server() as uri:
+        env = {key: value for key, value in subprocess_env(uri).items() if not key.startswith("MLFLOW_HTTP_REQUEST")}
+        started = time.monotonic()
         done = subprocess.run([sys.executable, "-m", "train", "--stage", "scratch", "--weights", "none"], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=120)
-    finally:
-        release.set()
-        server.shutdown()
-        server.server_close()
     elapsed = time.monotonic() - started
     assert done.returncode == 2, done.stderr[-3000:]
     lines = [line for line in done.stderr.strip().splitlines() if " INFO " not in line]

@@ -32,3 +32,26 @@ def test_a_store_that_is_still_down_is_one_line_and_the_file_is_kept(tmp_path):
     assert done.returncode == 2
     assert error_line(done.stderr).startswith("error: tracking server http://127.0.0.1:9 does not answer")
     assert path.read_text() == saved
+
+
+@pytest.mark.parametrize("point", [{"step": 0, "metrics": {"loss": "high"}, "timestamp": 1}, {"step": 0, "metrics": {"loss": 1.0}}, {"step": "x", "metrics": {}, "timestamp": 1}, 7])
+def test_malformed_points_are_the_files_fault_not_an_outage(tmp_path, point):
+    path = tmp_path / "unsent-metrics-abc.json"
+    saved = json.dumps({"run_id": "abc", "points": [{"step": 0, "metrics": {"loss": 1.0}, "timestamp": 1}, point]})
+    path.write_text(saved)
+    done = _upload(path, f"sqlite:///{tmp_path}/mlflow.db")
+    assert done.returncode == 2, done.stderr[-2000:]
+    line = error_line(done.stderr)
+    assert line.startswith(f"error: '{path}' point 1 is not a step, a timestamp and numeric metrics"), line
+    assert "store is back" not in line and "unavailable" not in line
+    assert path.read_text() == saved
+    assert not (tmp_path / "mlflow.db").exists()  # the store was not contacted, let alone created
+
+
+def test_a_store_that_does_not_exist_is_one_line_and_is_not_created(tmp_path):
+    path = tmp_path / "unsent-metrics-abc.json"
+    path.write_text(json.dumps({"run_id": "abc", "points": [{"step": 0, "metrics": {"loss": 1.0}, "timestamp": 1}]}))
+    done = _upload(path, f"sqlite:///{tmp_path}/elsewhere.db")
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert error_line(done.stderr).startswith(f"error: tracking store sqlite:///{tmp_path}/elsewhere.db does not exist")
+    assert not (tmp_path / "elsewhere.db").exists()

@@ -24,10 +24,6 @@ from train.errors import TrainingError
 from train.messages import first_line
 from train.tracking import store as tracking_store
 
-# While training, do not let MLflow's HTTP client block an epoch for minutes of retries:
-# a failed send is queued here and retried with the next epoch instead.
-QUICK_RETRY_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
-
 
 class MetricsRefused(TrainingError):
     """The store answered and said no (a deleted run, a bad value, no permission): not an outage, not retried."""
@@ -50,7 +46,8 @@ class MetricBuffer:
             step, metrics, timestamp = self.pending[0]
             batch = [Metric(key, float(value), timestamp, step) for key, value in metrics.items()]
             try:
-                with tracking_store.http_limits(QUICK_RETRY_ENV):
+                # Not minutes of retries inside an epoch: a failed send is queued and retried with the next one.
+                with tracking_store.http_limits(tracking_store.EPOCH_HTTP_LIMITS):
                     self.client.log_batch(self.run_id, metrics=batch, synchronous=True)
             except Exception as error:
                 if not tracking_store.is_transient(error):

@@ -64,6 +64,16 @@ def create_tables(engine) -> None:
     db_utils._initialize_tables(engine)
 
 
+def schema_head() -> str:
+    """The alembic revision of this MLflow's newest schema: a SQLite store whose alembic_version
+    holds it is complete, and MLflow opens it without migrating (train.tracking.store waits for a
+    store another process is creating rather than migrate it twice). Public alternative: none
+    short of opening the store, which creates or migrates it."""
+    from mlflow.store.db import utils as db_utils
+
+    return db_utils._get_latest_schema_revision()
+
+
 def validate_model_name(name: str) -> None:
     """The registry's own rule for a model name (raises MlflowException), checked before the
     first epoch rather than at registration after training. Public alternative: register and fail."""
@@ -116,6 +126,7 @@ def check() -> list[str]:
         ("mlflow.store.tracking.sqlalchemy_store", "SqlAlchemyStore", None),  # ManagedSessionMaker: per instance, tested on a real store
         ("mlflow.store.tracking.dbmodels.models", "SqlMetric", "run_uuid"),
         ("mlflow.store.db.utils", "_initialize_tables", None),
+        ("mlflow.store.db.utils", "_get_latest_schema_revision", None),
         ("mlflow.utils.validation", "_validate_model_name", None),
         ("mlflow.keras.save", "_save_example", None),
         ("mlflow.models.utils", "_validate_serving_input", None),

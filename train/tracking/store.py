@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import mlflow
@@ -19,9 +20,22 @@ from mlflow.tracking import MlflowClient
 from train import contract
 from train.config import ConfigError
 from train.errors import TrainingError
-from train.messages import first_line, redact_uri, refusal, scrub, server_down, unreachable
+from train.messages import (
+    HEALTH_TIMEOUT_SECONDS,
+    database_down,
+    first_line,
+    redact_uri,
+    refusal,
+    server_down,
+    unreachable,
+)
 
 _OTHER_SCHEMES = ("file", "databricks", "databricks-uc", "uc")  # what MLflow 3.17 opens besides servers and databases
+# The one timeout of the one reachability check (check_store): a server's /health, a database's
+# connection, the first API call, a SQLite file's lock. Seconds, so a store that is down or
+# hangs is one line at once instead of MLflow's minutes of retries.
+STORE_TIMEOUT_SECONDS = HEALTH_TIMEOUT_SECONDS
+CREATION_PATIENCE_SECONDS = 60  # how long a writer or reader waits for another process creating a new SQLite store
 
 
 def connect(experiment: str = "") -> str:
@@ -59,19 +73,64 @@ def _choose_experiment(experiment: str) -> None:
 
 
 def _create_sqlite_tables_once(uri: str) -> None:
-    """Create a new SQLite store's tables under a file lock.
+    """Create a new SQLite store's tables under a file lock, or wait for another process's creation.
 
-    MLflow creates the tables on first use; two processes doing that at once on a new
-    file (a sweep, a test, 8 jobs launched together) fail with 'table already exists'.
+    MLflow creates the tables on first use; two processes doing that at once on a new file
+    (a sweep, a test, 8 jobs launched together, `mlflow run` beside a reader) fail with
+    'table already exists' or alembic's 'Online migration expected to match one row'. Writers
+    here take the lock and put a complete store in place in one rename; a store some other
+    process (`mlflow run` itself) is creating is waited for, never migrated a second time.
     """
     import fcntl
 
-    database = Path(uri.removeprefix("sqlite:///")).expanduser()
+    database = sqlite_path(uri)
     with open(database.with_name(database.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not database.exists() or database.stat().st_size == 0:
+        if not database.exists() or _stays_empty(database):
             _copy_empty_store(database)
-        MlflowClient(uri).search_experiments(max_results=1)
+        _wait_until_complete(uri, database)
+        MlflowClient(uri).search_experiments(max_results=1)  # adds the Default experiment, under the lock
+
+
+def sqlite_path(uri: str) -> Path:
+    return Path(uri.removeprefix("sqlite:///")).expanduser()
+
+
+def _stays_empty(database: Path, seconds: float = 1.0) -> bool:
+    """A zero-byte file that is still empty after a second: nobody is creating it (SQLite makes
+    the file at connect and writes the schema at once), so it is ours to fill."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if database.stat().st_size:
+            return False
+        time.sleep(0.1)
+    return database.stat().st_size == 0
+
+
+def store_complete(database: Path) -> bool:
+    """Whether the SQLite file holds MLflow's whole schema (its alembic version is this MLflow's head).
+    Read-only and without MLflow's store, so asking never creates or migrates anything."""
+    import sqlite3
+
+    from train.tracking import mlflow_private
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=STORE_TIMEOUT_SECONDS)) as db:
+            rows = db.execute("SELECT version_num FROM alembic_version").fetchall()
+    except sqlite3.Error:
+        return False
+    return [row[0] for row in rows] == [mlflow_private.schema_head()]
+
+
+def _wait_until_complete(uri: str, database: Path) -> None:
+    """Wait (bounded) while another process creates the store; one line if it never completes."""
+    deadline = time.monotonic() + CREATION_PATIENCE_SECONDS
+    while not store_complete(database):
+        if time.monotonic() >= deadline:
+            raise ConfigError(f"tracking store {uri}: '{database}' is not a complete MLflow store after {CREATION_PATIENCE_SECONDS} s "
+                              "(another process was creating it, or an older MLflow made it: `mlflow db upgrade`); "
+                              "move it away or set MLFLOW_TRACKING_URI to a new file")
+        time.sleep(0.25)
 
 
 def _copy_empty_store(database: Path) -> None:
@@ -79,8 +138,9 @@ def _copy_empty_store(database: Path) -> None:
 
     MLflow builds a new store by creating its first schema and replaying every migration
     since (6-9 s); a copy takes milliseconds. The copy holds the tables only: MLflow then
-    adds the Default experiment itself, with this store's own artifact location. Anything
-    unexpected here leaves the store to MLflow's own (slow) creation.
+    adds the Default experiment itself, with this store's own artifact location. The copy is
+    renamed into place whole, so a reader never sees half a store. Anything unexpected here
+    leaves the store to MLflow's own (slow) creation.
     """
     import shutil
 
@@ -91,6 +151,7 @@ def _copy_empty_store(database: Path) -> None:
 
     template = cache_root() / "stores" / f"empty-mlflow-{mlflow.__version__}.db"
     partial = template.with_name(f"{template.name}.{os.getpid()}.partial")
+    copy = database.with_name(f".{database.name}.{os.getpid()}.partial")
     try:
         if not template.exists():
             template.parent.mkdir(parents=True, exist_ok=True)
@@ -100,10 +161,31 @@ def _copy_empty_store(database: Path) -> None:
             finally:
                 engine.dispose()
             os.replace(partial, template)  # whole or not at all, for processes that start together
-        shutil.copyfile(template, database)
+        shutil.copyfile(template, copy)
+        os.replace(copy, database)
     except Exception:  # noqa: BLE001 - a faster start is not worth a failed one
         partial.unlink(missing_ok=True)
-        database.unlink(missing_ok=True)
+        copy.unlink(missing_ok=True)
+
+
+def require_existing_store(uri: str | None = None) -> str:
+    """For readers (stale, upload, the dashboard, the report): the store exists and answers; return its URI.
+
+    A reader never creates or migrates a store: a SQLite file that does not exist (yet), or is
+    not a complete MLflow store, is one ConfigError line, as is a server or database that does not
+    answer within STORE_TIMEOUT_SECONDS. Readers then open it with READER_HTTP_LIMITS."""
+    uri = uri or contract.tracking_uri()
+    if uri.startswith("sqlite:///"):
+        database = sqlite_path(uri).resolve()
+        if not database.is_file() or database.stat().st_size == 0:
+            raise ConfigError(f"tracking store {uri} does not exist ('{database}' holds no store); "
+                              "train a run first, or set MLFLOW_TRACKING_URI to the store that holds your runs")
+        _check_sqlite_file(uri, database)
+        if not store_complete(database):
+            _wait_until_complete(uri, database)  # being created by a writer right now: seconds
+        return uri
+    check_store(uri)
+    return uri
 
 
 def check_store(uri: str) -> None:
@@ -141,35 +223,32 @@ def _probe(uri: str, failure: str, advice: str) -> None:
 
 
 def _connect_database(uri: str) -> None:
-    """One connection with a timeout: MLflow retries a database that is down 10 times over ~100 s,
-    logging each attempt, and a host that drops packets waits for the TCP timeout."""
-    import sqlalchemy
-
-    timeout = {"postgresql": {"connect_timeout": 10}, "mysql": {"connect_timeout": 10}}.get(uri.split(":", 1)[0].split("+", 1)[0], {})
-    try:
-        engine = sqlalchemy.create_engine(uri, connect_args=timeout)
-        try:
-            with engine.connect():
-                pass
-        finally:
-            engine.dispose()
-    except Exception as error:  # noqa: BLE001 - a missing driver, a refused connection, a wrong password: one line each
-        cause = getattr(error, "orig", None) or error
-        raise ConfigError(f"tracking store {redact_uri(uri)} cannot be opened ({scrub(first_line(cause), uri)}); start the database or fix MLFLOW_TRACKING_URI") from None
+    """One connection with STORE_TIMEOUT_SECONDS: MLflow retries a database that is down 10 times
+    over ~100 s, logging each attempt, and a host that drops packets waits for the TCP timeout."""
+    reason = database_down(uri, STORE_TIMEOUT_SECONDS)
+    if reason is not None:
+        raise ConfigError(unreachable(uri, reason))
 
 
 def _check_sqlite(uri: str) -> None:
-    database = Path(uri.removeprefix("sqlite:///")).expanduser().resolve()
+    database = sqlite_path(uri).resolve()
     folder = database.parent
     if not folder.is_dir():
         raise ConfigError(f"tracking store {uri}: folder '{folder}' does not exist; create it or set MLFLOW_TRACKING_URI")
+    _check_sqlite_file(uri, database)
+    # SQLite writes a journal beside the database (and the table-creation lock lives there too).
+    if not _can_write_in(folder) or (database.exists() and not os.access(database, os.W_OK)):
+        raise ConfigError(f"tracking store {uri}: '{database}' or its folder is read-only (SQLite writes a journal beside the database); use a writable folder, e.g. MLFLOW_TRACKING_URI=sqlite:///$HOME/mlflow.db")
+
+
+def _check_sqlite_file(uri: str, database: Path) -> None:
+    """A file that is there must be an SQLite database (a text file given as a store is one line)."""
+    if database.is_dir():
+        raise ConfigError(f"tracking store {uri}: '{database}' is a folder, not an SQLite database; set MLFLOW_TRACKING_URI to a file")
     if database.is_file() and database.stat().st_size:
         with open(database, "rb") as file:
             if file.read(16) != b"SQLite format 3\x00":
                 raise ConfigError(f"tracking store {uri}: '{database}' is not an SQLite database; move it away or set MLFLOW_TRACKING_URI to a new file")
-    # SQLite writes a journal beside the database (and the table-creation lock lives there too).
-    if not _can_write_in(folder) or (database.exists() and not os.access(database, os.W_OK)):
-        raise ConfigError(f"tracking store {uri}: '{database}' or its folder is read-only (SQLite writes a journal beside the database); use a writable folder, e.g. MLFLOW_TRACKING_URI=sqlite:///$HOME/mlflow.db")
 
 
 def _can_write_in(folder: Path) -> bool:
@@ -184,16 +263,22 @@ def _can_write_in(folder: Path) -> bool:
 # Every call to a tracking server gets a timeout and few retries while training (MLflow's
 # defaults, 120 s and 7 retries with backoff, let a server that accepts connections but
 # never answers hold a run for over 15 minutes). Values the user exported win.
+# These are every HTTP limit lrlab sets; nothing else writes MLFLOW_HTTP_REQUEST_*.
 TRAINING_HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "30", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2"}
-PROBE_HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}  # the check at start: seconds, not minutes
+PROBE_HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": str(STORE_TIMEOUT_SECONDS), "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}  # the check at start: seconds, not minutes
+# An epoch's metrics: a failed send is queued (train.tracking.metric_buffer) and retried with the next epoch.
+EPOCH_HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1"}
+# Short tools that read (stale, upload, the dashboard, the report): a hung server is an error in
+# seconds, not 7 retries of 120 s.
+READER_HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "15", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1"}
 # What the user exported before lrlab started; our own values, inherited by a child process
 # (a test, a sweep worker), do not count.
 _USER_HTTP_LIMITS = {key for key, ours in TRAINING_HTTP_LIMITS.items() if os.environ.get(key) not in (None, ours)}
 
 
-def bound_http_requests() -> None:
-    """Apply TRAINING_HTTP_LIMITS for the rest of the process (MLflow reads them per request)."""
-    for key, value in TRAINING_HTTP_LIMITS.items():
+def bound_http_requests(limits: dict[str, str] = TRAINING_HTTP_LIMITS) -> None:
+    """Apply `limits` for the rest of the process (MLflow reads them per request)."""
+    for key, value in limits.items():
         if key not in _USER_HTTP_LIMITS:
             os.environ[key] = value
 

@@ -4,7 +4,6 @@ import json
 import sys
 from pathlib import Path
 
-from train import contract
 from train.errors import ConfigError
 from train.messages import first_line, redact_uri
 
@@ -34,17 +33,32 @@ def _send(path: Path) -> int:
         saved["run_id"], len(saved["points"])  # KeyError or TypeError: not such a file
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise ConfigError(f"'{path}' is not a file of unsent metrics written by a training run ({error.__class__.__name__}: {error})") from None
+    _check_points(path, saved["points"])  # before the store: a bad point is the file's fault, not an outage
     import mlflow
 
     from train.tracking import store as tracking_store
     from train.tracking.metric_buffer import upload
 
-    uri = contract.tracking_uri()
-    tracking_store.check_store(uri)
+    uri = tracking_store.require_existing_store()
+    tracking_store.bound_http_requests(tracking_store.READER_HTTP_LIMITS)
     mlflow.set_tracking_uri(uri)
     sent = upload(path)
     print(f"sent {sent} epochs of metrics to {redact_uri(uri)}")
     return 0
+
+
+def _check_points(path: Path, points) -> None:
+    """Each point as MetricBuffer.save writes it: whole step and timestamp, metrics named by text with numbers."""
+    for index, point in enumerate(points):
+        try:
+            fine = (isinstance(point["step"], int) and isinstance(point["timestamp"], int) and isinstance(point["metrics"], dict)
+                    and all(isinstance(key, str) and isinstance(value, int | float) and not isinstance(value, bool)
+                            for key, value in point["metrics"].items()))
+        except (KeyError, TypeError):
+            fine = False
+        if not fine:
+            raise ConfigError(f"'{path}' point {index} is not a step, a timestamp and numeric metrics ({json.dumps(point)[:120]}); "
+                              "fix or remove that point, the store was not contacted")
 
 
 if __name__ == "__main__":
