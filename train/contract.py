@@ -35,6 +35,9 @@ BEST_EPOCH = "best_epoch"
 SUMMARY_METRICS = (BEST_VAL_ACCURACY, BEST_EPOCH)
 # On a training run, once: its model's accuracy on the held-out test/ split (never used to train or select).
 TEST_ACCURACY = "test_accuracy"
+TEST_ACCURACY_LOW = "test_accuracy_low"  # its 95% Wilson interval for a proportion (test images right / test images)
+TEST_ACCURACY_HIGH = "test_accuracy_high"
+TEST_METRICS = (TEST_ACCURACY, TEST_ACCURACY_LOW, TEST_ACCURACY_HIGH)
 
 # What reading the data cost a run, logged once (step 0), and whether the prepared images were reused.
 DATA_SCAN_SECONDS = "data_scan_seconds"
@@ -59,6 +62,7 @@ TAG_SWEEP_STUDY = "sweep_study"  # on a sweep's parent run and every child: whic
 TAG_SWEEP_PHASE = "sweep_phase"  # on a child: the plan phase it belongs to
 TAG_SWEEP_CONFIG = "sweep_config"  # on a child: the configuration's key (a resumed sweep skips it)
 TAG_DATA_CACHE = "data_cache"  # where the run's decoded images were kept (memory, disk, none) and the cache entry
+TAG_AT_CHANCE = "at_chance"  # "true" on a training run whose best val_accuracy never left chance (1 / num_classes)
 TAG_PRUNED = "pruned"  # "true" on a child that Optuna's pruner stopped early
 CHAMPION_ALIAS = "champion"  # the registry alias of a sweep's overall best model
 
@@ -97,6 +101,7 @@ def tracking_uri() -> str:
 
 # `python -m train.tools.evaluate` (kind=evaluate): a model's accuracy on an image folder.
 TAG_EVALUATED_RUN_ID = "evaluated_run_id"  # the training run that logged the evaluated model
+TAG_EVALUATED_SPLIT = "evaluated_split"  # on an evaluate run: "test" (the held-out split, evaluate_on_test), "val" or "all"
 PARAM_MODEL_URI = "model_uri"  # the model evaluated, as given (runs:/..., models:/NAME@ALIAS, ...)
 EVAL_ACCURACY = ACCURACY  # fraction of the folder's images predicted right
 EVAL_PRECISION_PREFIX = "precision_"  # + class_metric_suffixes(class names)[i]
