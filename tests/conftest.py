@@ -1,7 +1,7 @@
 """Shared test set-up: real MLflow stores in tmp_path, the real demo data, tiny models.
 
 Every test runs the real code, only smaller: 64 px images, MobileNetV2 alpha 0.35, the
-360-image demo set, one to three epochs, weights=none or a weights file the test writes.
+demo set (288 train, 72 val, 60 test images), one to three epochs, weights=none or a weights file the test writes.
 """
 
 from __future__ import annotations

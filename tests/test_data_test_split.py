@@ -116,3 +116,14 @@ def test_a_test_class_that_train_lacks_is_one_line(tmp_path, cache_dir):
     assert "\n" not in str(error.value)
     with pytest.raises(ConfigError, match="zebra"):
         held_out_test_split(root, 32)
+
+
+def test_the_demo_holds_out_ten_test_images_a_class(cache_dir):
+    from train.data.demo import CLASSES, demo_folder
+
+    report = scan(demo_folder(), 0.2, 42, 32)
+    assert (len(report.train), len(report.val)) == (288, 72)  # as before the test split: the demo trains as fast
+    assert report.test_files == dict.fromkeys(sorted(CLASSES), 10)
+    split = held_out_test_split("demo", 32)
+    assert len(split.paths) == 60 and np.bincount(split.labels).tolist() == [10] * 6 and not split.skipped
+    assert not set(split.paths) & {path for path, _ in report.train + report.val}

@@ -76,7 +76,7 @@ def test_accuracy_and_per_class_metrics_match_the_keras_model(trained, demo_eval
 
     model_uri = f"runs:/{trained.run_id}/model"
     class_names = json.loads(mlflow.artifacts.load_text(f"runs:/{trained.run_id}/{contract.CLASS_NAMES_FILE}"))
-    paths, labels = _images(demo_folder(), class_names)
+    paths, labels = _images(demo_folder() / "test", class_names)  # demo has a held-out test/
     probabilities = _keras_probabilities(model_uri, paths, 64)
     predicted = probabilities.argmax(axis=1)
 
@@ -108,8 +108,8 @@ def test_run_is_tagged_and_links_the_models_run(trained, demo_evaluation):
     assert run.data.tags[contract.TAG_EVALUATED_RUN_ID] == trained.run_id
     assert run.data.params[contract.PARAM_MODEL_URI] == f"runs:/{trained.run_id}/model"
     assert run.data.params[contract.PARAM_DATA] == "demo"
-    assert run.data.params["split"] == "all"
-    assert run.data.params["evaluated_images"] == "360"
+    assert run.data.params["split"] == "test"
+    assert run.data.params["evaluated_images"] == "60"
     assert run.info.run_name == f"evaluate runs:/{trained.run_id}/model on demo"
     assert run.info.status == "FINISHED"
     assert MlflowClient().get_experiment(run.info.experiment_id).name == "evaluations"
@@ -117,10 +117,10 @@ def test_run_is_tagged_and_links_the_models_run(trained, demo_evaluation):
     assert {contract.EVALUATION_FILE, contract.EVAL_CONFUSION_MATRIX_FILE, contract.EVAL_PREDICTIONS_FILE} <= artifacts
     summary = json.loads(mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/{contract.EVALUATION_FILE}"))
     assert summary["accuracy"] == run.data.metrics[contract.EVAL_ACCURACY]
-    assert summary["includes_training_images"] is True  # the model trained on a split of demo
+    assert summary["includes_training_images"] is False  # demo/test/ is held out of training
     counts = np.array(summary["confusion_matrix"]["counts"])
-    assert counts.sum() == 360 and counts.sum(axis=1).tolist() == [60] * 6
-    assert [row["images"] for row in summary["per_class"]] == [60] * 6
+    assert counts.sum() == 60 and counts.sum(axis=1).tolist() == [10] * 6
+    assert [row["images"] for row in summary["per_class"]] == [10] * 6
     # MLflow 3 links the metrics to the logged model and the data set too (the UI's model page).
     model_id = mlflow.models.get_model_info(f"runs:/{trained.run_id}/model").model_id
     linked = {m.key for m in MlflowClient().get_logged_model(model_id).metrics if m.run_id == run.info.run_id}
@@ -137,7 +137,7 @@ def test_registered_alias_on_a_val_folder_under_mlflow_run(trained, store, tmp_p
     for split, classes in (("train", ("circle", "ring", "square")), ("val", ("circle", "ring"))):
         for name in classes:
             (data / split / name).mkdir(parents=True)
-            for source in sorted((demo_folder() / name).glob("*.png"))[:3]:
+            for source in sorted((demo_folder() / "train" / name).glob("*.png"))[:3]:
                 shutil.copy(source, data / split / name / source.name)
     (data / "val" / "ring" / "broken.png").write_bytes(b"")
     client = MlflowClient()
@@ -251,7 +251,7 @@ def test_a_folder_named_like_mathtext_is_evaluated_and_drawn_as_plain_text(train
     data = tmp_path / "$\\undefined$"
     for name in ("circle", "ring"):
         (data / name).mkdir(parents=True)
-        for source in sorted((demo_folder() / name).glob("*.png"))[:2]:
+        for source in sorted((demo_folder() / "train" / name).glob("*.png"))[:2]:
             shutil.copy(source, data / name / source.name)
     assert main(["--model-uri", f"runs:/{trained.run_id}/model", "--data", str(data), "--batch-size", "4"]) == 0
     run = max(_evaluate_runs(), key=lambda found: found.info.start_time)

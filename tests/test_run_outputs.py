@@ -39,7 +39,7 @@ def dollar_run(store, tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("dollar-classes")
     for demo, name in DOLLAR_NAMES.items():
-        shutil.copytree(demo_folder() / demo, folder / name)
+        shutil.copytree(demo_folder() / "train" / demo, folder / name)
     config = tiny_config(data=str(folder), epochs=2, lr=3e-3, batch_size=16)
     checked = preflight(config)
     keeper = KeepModel()

@@ -45,7 +45,7 @@ def _demo_images(per_class: int, image_size: int) -> np.ndarray:
     from train.data.demo import CLASSES, demo_folder
     from train.data.pipeline import decode_image
 
-    paths = [path for name in sorted(CLASSES) for path in sorted((demo_folder() / name).glob("*.png"))[:per_class]]
+    paths = [path for name in sorted(CLASSES) for path in sorted((demo_folder() / "train" / name).glob("*.png"))[:per_class]]
     return np.stack([decode_image(tf.constant(str(path)), image_size).numpy() for path in paths]).astype(np.float32)
 
 

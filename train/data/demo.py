@@ -1,9 +1,10 @@
 """The built-in demo data set: six classes of drawn shapes, generated once and cached.
 
-Deterministic (fixed seed), small (360 PNGs of 96 px) and learnable from scratch in a few
+Deterministic (fixed seed), small (420 PNGs of 96 px) and learnable from scratch in a few
 CPU epochs, yet noisy enough that learning rates give visibly different curves. It is
-written as an ordinary class-per-folder image folder and read by the same loader as user
-data, so the demo exercises the real path.
+written as an ordinary image folder with `train/` (48 a class), `val/` (12) and a held-out
+`test/` (10) and read by the same loader as user data, so the demo exercises the real path,
+the test split included.
 """
 
 from __future__ import annotations
@@ -17,19 +18,24 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from train.config import cache_root
+from train.config import ConfigError, cache_root
 
 CLASSES = ("circle", "square", "triangle", "cross", "ring", "stripes")
-IMAGES_PER_CLASS = 60
+SPLITS = {"train": 48, "val": 12, "test": 10}  # images per class in each split folder
+IMAGES_PER_CLASS = sum(SPLITS.values())
 IMAGE_PIXELS = 96
-VERSION = 2  # bump when the drawing changes, so old caches are not reused
+VERSION = 3  # bump when the drawing or the layout changes, so old caches are not reused (3: train/ val/ test/)
 
 
 def demo_folder() -> Path:
     """The demo folder, generated on first use."""
     folder = cache_root() / f"demo-v{VERSION}"
     if not (folder / ".complete").exists():
-        _generate(folder)
+        try:
+            _generate(folder)
+        except OSError as error:
+            raise ConfigError(f"the demo data set cannot be written to '{folder}' ({error.strerror or error}); "
+                              "point LRLAB_CACHE at a writable folder") from None
     return folder
 
 
@@ -40,9 +46,12 @@ def _generate(folder: Path) -> None:
     partial = Path(tempfile.mkdtemp(prefix=folder.name + ".partial-", dir=folder.parent))
     rng = np.random.default_rng(1234)
     for class_name in CLASSES:
-        (partial / class_name).mkdir()
-        for index in range(IMAGES_PER_CLASS):
-            _draw(class_name, rng).save(partial / class_name / f"{class_name}_{index:03d}.png")
+        first = 0
+        for split, count in SPLITS.items():
+            (partial / split / class_name).mkdir(parents=True)
+            for index in range(first, first + count):
+                _draw(class_name, rng).save(partial / split / class_name / f"{class_name}_{index:03d}.png")
+            first += count
     (partial / ".complete").touch()
     os.chmod(partial, 0o755)  # mkdtemp makes it private
     try:
