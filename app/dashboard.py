@@ -129,6 +129,9 @@ def _chart_choices(selected: pd.DataFrame, runs_all: pd.DataFrame) -> dict[str, 
     facets = [frames.NO_FACET, *dict.fromkeys([contract.PARAM_STAGE, *params])]
     colors = list(dict.fromkeys([contract.PARAM_LR, *params]))
     all_params = sorted({name for p in runs_all["params"] for name in p})
+    if not state.get(url_state.GROUP_FROM_URL) and not state.get("_group_decided"):
+        state["_group_decided"] = True  # once per session: from then on the checkbox decides
+        state["group"] = curve_data.has_repeats(selected, tuple(state["vary"]) or frames.REPEAT_PARAMS)
     if state["facet"] not in facets:
         state["facet"] = contract.PARAM_STAGE
     if state["color"] not in colors:
@@ -244,6 +247,13 @@ def _draw(built: views.Views, options: curve_data.CurveOptions, head, slot, firs
                 f"Drawing the {len(built.drawn)} runs of best validation accuracy; {built.hidden} more are in the table. "
                 "Raise “Curves of at most” in the sidebar (0 = all) or filter the runs to draw others."
             )
+        stuck = built.at_chance
+        if not stuck.empty:
+            st.caption(plain(
+                f"{len(stuck)} run(s) never left chance (1 / {round(1 / built.chance)} classes = {built.chance:.3f}, the dashed line): "
+                f"they learned nothing, whatever their rank ({', '.join(stuck['run'].astype(str).head(5))}{', …' if len(stuck) > 5 else ''}). "
+                "A random base (weights=none) frozen or trained from scratch too briefly stays there."
+            ))  # fmt: skip
         if built.thinned:
             st.caption(
                 f"Curves longer than {charts.PAGE_MAX_POINTS} points are drawn thinned (per stretch of epochs the lowest and highest "

@@ -14,6 +14,7 @@ import vl_convert as vlc
 from app import report
 from app.analysis import curve_data, frames
 from app.charts import builders as charts
+from app.charts import labels
 from app.page import views
 from tests.app_fixtures import *  # noqa: F403
 from tests.app_fixtures import EDGE_EXPERIMENT, HOSTILE_NAME, HOSTILE_PARAM, inline_values, load
@@ -23,7 +24,7 @@ from train import contract
 KNOWN_FIELDS = {
     "line", "label", "lr", "lr_label", "stage", "schedule", "model", "color", "facet", "split", "epoch", "value",
     "smoothed", "low", "high", "n_runs", "best", "role", "measure", "mean", "run_name", "step", "loss", "suggested_lr",
-    "variant", "run_epoch", "note_left", "note_right", "note_y", "ci_low", "ci_high", "min", "max", "n_label",
+    "variant", "run_epoch", "note", "note_x", "note_y", "rule_y", "ci_low", "ci_high", "min", "max", "n_label",
 }  # fmt: skip
 
 
@@ -89,7 +90,7 @@ def test_curve_chart_encodings(lab):
     params = spec.get("params", []) + [p for layer in spec["spec"]["layer"] for p in layer.get("params", [])]
     assert params[0]["select"]["fields"] == ["color"] and params[0]["bind"] == "legend"
     marks = [layer["mark"]["type"] for layer in spec["spec"]["layer"]]
-    assert marks.count("line") == 2 and "point" in marks and marks.count("text") == 2  # raw + smoothed lines, best-epoch marks and labels
+    assert marks.count("line") == 2 and "point" in marks and marks.count("text") == 1  # raw + smoothed lines, best-epoch marks and their labels
     assert fields(spec) <= KNOWN_FIELDS
     vlc.vegalite_to_vega(json.dumps(chart.to_dict()), vl_version=report.VL_VERSION)  # compiles
 
@@ -274,28 +275,74 @@ def test_each_curve_has_its_rate_and_best_value_written_at_its_best_point(lab):
     curves, chart = curves_chart(training, history, curve_data.CurveOptions())
     spec = spec_of(chart)
     texts = [layer for layer in spec["spec"]["layer"] if layer["mark"]["type"] == "text"]
-    assert {t["encoding"]["text"]["field"] for t in texts} == {"note_left", "note_right"}
-    assert all(t["transform"][0]["filter"] == {"field": "best", "equal": True} for t in texts)
-    notes = charts.best_notes(curves.points, lower_is_better=False).set_index("line")[["note_left", "note_right"]].agg("".join, axis=1)
-    best = curves.points[curves.points["best"]].set_index("line")
-    line = best[best["stage"] == "head"]["value"].idxmax()  # the best head run: labelled
-    assert notes[line] == f"{best.at[line, 'lr_label']}  {best.at[line, 'value']:.3f}"  # "1e-3  0.812"
-    assert notes[line].split()[0] in {"1e-2", "1e-3", "1e-4"}
+    assert [t["encoding"]["text"]["field"] for t in texts] == ["note"]
+    assert texts[0]["transform"][0]["filter"] == {"field": "best", "equal": True}
+    data, per_line = charts.compact(curves, 0.0, size=(260, charts.HEIGHT))
+    notes = per_line.set_index("line")["note"]
+    best = data[data["best"]].merge(per_line, on="line")
+    head = best[best["facet"] == "head"].sort_values("value", ascending=False).iloc[0]  # the best head run: labelled
+    assert notes[head["line"]] == f"{head['lr_label']}  {head['value']:.3f}"  # "1e-3  0.812"
     # Where a column compares schedules, a label names its schedule too.
-    full_lines = best.index[(best["facet"] == "full") & best.index.isin(notes[notes != ""].index)]
-    assert {notes[line].split()[1] for line in full_lines} >= {"constant", "cosine"} or {notes[line].split()[1] for line in full_lines} >= {"constant", "step"}
-    # One label per rate and schedule in a column (repeats share it), at most LABELS_PER_FACET, the best:
-    # `full` has 6 such configurations; labels at least LABEL_GAP of the y range apart.
-    full = best[best["facet"] == "full"].sort_values("value", ascending=False).drop_duplicates(["color", "variant"])
-    labelled = [name for name in best.index[best["facet"] == "full"] if notes.get(name)]
-    assert len(full) > charts.LABELS_PER_FACET == len(labelled) and set(labelled) == set(full.index[: charts.LABELS_PER_FACET])
-    heights = charts.best_notes(curves.points, lower_is_better=False).set_index("line").loc[labelled, "note_y"].sort_values()
-    span = curves.points["value"].max() - curves.points["value"].min()
-    assert (heights.diff().dropna() >= charts.LABEL_GAP * span - 1e-9).all()
-    assert (heights <= best.loc[heights.index, "value"] + 1e-9).all()  # at its point, or moved down out of another's way
-    # The labels travel with the lines (lookup), so the browser draws them without another dataset.
-    _, per_line = charts.compact(curves, 0.0)
-    assert (per_line["note_left"] + per_line["note_right"]).str.len().gt(0).sum() == len(notes[notes != ""])
+    full = best[(best["facet"] == "full") & (best["note"] != "")]
+    assert {note.split()[1] for note in full["note"]} & {"constant", "cosine", "step", "exponential"}
+    # One label per rate and schedule in a column (repeats share it), at most LABELS_PER_FACET.
+    assert (best[best["note"] != ""].groupby("facet").size() <= labels.LABELS_PER_FACET).all()
+    assert len(best[best["note"] != ""]) >= 8
+
+
+def label_boxes_of(chart_spec: dict, data: pd.DataFrame, per_line: pd.DataFrame):
+    """Per column: the labels' pixel boxes and the best points' pixels, from the chart's own data,
+    size and y domain (the browser's mapping: its x range is each column's epochs, unrounded)."""
+    inner = chart_spec.get("spec", chart_spec)
+    width, height = inner["width"], inner["height"]
+    y_scale = next(layer["encoding"]["y"]["scale"] for layer in inner["layer"] if "y" in layer.get("encoding", {}) and "scale" in layer["encoding"]["y"])
+    domain, log_y = y_scale["domain"], y_scale.get("type") == "log"
+    points = data.merge(per_line[["line", "facet"]], on="line")
+    drawn = points[points["role"].isin(["run", "mean"])]
+    found = {}
+    for facet, part in drawn.groupby("facet"):
+        x_range = (part["epoch"].min(), part["epoch"].max())
+        notes = per_line[(per_line["facet"] == facet) & (per_line["note"] != "")]
+        boxes = labels.boxes(notes, width=width, height=height, x_range=x_range, domain=domain, log_y=log_y)
+        best = part[part["best"]]
+        scale = np.log10 if log_y else np.asarray
+        ys = height - (scale(best["value"].to_numpy(float)) - scale(domain[0])) / (scale(domain[1]) - scale(domain[0])) * height
+        xs = (best["epoch"].to_numpy(float) - x_range[0]) / ((x_range[1] - x_range[0]) or 1) * width
+        found[facet] = (boxes, list(zip(xs, ys, strict=True)), width, height)
+    return found
+
+
+@pytest.mark.parametrize("options", [curve_data.CurveOptions(), curve_data.CurveOptions(group=True), curve_data.CurveOptions(metric=contract.LOSS, log_y=True)])
+def test_no_label_overlaps_another_or_covers_a_best_point(lab, options):
+    runs, history = lab
+    training = runs[runs["kind"] == contract.KIND_TRAIN]
+    curves, chart = curves_chart(training, history, options)
+    spec = spec_of(chart)
+    inner = spec["spec"]
+    data, per_line = charts.compact(curves, 0.0, lower_is_better=options.metric == contract.LOSS, log_y=options.log_y, size=(inner["width"], inner["height"]),
+                                    domain=next(layer["encoding"]["y"]["scale"]["domain"] for layer in inner["layer"] if "scale" in layer.get("encoding", {}).get("y", {})))  # fmt: skip
+    placed = 0
+    for facet, (boxes, points, width, height) in label_boxes_of(spec, data, per_line).items():
+        placed += len(boxes)
+        for i, a in enumerate(boxes):
+            assert 0 <= a[0] and a[2] <= width + 1e-6 and 0 <= a[1] and a[3] <= height + 1e-6, (facet, a)
+            for b in boxes[i + 1 :]:
+                assert not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]), (facet, a, b)
+            for x, y in points:
+                assert not (a[0] < x < a[2] and a[1] < y < a[3]), (facet, a, (x, y))
+    assert placed >= 6
+
+
+def test_the_accuracy_chart_draws_a_dashed_chance_line(lab):
+    runs, history = lab
+    training = runs[runs["kind"] == contract.KIND_TRAIN]
+    built = views.build(training, history, curve_data.CurveOptions(), now_ms=time.time() * 1000, stale_after_s=600, ui_base="")
+    assert built.chance == pytest.approx(1 / 6)
+    spec = spec_of(built.curves_chart)
+    rules = [layer for layer in spec["spec"]["layer"] if layer["mark"].get("type") == "rule" and layer["encoding"].get("y", {}).get("field") == "rule_y"]
+    assert len(rules) == 1 and rules[0]["mark"]["strokeDash"]
+    loss = views.build(training, history, curve_data.CurveOptions(metric=contract.LOSS), now_ms=time.time() * 1000, stale_after_s=600, ui_base="")
+    assert '"rule_y"' not in json.dumps(spec_of(loss.curves_chart))
 
 
 def test_a_continued_runs_best_epoch_reads_as_in_the_table(lab):

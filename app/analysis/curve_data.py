@@ -91,6 +91,13 @@ def curves(history: pd.DataFrame, runs: pd.DataFrame, options: CurveOptions, all
     return Curves(points[POINT_COLUMNS], boundaries, groups, missing, variant)
 
 
+def has_repeats(runs: pd.DataFrame, vary=REPEAT_PARAMS) -> bool:
+    """Whether some configuration has more than one training run (seeds): then the page draws
+    groups (one mean line and band each) unless told otherwise."""
+    training = runs[runs["kind"].isin([contract.KIND_TRAIN, ""])] if "kind" in runs else runs
+    return bool(len(training) > 1 and stats.group_keys(training["params"], vary).duplicated().any())
+
+
 def variant_params(runs: pd.DataFrame, options: CurveOptions) -> list[str]:
     """The params that tell apart runs the colour and the facet do not: those (besides lr, the colour's,
     the facet's and the repeat params) that differ between runs of one facet, e.g. `schedule` and

@@ -267,6 +267,23 @@ def lr_finder(runs: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
     return wide[columns].reset_index(drop=True)
 
 
+def chance_level(runs: pd.DataFrame) -> float | None:
+    """1 / classes when every run that logged `num_classes` logged the same number; else None."""
+    counts = {params.get(contract.PARAM_NUM_CLASSES) for params in runs["params"]} - {None, ""} if not runs.empty else set()
+    if len(counts) != 1:
+        return None
+    try:
+        classes = int(float(counts.pop()))
+    except ValueError:
+        return None
+    return 1.0 / classes if classes >= 2 else None
+
+
+def at_chance(best_accuracy: float, chance: float | None) -> bool:
+    """Whether a run's best validation accuracy never left chance: within 10% (and 0.01) of 1 / classes."""
+    return chance is not None and not math.isnan(best_accuracy) and best_accuracy <= chance * 1.1 + 0.01
+
+
 # Filters of the page: setting -> column of the runs frame.
 FILTER_COLUMNS = {"stage": "stage", "model": "model", "schedule": "schedule", "lr": "lr_label", "status": "status", "data": "data", "sweep": "sweep"}
 

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from app.analysis import curve_data, frames
+from app.charts import labels
 from train import contract
 
 # Curves carry up to a few hundred thousand points by design; Altair's 5,000-row guard would refuse them.
@@ -37,10 +38,6 @@ Y_AXIS_WIDTH = 40  # the y axis and its title, beside each column
 # When another param than lr varies (a schedule, a warm-up), it takes the dash; the split then takes the width.
 VARIANT_DASHES = [[1, 0], [8, 4], [2, 3], [10, 3, 2, 3], [4, 2], [14, 5]]
 SPLIT_WIDTH = alt.Scale(domain=[frames.TRAIN, frames.VALIDATION], range=[1.0, 2.6])
-# Labels beside the curves ("1e-3 0.912" at each line's best point): at most this many per column, the best
-# ones, at least LABEL_GAP of the chart's height apart.
-LABELS_PER_FACET = 5
-LABEL_GAP = 0.055
 # Points per line and split the page draws; longer curves are thinned for the browser (exports keep all).
 PAGE_MAX_POINTS = 500
 
@@ -112,7 +109,7 @@ def facet_order(values) -> list[str]:
     return sorted(present, key=lambda v: (0, rank[v], "") if v in rank else (1, 0, v))
 
 
-LOOKUP_FIELDS = ["color", "variant", "facet", "label", "lr_label", "stage", "schedule", "n_runs", "note_left", "note_right", "note_y"]
+LOOKUP_FIELDS = ["color", "variant", "facet", "label", "lr_label", "stage", "schedule", "n_runs", "note", "note_x", "note_y"]
 
 
 def _value_tooltips(metric: str, smoothed: bool, grouped: bool, joined: bool = False) -> list[alt.Tooltip]:
@@ -152,59 +149,19 @@ def thin(points: pd.DataFrame, max_points: int) -> pd.DataFrame:
     return points.loc[sorted(keep)]
 
 
-def format_value(value: float) -> str:
-    """A metric value as the labels beside the curves write it: 0.912, 1.37, 2345."""
-    return "" if pd.isna(value) else f"{value:.3f}" if abs(value) < 10 else f"{value:.4g}"
-
-
-def best_notes(points: pd.DataFrame, lower_is_better: bool, log_y: bool = False) -> pd.DataFrame:
-    """The labels beside the curves: per labelled line its text ("1e-3  0.912"), on which side of its
-    best point it goes (left of a point in the last third of its column, so it stays inside the
-    chart), and its height `note_y`. One label per colour and dash in each column (the best line of
-    that rate and variant: repeats share one), at most `LABELS_PER_FACET`, the best first. Vega-Lite
-    puts text where it is told, so labels closer than `LABEL_GAP` of the chart's height are moved
-    apart, downwards from the highest."""
-    columns = ["line", "note_left", "note_right", "note_y"]
-    best = points[points["best"].fillna(False).astype(bool) & points["role"].isin(["run", "mean"])].dropna(subset=["value"])
-    if log_y:
-        best = best[best["value"] > 0]
-    if best.empty:
-        return pd.DataFrame(columns=columns)
-    best = best.assign(facet=best["facet"].fillna(""), variant=best["variant"].fillna(""))
-    best = best.sort_values("value", ascending=lower_is_better, kind="stable").drop_duplicates(["facet", "color", "variant"])
-    best = best.groupby("facet", sort=False).head(LABELS_PER_FACET)
-    # The variant too where a column's labels differ in it: the dash alone does not say which schedule a label is of.
-    several = best.groupby("facet")["variant"].transform("nunique") > 1
-    variant = (" " + best["variant"].astype(str)).where(several, "")
-    text = (best["lr_label"].fillna("").astype(str) + variant + "  " + best["value"].map(format_value)).str.strip()
-    epochs = points.groupby(points["facet"].fillna(""))["epoch"].agg(["min", "max"])
-    start, end = (best["facet"].map(epochs[k]) for k in ("min", "max"))
-    right = best["epoch"] > start + (end - start) * 2 / 3
-    return pd.DataFrame({"line": best["line"], "note_left": text.where(~right, ""), "note_right": text.where(right, ""), "note_y": _dodged(best, points, log_y)})
-
-
-def _dodged(labels: pd.DataFrame, points: pd.DataFrame, log_y: bool) -> pd.Series:
-    """Label heights at least LABEL_GAP of the y range apart within each column (in log units on a log axis)."""
-    values = points["value"].dropna()
-    values = values[values > 0] if log_y else values
-    to_axis, from_axis = (np.log10, lambda v: 10.0**v) if log_y else (np.asarray, np.asarray)
-    gap = (float(np.max(to_axis(values))) - float(np.min(to_axis(values)))) * LABEL_GAP
-    heights = pd.Series(to_axis(labels["value"].to_numpy(dtype=float)), index=labels.index)
-    for _, column in heights.groupby(labels["facet"]):
-        below = np.inf
-        for index in column.sort_values(ascending=False).index:
-            heights[index] = below = min(heights[index], below - gap)
-    return pd.Series(from_axis(heights.to_numpy()), index=labels.index)
-
-
-def compact(curves: curve_data.Curves, smoothing: float, max_points: int = 0, lower_is_better: bool = False, log_y: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+def compact(
+    curves: curve_data.Curves, smoothing: float, max_points: int = 0, lower_is_better: bool = False, log_y: bool = False, *,
+    size: tuple[float, float] = (FULL_WIDTH, HEIGHT), domain: list[float] | None = None, chance: float | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:  # fmt: skip
     """The points as the browser gets them: per point only what varies (line number, split, epoch,
-    values), per line the rest (colour, dash, facet, names, the label at its best point), joined
-    back by a Vega lookup. A fifth of the bytes, and Vega builds that many fewer objects.
-    `max_points` > 0 thins long curves (`thin`)."""
-    notes = best_notes(curves.points, lower_is_better, log_y)
+    values), per line the rest (colour, dash, facet, names, the label placed near its best point:
+    `app.charts.labels`, for a plot of `size` pixels and y `domain`), joined back by a Vega lookup.
+    A fifth of the bytes, and Vega builds that many fewer objects. `max_points` > 0 thins long
+    curves (`thin`); `chance` adds one chance-level row per column."""
+    domain = domain or labels.y_domain(curves.points, log_y)
+    notes = labels.place(curves.points, lower_is_better=lower_is_better, log_y=log_y, width=size[0], height=size[1], domain=domain, chance=chance)
     points = thin(curves.points, max_points)
-    points = points.merge(notes, on="line", how="left").fillna({"note_left": "", "note_right": ""}).set_axis(points.index)
+    points = points.merge(notes, on="line", how="left").fillna({"note": ""}).set_axis(points.index)
     codes, lines = pd.factorize(points["line"])
     per_line = points.assign(line=codes).drop_duplicates("line")[["line", *LOOKUP_FIELDS]]
     keep = ["split", "epoch", "value", "best", "role"]
@@ -215,18 +172,24 @@ def compact(curves: curve_data.Curves, smoothing: float, max_points: int = 0, lo
     if (points["role"] == "mean").any():
         keep += ["low", "high"]
     data = points[keep].assign(line=codes)
+    facets = points["facet"].drop_duplicates().tolist()
+    extra = []  # rows of their own, one "line" each: where a continued run starts its next stage, the chance level
     if not curves.boundaries.empty:
-        facets = curves.boundaries["facet"].drop_duplicates().tolist()
-        numbers = dict(zip(facets, range(len(lines), len(lines) + len(facets)), strict=True))
-        rules = curves.boundaries.assign(line=curves.boundaries["facet"].map(numbers), role="boundary")[["line", "epoch", "role"]]
-        data = pd.concat([data, rules], ignore_index=True)
-        per_line = pd.concat([per_line, pd.DataFrame({"line": list(numbers.values()), "facet": facets})], ignore_index=True)
+        extra.append(curves.boundaries.assign(role="boundary")[["facet", "epoch", "role"]])
+    if chance is not None and facets:
+        extra.append(pd.DataFrame({"facet": facets, "rule_y": chance, "role": "chance"}))  # no `value`: no line draws it
+    if extra:
+        rules = pd.concat(extra, ignore_index=True)
+        rules["line"] = range(len(lines), len(lines) + len(rules))
+        data = pd.concat([data, rules.drop(columns="facet")], ignore_index=True)
+        per_line = pd.concat([per_line, rules[["line", "facet"]]], ignore_index=True)
     data["best"] = data["best"].fillna(False).astype(bool)
     return data, per_line
 
 
 def curves_chart(
-    curves: curve_data.Curves, *, metric: str, colors: ColorScale, facet_title: str = "", smoothing: float = 0.0, log_y: bool = False, title: str = "", max_points: int = 0
+    curves: curve_data.Curves, *, metric: str, colors: ColorScale, facet_title: str = "", smoothing: float = 0.0, log_y: bool = False, title: str = "", max_points: int = 0,
+    chance: float | None = None,
 ):
     """A metric against epoch: colour = learning rate, a column per facet value; dash = train/validation,
     or, when another param varies between the runs of a column (`Curves.variant_params`, e.g. the
@@ -234,18 +197,24 @@ def curves_chart(
 
     Smoothed lines over faint raw ones, bands for groups of repeats, a diamond at each best epoch
     with the rate and value written beside it, dotted rules where a continued run starts its next
-    stage. Click a legend entry to highlight its learning rate. `max_points` > 0 draws long curves
-    thinned (`thin`).
+    stage, a dashed rule at the `chance` level (1 / classes, on accuracy). Click a legend entry to
+    highlight its learning rate. `max_points` > 0 draws long curves thinned (`thin`).
     """
     points = curves.points
-    data, per_line = compact(curves, smoothing, max_points, lower_is_better=_lower_is_better(metric), log_y=log_y)
+    facets = facet_order(points["facet"].dropna().astype(str)) if not points.empty else []
+    faceted = len(facets) > 1 or bool(facets and facets[0] != frames.NO_FACET)
+    size = (max(200, min(900, FULL_WIDTH // len(facets) - Y_AXIS_WIDTH)), HEIGHT) if faceted else (FULL_WIDTH - Y_AXIS_WIDTH - 40, HEIGHT + 40)
+    # Fixed here, not left to Vega: the labels are placed in pixels (`app.charts.labels`).
+    domain = labels.y_domain(points, log_y, [chance] if chance is not None else [])
+    data, per_line = compact(curves, smoothing, max_points, lower_is_better=_lower_is_better(metric), log_y=log_y, size=size, domain=domain, chance=chance)
     grouped = bool((points["role"] == "mean").any())
     joined = not curves.boundaries.empty
     tooltips = _value_tooltips(metric, smoothing > 0, grouped, joined)
     pick = alt.selection_point(name="pick", fields=["color"], bind="legend")
-    y_scale = alt.Scale(type="log") if log_y else alt.Scale(zero=False)
+    y_scale = alt.Scale(type="log", domain=domain, nice=False) if log_y else alt.Scale(zero=False, domain=domain, nice=False)
     y_title = f"{metric} (log)" if log_y else metric
-    x = alt.X("epoch:Q", title="epoch of the joined curve" if joined else "epoch", axis=alt.Axis(tickMinStep=1, format="d"))
+    # Each column's x range is its epochs exactly (no rounding to nice numbers): the labels' pixels depend on it.
+    x = alt.X("epoch:Q", title="epoch of the joined curve" if joined and facet_title != contract.PARAM_STAGE else "epoch", scale=alt.Scale(nice=False), axis=alt.Axis(tickMinStep=1, format="d"))
     base = alt.Chart().encode(x=x, color=colors.encoding(), detail=[alt.Detail("line:N"), alt.Detail("split:N")])
     dash, width = _dash_and_width(curves)
     quiet_dash, quiet_width = _dash_and_width(curves, legend=False)
@@ -254,7 +223,7 @@ def curves_chart(
     drawn = alt.FieldOneOfPredicate(field="role", oneOf=["run", "mean"])
     # Streamlit's Vega evaluates expressions with its (slow, CSP-safe) interpreter, point by point:
     # filter only when there is something to leave out (group members, stage boundaries).
-    filtered = not set(data["role"].dropna()) <= {"run", "mean"}
+    filtered = not set(data["role"].dropna()) <= {"run", "mean", "chance"}
 
     def only_drawn(layer):
         return layer.transform_filter(drawn) if filtered else layer
@@ -297,13 +266,19 @@ def curves_chart(
         .encode(y=y("value"), opacity=alt.condition(pick, alt.value(1.0), alt.value(0.1)), tooltip=best_epoch)
         .transform_filter(best_only)
     )
-    # The numbers beside the curves: rate and value at each line's best point, left of it near the column's end.
-    for field, align, dx in (("note_left", "left", 8), ("note_right", "right", -8)):
+    # The numbers beside the curves: rate and value near each labelled line's best point, placed in
+    # `app.charts.labels` (top-left corner of the text), never on another label nor on a best point.
+    layers.append(
+        base.mark_text(align="left", baseline="top", fontSize=11, fontWeight="bold", aria=False)
+        .encode(x=alt.X("note_x:Q"), y=y("note_y"), text=alt.Text("note:N"), opacity=alt.condition(pick, alt.value(1.0), alt.value(0.1)))
+        .transform_filter(best_only)
+    )
+    if chance is not None:
         layers.append(
-            base.mark_text(align=align, dx=dx, dy=-9, fontSize=11, fontWeight="bold", aria=False)
-            .encode(y=y("note_y"), text=alt.Text(f"{field}:N"), opacity=alt.condition(pick, alt.value(1.0), alt.value(0.1)))
-            .transform_filter(best_only)
-        )
+            alt.Chart().mark_rule(strokeDash=[6, 4], color="#666", strokeWidth=1.3)
+            .encode(y=y("rule_y"), tooltip=[alt.Tooltip("rule_y:Q", title="chance level (1 / classes)", format=".3f")])
+            .transform_filter(alt.FieldEqualPredicate(field="role", equal="chance"))
+        )  # fmt: skip
     if joined:
         layers.append(
             alt.Chart().mark_rule(strokeDash=[2, 3], color="#444", strokeWidth=1.2)
@@ -311,17 +286,15 @@ def curves_chart(
             .transform_filter(alt.FieldEqualPredicate(field="role", equal="boundary"))
         )  # fmt: skip
     lookup = alt.LookupData(data=per_line, key="line", fields=LOOKUP_FIELDS)
-    facets = facet_order(points["facet"].dropna().astype(str)) if not points.empty else []
-    if len(facets) > 1 or (facets and facets[0] != frames.NO_FACET):
-        column_width = max(200, min(900, FULL_WIDTH // len(facets) - Y_AXIS_WIDTH))
-        layered = alt.layer(*layers).properties(width=column_width, height=HEIGHT)
+    if faceted:
+        layered = alt.layer(*layers).properties(width=size[0], height=size[1])
         chart = (
             layered.facet(column=alt.Column("facet:N", sort=facets, title=facet_title or None, header=alt.Header(labelFontSize=13, labelFontWeight="bold")), data=data)
             .transform_lookup(lookup="line", from_=lookup)
             .resolve_scale(x="independent")
         )
     else:
-        chart = alt.layer(*layers, data=data).transform_lookup(lookup="line", from_=lookup).properties(width=FULL_WIDTH - Y_AXIS_WIDTH - 40, height=HEIGHT + 40)
+        chart = alt.layer(*layers, data=data).transform_lookup(lookup="line", from_=lookup).properties(width=size[0], height=size[1])
     return chart.properties(title=title) if title else chart
 
 

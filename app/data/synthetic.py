@@ -108,7 +108,9 @@ def log_run(
     return run_id
 
 
-def params_for(lr: float, stage: str, *, model: str = "mobilenet_v2", schedule: str = "constant", seed: int = 42, epochs: int = 20, data: str = "demo", init_model: str = "") -> dict[str, str]:
+def params_for(
+    lr: float, stage: str, *, model: str = "mobilenet_v2", schedule: str = "constant", seed: int = 42, epochs: int = 20, data: str = "demo", init_model: str = "", num_classes: int = 6
+) -> dict[str, str]:
     """The contract's params as training logs them (text)."""
     return {
         contract.PARAM_LR: f"{lr:g}",
@@ -125,6 +127,7 @@ def params_for(lr: float, stage: str, *, model: str = "mobilenet_v2", schedule: 
         contract.PARAM_SCHEDULE: schedule,
         "optimizer": "adam",
         contract.PARAM_SEED: str(seed),
+        contract.PARAM_NUM_CLASSES: str(num_classes),  # training logs it from the data (the demo set has 6)
     }
 
 

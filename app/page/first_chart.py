@@ -71,7 +71,7 @@ def default_options(runs_all: pd.DataFrame) -> curve_data.CurveOptions:
     params = {name for params in runs_all["params"] for name in params}
     vary = tuple(n for n in defaults["vary"] if n in params) or tuple(n for n in frames.REPEAT_PARAMS if n in params)
     return curve_data.CurveOptions(
-        metric=defaults["metric"], smoothing=float(defaults["smooth"]), facet=defaults["facet"], color=defaults["color"], group=defaults["group"],
+        metric=defaults["metric"], smoothing=float(defaults["smooth"]), facet=defaults["facet"], color=defaults["color"], group=curve_data.has_repeats(runs_all, vary),
         vary=vary, band=defaults["band"], members=defaults["members"], join=defaults["join"], log_y=defaults["logy"], top=int(defaults["top"]),
     )  # fmt: skip
 

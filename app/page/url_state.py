@@ -50,6 +50,7 @@ SPEC: dict[str, tuple[str, object]] = {
 BOUNDS: dict[str, tuple[float, float]] = {
     "smooth": (0.0, 0.95), "top": (0, 100_000), "every": (5, 3600), "stale": (1, 10_000), "margin": (0.0, 0.5),
 }  # fmt: skip
+GROUP_FROM_URL = "_group_from_url"  # else the page averages repeats when there are any (`curve_data.has_repeats`)
 NOTES = "_url_notes"  # session-state key: what the URL asked for that the page could not use
 _RESTORED = "_url_restored"
 
@@ -95,6 +96,7 @@ def restore(state: MutableMapping, query: Mapping) -> None:
                 if problem:
                     notes.append((key, problem))
         state[NOTES] = notes
+        state[GROUP_FROM_URL] = "group" in query
         if state.get("lr"):  # a link from before rates had one spelling (lr=0.001) still selects 1e-3
             state["lr"] = [_rate(value) for value in state["lr"]]
     for key, (_, default) in SPEC.items():

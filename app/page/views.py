@@ -69,8 +69,32 @@ class Views:
 
     @cached_property
     def curves_chart(self):
+        return self._curves_chart(0)
+
+    def _curves_chart(self, max_points: int):
         o = self.options
-        return charts.curves_chart(self.curves, metric=o.metric, colors=self.colors, facet_title=o.facet or "", smoothing=o.smoothing, log_y=o.log_y)
+        return charts.curves_chart(
+            self.curves, metric=o.metric, colors=self.colors, facet_title=o.facet or "", smoothing=o.smoothing, log_y=o.log_y, max_points=max_points, chance=self.chance_line
+        )  # fmt: skip
+
+    @cached_property
+    def chance(self) -> float | None:
+        """1 / classes of the runs' data (their `num_classes` param), when they agree."""
+        return frames.chance_level(self.training)
+
+    @property
+    def chance_line(self) -> float | None:
+        """The chance level, on a chart of accuracy only."""
+        return self.chance if self.options.metric == frames.split_metric(contract.ACCURACY)[0] else None
+
+    @cached_property
+    def at_chance(self) -> pd.DataFrame:
+        """The finished runs whose best validation accuracy never left chance (they learned nothing)."""
+        summary = self.summary
+        if self.chance is None or summary.empty:
+            return summary.iloc[0:0]
+        stuck = summary["best_val_accuracy"].astype(float).map(lambda v: frames.at_chance(v, self.chance))
+        return summary[stuck & (summary["state"] == "FINISHED")]
 
     @cached_property
     def summary(self) -> pd.DataFrame:
@@ -150,10 +174,7 @@ class Views:
         (`app.charts.spec.page_spec`: data inline, long curves thinned); None when there is nothing to draw."""
         if name not in self._page_specs:
             if name == "curves" and self.thinned:
-                o = self.options
-                chart = charts.curves_chart(
-                    self.curves, metric=o.metric, colors=self.colors, facet_title=o.facet or "", smoothing=o.smoothing, log_y=o.log_y, max_points=charts.PAGE_MAX_POINTS
-                )
+                chart = self._curves_chart(charts.PAGE_MAX_POINTS)
             else:
                 chart = getattr(self, f"{name}_chart")
             self._page_specs[name] = spec.page_spec(chart) if chart is not None else None

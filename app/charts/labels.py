@@ -1,0 +1,125 @@
+"""The numbers beside the curves ("1e-3  0.912" at a line's best point), placed so that none
+overlaps another and none covers a best point.
+
+Vega-Lite draws text where it is told and moves nothing out of the way, so the placement is
+done here, in pixels: the curve chart fixes its y domain (`y_domain`) and lets each column's x
+domain be its epochs exactly (no rounding), so a value and an epoch map to one pixel. Each
+label tries spots around its point (right or left of it, above or below, then further up or
+down); the first spot inside the plot that meets no placed label and no best-point diamond
+wins; a label with no such spot is dropped (its tooltip still says it). The best lines are
+placed first.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+# A bold 11 px label in Vega's default sans-serif: at most this wide per character, this tall.
+CHAR_PX = 7.0
+LINE_PX = 14.0
+MARK_PX = 7.0  # half the side of the box around a best-point diamond (size 90) that no label may touch
+GAP_PX = 8.0  # between a point and its label (more than MARK_PX: a label right above its point clears the diamond)
+LABELS_PER_FACET = 5
+COLUMNS = ["line", "note", "note_x", "note_y"]
+
+
+def y_domain(points: pd.DataFrame, log_y: bool, extra: list[float] | tuple = ()) -> list[float]:
+    """The curve chart's y range: every drawn value (bands and smoothed lines too) and `extra` (the
+    chance line), with 3% room on each side; in log units on a log axis (then back)."""
+    columns = [c for c in ("value", "smoothed", "low", "high") if c in points]
+    values = np.concatenate([points[c].to_numpy(dtype=float) for c in columns] + [np.asarray(extra, dtype=float)])
+    values = values[np.isfinite(values)]
+    if log_y:
+        values = np.log10(values[values > 0])
+    if values.size == 0:
+        return [0.0, 1.0]
+    low, high = float(values.min()), float(values.max())
+    room = (high - low) * 0.03 or max(abs(high) * 0.05, 0.05)
+    low, high = low - room, high + room
+    return [10.0**low, 10.0**high] if log_y else [low, high]
+
+
+def text_of(best: pd.DataFrame, chance: float | None = None) -> pd.Series:
+    """"1e-3  0.912", with the variant ("1e-3 cosine  0.912") where a column's labels differ in it;
+    "at chance" after a value that never left the `chance` level (1 / classes)."""
+    several = best.groupby("facet")["variant"].transform("nunique") > 1
+    variant = (" " + best["variant"].astype(str)).where(several, "")
+    values = best["value"].map(lambda v: "" if pd.isna(v) else f"{v:.3f}" if abs(v) < 10 else f"{v:.4g}")
+    stuck = best["value"].map(lambda v: chance is not None and pd.notna(v) and v <= chance * 1.1 + 0.01)
+    return (best["lr_label"].fillna("").astype(str) + variant + "  " + values + stuck.map({True: " at chance", False: ""})).str.strip()
+
+
+def place(points: pd.DataFrame, *, lower_is_better: bool, log_y: bool, width: float, height: float, domain: list[float], chance: float | None = None) -> pd.DataFrame:
+    """Per labelled line: its text and the top-left corner of its label in data units (`COLUMNS`)."""
+    marks = points[points["best"].fillna(False).astype(bool) & points["role"].isin(["run", "mean"])].dropna(subset=["value"])
+    if log_y:
+        marks = marks[marks["value"] > 0]
+    if marks.empty:
+        return pd.DataFrame(columns=COLUMNS)
+    marks = marks.assign(facet=marks["facet"].fillna(""), variant=marks["variant"].fillna(""))
+    best = marks.sort_values("value", ascending=lower_is_better, kind="stable").drop_duplicates(["facet", "color", "variant"])
+    best = best.groupby("facet", sort=False).head(LABELS_PER_FACET)
+    best = best.assign(note=text_of(best, chance))
+    to_axis = np.log10 if log_y else (lambda v: np.asarray(v, dtype=float))
+    low, high = (float(v) for v in to_axis(np.asarray(domain, dtype=float)))
+    epochs = points.assign(facet=points["facet"].fillna("")).groupby("facet")["epoch"].agg(["min", "max"])
+    rows = []
+    for facet, column in best.groupby("facet", sort=False):
+        start, end = float(epochs.at[facet, "min"]), float(epochs.at[facet, "max"])
+        span = (end - start) or 1.0
+
+        def px(epoch, start=start, span=span):
+            return (np.asarray(epoch, dtype=float) - start) / span * width
+
+        def py(value):
+            return height - (to_axis(value) - low) / (high - low) * height
+
+        facet_marks = marks[marks["facet"] == facet]
+        diamonds = np.column_stack([px(facet_marks["epoch"]), py(facet_marks["value"].to_numpy(dtype=float))])
+        placed: list[tuple[float, float, float, float]] = []
+        for _, label in column.iterrows():
+            box = _spot(float(px(label["epoch"])), float(py(label["value"])), len(label["note"]) * CHAR_PX, width, height, placed, diamonds)
+            if box is None:
+                continue
+            placed.append(box)
+            left, top = box[0], box[1]
+            value = low + (height - top) / height * (high - low)
+            rows.append({"line": label["line"], "note": label["note"], "note_x": start + left / width * span, "note_y": 10.0**value if log_y else value})
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _spot(x: float, y: float, w: float, width: float, height: float, placed, diamonds) -> tuple[float, float, float, float] | None:
+    """The first free box (left, top, right, bottom) for a label of width `w` at point (x, y), or None."""
+    right, left = x + GAP_PX, x - GAP_PX - w
+    centred = min(max(x - w / 2, 0.0), width - w)  # above or below the point, moved in from the column's edge
+    above, below = y - GAP_PX - LINE_PX, y + GAP_PX
+    tops = [above, below] + [t for k in range(1, 7) for t in (above - k * LINE_PX, below + k * LINE_PX)]
+    for top in tops:
+        for side in (right, left, centred):
+            box = (side, top, side + w, top + LINE_PX)
+            if box[0] < 0 or box[1] < 0 or box[2] > width or box[3] > height:
+                continue
+            if any(_overlap(box, other) for other in placed):
+                continue
+            if diamonds.size and ((diamonds[:, 0] + MARK_PX > box[0]) & (diamonds[:, 0] - MARK_PX < box[2]) & (diamonds[:, 1] + MARK_PX > box[1]) & (diamonds[:, 1] - MARK_PX < box[3])).any():
+                continue
+            return box
+    return None
+
+
+def _overlap(a, b) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def boxes(notes: pd.DataFrame, *, width: float, height: float, x_range: tuple[float, float], domain: list[float], log_y: bool = False) -> list[tuple[float, float, float, float]]:
+    """The pixel boxes of one column's labels as the browser draws them (for tests and checks)."""
+    to_axis = np.log10 if log_y else float
+    low, high = to_axis(domain[0]), to_axis(domain[1])
+    start, end = x_range
+    found = []
+    for _, note in notes.iterrows():
+        left = (note["note_x"] - start) / ((end - start) or 1.0) * width
+        top = height - (to_axis(note["note_y"]) - low) / (high - low) * height
+        found.append((left, top, left + len(note["note"]) * CHAR_PX, top + LINE_PX))
+    return found
