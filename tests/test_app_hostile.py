@@ -101,3 +101,13 @@ def test_infinite_metrics_never_rank_best_nor_print_309_digits_and_the_chart_sta
     assert list(best["lr"]) != ["1e-2"] and "1e-2" not in set(best["lr"]), groups
     for table in page.dataframe:
         assert not LONG_NUMBER.search(table.value.to_string())
+
+
+def test_the_page_never_creates_or_migrates_a_store(tmp_path, monkeypatch):
+    """A reader: an empty file (a store another process is creating) stays as it is, one line says so."""
+    database = tmp_path / "mlflow.db"
+    database.touch()
+    page = open_page(monkeypatch, f"sqlite:///{database}")
+    assert not page.exception, [e.value for e in page.exception]
+    assert page.error and "does not exist" in page.error[0].value, [e.value for e in page.error]
+    assert database.stat().st_size == 0, "the page migrated the store"

@@ -119,7 +119,8 @@ def test_an_empty_store_says_there_are_no_runs(make_store, monkeypatch):
 def test_a_missing_store_is_a_message(tmp_path, monkeypatch):
     page = open_page(monkeypatch, f"sqlite:///{tmp_path}/nowhere/mlflow.db")
     assert not page.exception
-    assert "no tracking store" in page.error[0].value
+    assert "does not exist" in page.error[0].value
+    assert not (tmp_path / "nowhere").exists(), "a reader creates no store"
 
 
 def test_a_server_that_is_down_is_a_message(monkeypatch):

@@ -8,12 +8,13 @@ from __future__ import annotations
 import hashlib
 import os
 import urllib.parse
-from pathlib import Path
 
 import requests
 from mlflow.tracking import MlflowClient
 
 from train import contract, messages
+from train.errors import ConfigError
+from train.tracking import store as tracking_store
 
 HEALTH_TIMEOUT_SECONDS = 3
 DATABASE_SCHEMES = ("postgresql", "mysql")  # with a driver suffix too: postgresql+psycopg://
@@ -92,13 +93,12 @@ def check_reachable(uri: str) -> None:
         if reason is not None:
             raise StoreError(_sentence(messages.unreachable(uri, reason)), "unreachable")
     elif uri.startswith("sqlite:///"):
-        path = Path(uri.removeprefix("sqlite:///")).expanduser()
-        if not path.is_file():
-            raise StoreError(
-                f"There is no tracking store at {path.resolve()} yet. Train a model first "
-                "(`python -m train --data demo`) or point MLFLOW_TRACKING_URI at your store.",
-                "missing",
-            )
+        # A reader never creates or migrates a store (MLflow's client would): a file that is not
+        # there, or not a whole store yet, is one line (train/tracking/store.py decides which).
+        try:
+            tracking_store.require_existing_store(uri)
+        except ConfigError as error:
+            raise StoreError(_sentence(f"{error} (`python -m train --data demo` makes one)"), "missing") from None
 
 
 def open_client(uri: str) -> MlflowClient:
