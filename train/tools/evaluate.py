@@ -19,16 +19,19 @@ one line: train/tools/evaluate_checks.py. This module predicts and logs.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
+import time
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import click
 
 from train import contract, csv_safe
 from train.config import ConfigError
-from train.tools.evaluate_checks import Checked, check, listing
+from train.tools.evaluate_checks import Checked, _no_progress_bars, check, listing
 
 
 @dataclass
@@ -91,8 +94,11 @@ def metrics_of(accuracy: float, rows: list[dict]) -> dict[str, float]:
     return metrics
 
 
-def evaluate(checked: Checked, batch_size: int, image_size_option: str = "auto") -> Evaluation:
-    """Predict every image, log the run, print the table; return what was logged."""
+def evaluate(checked: Checked, batch_size: int, image_size_option: str = "auto", run_id: str | None = None) -> Evaluation:
+    """Predict every image, log the run, print the table; return what was logged.
+
+    `run_id`: a run made for this evaluation (evaluate_on_test), logged into whatever run is active
+    in the caller (a sweep's parent) or MLFLOW_RUN_ID names; else a new run, or `mlflow run`'s."""
     import mlflow
     import pandas as pd
 
@@ -106,11 +112,16 @@ def evaluate(checked: Checked, batch_size: int, image_size_option: str = "auto")
     folder = checked.folder.resolve()
     data_name = "demo" if checked.data == "demo" else (folder.name if checked.split == "all" else f"{folder.parent.name}/{folder.name}")
     name = f"evaluate {checked.model_uri} on {data_name}"
-    under_mlflow_run = "MLFLOW_RUN_ID" in os.environ  # `mlflow run` started the run: log into it
-    with mlflow.start_run(**({} if under_mlflow_run else {"run_name": name})) as run:
+    under_mlflow_run = "MLFLOW_RUN_ID" in os.environ and run_id is None  # `mlflow run` started the run: log into it
+    if run_id is not None:
+        opening = {"run_id": run_id, "nested": mlflow.active_run() is not None}  # given: not a child of the active run
+    else:
+        opening = {} if under_mlflow_run else {"run_name": name}
+    with mlflow.start_run(**opening) as run:
         if under_mlflow_run and tracking._GENERATED_RUN_NAME.match(run.info.run_name or ""):
             mlflow.set_tag("mlflow.runName", name)
-        mlflow.set_tags({contract.TAG_KIND: contract.KIND_EVALUATE, contract.TAG_EVALUATED_RUN_ID: checked.model_run_id})
+        mlflow.set_tags({contract.TAG_KIND: contract.KIND_EVALUATE, contract.TAG_EVALUATED_RUN_ID: checked.model_run_id,
+                         contract.TAG_EVALUATED_SPLIT: checked.split})
         tracking.log_params_once({
             contract.PARAM_MODEL_URI: checked.model_uri,
             contract.PARAM_DATA: checked.data,
@@ -153,6 +164,62 @@ def evaluate(checked: Checked, batch_size: int, image_size_option: str = "auto")
         mlflow.log_text(json.dumps(summary, indent=2), contract.EVALUATION_FILE)
         print(_table(checked, accuracy, rows, run.info.run_id), flush=True)
         return Evaluation(run.info.run_id, accuracy, rows, matrix)
+
+
+@dataclass
+class TestAccuracy:
+    """A training run's accuracy on its data's held-out test/ split, with its 95% Wilson interval."""
+
+    training_run_id: str
+    accuracy: float
+    low: float
+    high: float
+    evaluation_run_id: str | None  # the kind=evaluate run; None when the run had been evaluated before
+
+
+def evaluate_on_test(training_run_id: str, data_folder: str, batch_size: int = 32) -> TestAccuracy | None:
+    """Evaluate a training run's logged model ONCE on the held-out test/ split of `data_folder`.
+
+    The evaluation is a kind=evaluate run (evaluated_run_id = the training run, evaluated_split =
+    test) in the training run's experiment; the training run gets test_accuracy and its 95% Wilson
+    interval (test_accuracy_low, _high). A run that has test_accuracy already is not evaluated
+    again: its logged numbers are returned. None when the folder has no held-out test/ (a val/ or
+    validation/ validates, test/ is beside them). Raises ConfigError (one line) on bad input."""
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    from train.data.demo import demo_folder
+    from train.data.scan import held_out_test_folder
+
+    client = MlflowClient()
+    run = client.get_run(training_run_id)
+    logged = run.data.metrics
+    if contract.TEST_ACCURACY in logged:
+        return TestAccuracy(training_run_id, *(logged.get(name, math.nan) for name in contract.TEST_METRICS), None)
+    root = demo_folder() if data_folder == "demo" else Path(data_folder).expanduser()
+    if held_out_test_folder(root) is None:
+        return None
+    experiment = client.get_experiment(run.info.experiment_id).name
+    checked = check(f"runs:/{training_run_id}/{contract.MODEL_ARTIFACT}", str(root), experiment=experiment)
+    name = f"evaluate {run.info.run_name or training_run_id} on test"
+    evaluation_run = client.create_run(run.info.experiment_id, run_name=name)
+    with _no_progress_bars():
+        evaluation = evaluate(checked, batch_size, run_id=evaluation_run.info.run_id)
+    correct, images = int(sum(evaluation.confusion[i][i] for i in range(len(evaluation.confusion)))), len(checked.items)
+    low, high = wilson_interval(correct, images)
+    client.log_batch(training_run_id, metrics=[Metric(key, value, int(time.time() * 1000), 0) for key, value in
+                                               zip(contract.TEST_METRICS, (correct / images, low, high), strict=True)])
+    print(f"run {training_run_id}: test accuracy {correct / images:.4f} [{low:.4f}, {high:.4f}] on {images} held-out images", flush=True)
+    return TestAccuracy(training_run_id, correct / images, low, high, evaluation.run_id)
+
+
+def wilson_interval(correct: int, images: int, confidence: float = 0.95) -> tuple[float, float]:
+    """The Wilson score interval of a proportion: right near 0 and 1 and for few images, where
+    the normal approximation leaves [0, 1]."""
+    from scipy import stats
+
+    interval = stats.binomtest(correct, images).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(interval.low), float(interval.high)
 
 
 def _log_dataset(files, checked: Checked):
