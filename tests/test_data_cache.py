@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,7 @@ from PIL import Image
 from train.config import ConfigError
 from train.data import cache
 from train.data.images import decode_file
-from train.data.scan import _convert, scan
+from train.data.scan import scan
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -152,27 +151,6 @@ def test_two_processes_preparing_the_same_folder_decode_it_once_and_read_the_sam
     assert sorted(int(decoded) for decoded, _ in results) == [0, 300]  # one decoded, the other waited and read
     expected = np.stack([decode_file(path, 64) for path in paths])
     assert {digest for _, digest in results} == {hashlib.sha1(expected.tobytes()).hexdigest()}
-
-
-def test_two_runs_converting_the_same_odd_image_both_get_it(tmp_path, cache_dir):
-    odd = tmp_path / "cmyk.jpg"
-    photo(1).convert("CMYK").save(odd)
-    results, errors = [], []
-
-    def convert():
-        try:
-            results.append(_convert(odd))
-        except Exception as error:  # noqa: BLE001 - the test reports whatever a racing writer raised
-            errors.append(error)
-
-    threads = [threading.Thread(target=convert) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors and len(set(results)) == 1
-    assert Image.open(results[0]).mode == "RGB"
-    assert not list((cache_dir / "converted").glob("*.partial*"))
 
 
 def _class_folders(root: Path, split: str, classes=("x", "y"), per_class=2):

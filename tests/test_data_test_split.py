@@ -11,39 +11,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
+from tests.data_fixtures import cache_dir_fixture, random_images  # noqa: F401 - fixtures
 from train.config import ConfigError
 from train.data.scan import held_out_test_split, scan
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def cache_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("LRLAB_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache"
-
-
-def _images(folder: Path, count: int, seed: int) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for i in range(count):
-        Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(folder / f"{i}.png")
-
-
 def three_splits(root: Path, classes=("a", "b", "c"), test_classes=None, garbage_test=False) -> Path:
     for c, name in enumerate(classes):
-        _images(root / "train" / name, 6, c)
-        _images(root / "val" / name, 2, 100 + c)
+        random_images(root / "train" / name, 6, c)
+        random_images(root / "val" / name, 2, 100 + c)
     for c, name in enumerate(test_classes or classes):
-        folder = root / "test" / name
-        folder.mkdir(parents=True)
-        for i in range(3):
-            if garbage_test:  # anything that opened it would have to skip it: visible in the report
-                (folder / f"{i}.png").write_bytes(b"not an image at all")
-            else:
-                _images(folder, 3, 200 + c)
+        random_images(root / "test" / name, 3, 200 + c)
+        if garbage_test:  # anything that opened them would have to skip them: visible in the report
+            for path in (root / "test" / name).iterdir():
+                path.write_bytes(b"not an image at all")
     return root
 
 

@@ -97,9 +97,11 @@ def test_odd_images_are_converted_and_decode_in_tensorflow(odd_folder):
     for path, _ in report.train + report.val:
         image = decode_image(tf.constant(path), 32).numpy()
         assert image.shape == (32, 32, 3) and 0 <= image.min() and image.max() <= 255
-    sixteen = next(p for p in report.train + report.val if p[0].endswith(".png") and "converted" in p[0])
-    assert sixteen  # converted copies live in the cache, never beside the user's files
-    assert not any(p.name.endswith(".partial.png") for p in odd_folder.rglob("*"))
+    sixteen = str(odd_folder / "b" / "sixteen.png")
+    assert sixteen in [path for path, _ in report.train + report.val]  # decoded from the file itself: no copy anywhere
+    row = decode_image(tf.constant(sixteen), 40).numpy()[0, :6, 0]  # 0, 40, 80, ... of 65535: scaled, not clipped to 255
+    assert row.tolist() == [0, 0, 0, 0, 0, 0] and decode_image(tf.constant(sixteen), 40).numpy().max() > 200
+    assert not (odd_folder.parent / "cache" / "converted").exists()
 
 
 def test_split_is_deterministic_by_seed_and_stratified(odd_folder):

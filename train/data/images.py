@@ -6,6 +6,8 @@ by `evaluate`. JPEGs much larger than the training size are decoded at reduced s
 (libjpeg's DCT scaling via `Image.draft`: 1/2, 1/4 or 1/8, never below the target size)
 and then resized; a 512x384 photo going to 224 px decodes at 1/2 scale, about twice as
 fast, within about one grey level of a full decode (bench/bench_data_scale.py measures both).
+Odd images (16-bit, CMYK, palette, transparency) are converted to 8-bit RGB here, by `to_rgb`,
+so no converted copy is kept anywhere.
 """
 
 from __future__ import annotations
@@ -23,10 +25,19 @@ def decode_file(path: str, image_size: int, reduced_scale: bool = True) -> np.nd
     with Image.open(path) as image:
         if reduced_scale and image.format == "JPEG":
             image.draft("RGB", (image_size, image_size))
-        rgb = image.convert("RGB")
+        rgb = to_rgb(image)
     if rgb.size != (image_size, image_size):
         rgb = rgb.resize((image_size, image_size), RESIZE_FILTER)
     return np.asarray(rgb, dtype=np.uint8)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB: 16-bit gray scaled (not clipped) to 0-255, transparency dropped, CMYK/palette/gray converted."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        image = image.point(lambda value: value / 256).convert("L")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        return image.convert("RGBA").convert("RGB")
+    return image.convert("RGB")
 
 
 def decode_into(out: np.ndarray, paths: list[str], image_size: int) -> np.ndarray:

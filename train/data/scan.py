@@ -2,13 +2,15 @@
 
 Keras' own loader finds a corrupt JPEG only when it decodes it, mid-epoch, after batches
 have trained. Here every file is opened once up front (in threads; Pillow releases the
-GIL while decoding), unreadable files are skipped with their reason, and images that
-TensorFlow's decoders would get wrong (CMYK, 16-bit, TIFF, WebP, ...) are converted to
-8-bit RGB PNGs in a cache folder. The result is the data report logged with every run.
+GIL while decoding; train/data/inspect.py), unreadable files are skipped with their
+reason, and odd images (CMYK, 16-bit, TIFF, WebP, ...) are reported as converted. Files
+are listed without leaving the data folder through a link, each real file once, so no
+image lands in two splits (train/data/walk.py). The result is the data report logged
+with every run.
 
 Scan once: what each file turned out to be is remembered per folder, by path, size and
-modification time (`~/.cache/lrlab/scans/`), so a second scan only lists and stats the
-files and opens just the ones that were added or changed.
+modification time (`~/.cache/lrlab/scans/`, train/data/scan_memory.py), so a second scan
+only lists and stats the files and opens just the ones that were added or changed.
 
 Layouts: a folder of class sub-folders (split by `val_split`), or `train/` beside one of
 `val/`, `validation/` or `test/` (that one validates), or `train/` alone (split). Anything
@@ -19,33 +21,22 @@ that could be read two ways is an error naming both readings. A folder with `tra
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import random
-import tempfile
 import time
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
-
-from train.config import ConfigError, cache_root
+from train.config import ConfigError
+from train.data.inspect import CONVERTED, inspect_file
 from train.data.progress import progress_bar
+from train.data.scan_memory import ScanMemory
+from train.data.walk import list_files
 
-# Formats and modes tf.io.decode_image turns into correct 8-bit RGB by itself.
-_NATIVE = {
-    "JPEG": {"L", "RGB"},
-    "PNG": {"1", "L", "LA", "P", "RGB", "RGBA"},
-    "BMP": {"L", "P", "RGB"},
-    "GIF": {"L", "P", "RGB"},
-}
-_PNG_BIT_DEPTH_OFFSET = 24  # byte of the IHDR chunk that holds the bit depth
 VALIDATION_FOLDERS = ("val", "validation", "test")  # beside train/, the held-out split, in order of preference
 TEST_FOLDER = "test"  # held out of training and selection when a val/ or validation/ folder validates
-SCAN_VERSION = 1  # bump when what _inspect decides changes, so remembered scans are redone
 
 
 @dataclass
@@ -115,16 +106,21 @@ def scan(folder: Path, val_split: float, seed: int, image_size: int) -> DataRepo
     class_names = class_folders(train_folder)
     if val_folder is None:
         report = DataReport(str(folder), "split", class_names)
-        images = _scan_classes(train_folder, class_names, report, image_size)
+        images = _scan_splits(folder, {"train": train_folder}, class_names, report, image_size)["train"]
         report.train, report.val = _split(images, len(class_names), val_split, seed)
     else:
         _check_same_classes(train_folder, val_folder, class_names)
         report = DataReport(str(folder), "train_val", class_names)
-        report.train = _scan_classes(train_folder, class_names, report, image_size)
-        report.val = _scan_classes(val_folder, class_names, report, image_size)
+        splits = {"train": train_folder, "val": val_folder}
         test_folder = held_out_test_folder(folder)
         if test_folder is not None:
-            report.test_folder, report.test_files = str(test_folder), _count_test_files(train_folder, test_folder, class_names)
+            _check_same_classes(train_folder, test_folder, class_names)
+            splits["test"] = test_folder
+        found = _scan_splits(folder, splits, class_names, report, image_size, listed_only={"test"})
+        report.train, report.val = found["train"], found["val"]
+        if test_folder is not None:
+            report.test_folder = str(test_folder)
+            report.test_files = {name: sum(1 for _, label in found["test"] if label == i) for i, name in enumerate(class_names)}
     _check_usable(report, folder)
     report.seconds = time.monotonic() - started
     return report
@@ -182,16 +178,17 @@ def held_out_test_split(data: str | Path, image_size: int) -> HeldOutTest | None
     test_folder = held_out_test_folder(folder)
     if test_folder is None:
         return None
-    train_folder = folder / "train"
+    train_folder, val_folder = split_folders(folder)
     class_names = class_folders(train_folder)
     _check_same_classes(train_folder, test_folder, class_names)
-    present = [name for name in class_names if (test_folder / name).is_dir()]
-    report = DataReport(str(test_folder), "test", present)
-    found = _scan_classes(test_folder, present, report, image_size)
+    report = DataReport(str(test_folder), "test", class_names)
+    # Listed beside train/ and val/, so a test file that is also theirs (a link) counts as theirs, not as a test image.
+    splits = {"train": train_folder, "val": val_folder, "test": test_folder}
+    found = _scan_splits(folder, splits, class_names, report, image_size, listed_only={"train", "val"})["test"]
     if not found:
         raise ConfigError(f"test split '{test_folder}' holds no readable images ({len(report.skipped)} files skipped); add images or remove test/")
-    index = {name: i for i, name in enumerate(class_names)}
-    return HeldOutTest(str(test_folder), class_names, [path for path, _ in found], [index[present[label]] for _, label in found], report.skipped)
+    return HeldOutTest(str(test_folder), class_names, [path for path, _ in found], [label for _, label in found],
+                       [s for s in report.skipped if s.path.startswith(str(test_folder))])
 
 
 def _data_folder(data: str | Path) -> Path:
@@ -200,12 +197,6 @@ def _data_folder(data: str | Path) -> Path:
 
         return demo_folder()
     return Path(data).expanduser()
-
-
-def _count_test_files(train_folder: Path, test_folder: Path, class_names: list[str]) -> dict[str, int]:
-    """Per class, the files test/ holds: listed only, so training never opens one."""
-    _check_same_classes(train_folder, test_folder, class_names)
-    return {name: len(_files(test_folder / name)) if (test_folder / name).is_dir() else 0 for name in class_names}
 
 
 def subfolder_names(folder: Path) -> list[str]:
@@ -237,169 +228,55 @@ def _check_same_classes(train_folder: Path, val_folder: Path, class_names: list[
 
 
 def _scan_classes(folder: Path, class_names: list[str], report: DataReport, image_size: int) -> list[tuple[str, int]]:
-    candidates = []
-    for label, name in enumerate(class_names):
-        class_folder = folder / name
-        if not class_folder.is_dir():
-            raise ConfigError(f"class folder '{class_folder}' is missing; train/ and val/ need the same class sub-folders")
-        candidates += [(path, label) for path in _files(class_folder)]
-    outcomes = _inspect_all(folder, [path for path, _ in candidates], image_size, report)
-    images = []
-    for (path, label), (usable, reason) in zip(candidates, outcomes, strict=True):
-        if usable is None:
-            report.skipped.append(Skipped(path, reason))
+    """The readable images of `folder`'s class sub-folders (labels index `class_names`); the rest go to report.skipped."""
+    return _scan_splits(folder, {"all": folder}, class_names, report, image_size)["all"]
+
+
+def _scan_splits(root: Path, splits: dict[str, Path], class_names: list[str], report: DataReport, image_size: int,
+                 listed_only: frozenset[str] | set[str] = frozenset()) -> dict[str, list[tuple[str, int]]]:
+    """Per split, (path, label) of its images: listed together (one real file, one split), then opened, except
+    the splits in `listed_only`, whose files are returned unopened (the held-out test/, while training)."""
+    folders = []
+    for split, folder in splits.items():
+        for label, name in enumerate(class_names):
+            class_folder = folder / name
+            if class_folder.is_dir():
+                folders.append((str(class_folder), split, label))
+            elif split in ("train", "val", "all"):
+                raise ConfigError(f"class folder '{class_folder}' is missing; train/ and val/ need the same class sub-folders")
+    listing = list_files(str(root), folders)
+    report.skipped += [Skipped(path, reason) for path, reason in listing.skipped]
+    found = {}
+    for split, folder in splits.items():
+        candidates = [(path, label) for label in range(len(class_names)) for path in listing.files.get((split, label), [])]
+        if split in listed_only:
+            found[split] = candidates
             continue
-        if usable != path:
-            report.converted.append(path)
-        images.append((usable, label))
-    return images
+        outcomes = _inspect_all(folder, [path for path, _ in candidates], image_size, report)
+        found[split] = []
+        for (path, label), (usable, note) in zip(candidates, outcomes, strict=True):
+            if not usable:
+                report.skipped.append(Skipped(path, note))
+                continue
+            if note == CONVERTED:
+                report.converted.append(path)
+            found[split].append((path, label))
+    return found
 
 
-def _files(folder: Path) -> list[str]:
-    """Every non-hidden file below `folder`, sorted (os.walk: one listing per folder, no stat per file)."""
-    found = []
-    for root, dirs, files in os.walk(folder, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found += [os.path.join(root, name) for name in files if not name.startswith(".")]
-    return sorted(found)
-
-
-def _inspect_all(folder: Path, paths: list[str], image_size: int, report: DataReport) -> list[tuple[str | None, str]]:
+def _inspect_all(folder: Path, paths: list[str], image_size: int, report: DataReport) -> list[tuple[bool, str]]:
     """What each file is: remembered from an earlier scan when its size and mtime are unchanged, else opened."""
-    memory = _ScanMemory(folder)
-    outcomes: list[tuple[str | None, str] | None] = []
-    unknown = []
-    for index, path in enumerate(paths):
-        known = memory.recall(path)
-        outcomes.append(known)
-        if known is None:
-            unknown.append(index)
+    memory = ScanMemory(folder)
+    outcomes: list[tuple[bool, str] | None] = [memory.recall(path) for path in paths]
+    unknown = [index for index, known in enumerate(outcomes) if known is None]
     with progress_bar(total=len(unknown), desc=f"scanning {folder}", unit="file") as bar, ThreadPoolExecutor(max_workers=8) as pool:
-        for index, outcome in zip(unknown, pool.map(lambda i: _inspect(Path(paths[i]), image_size), unknown), strict=True):
+        for index, outcome in zip(unknown, pool.map(lambda i: inspect_file(paths[i], image_size), unknown), strict=True):
             outcomes[index] = outcome
             memory.learn(paths[index], outcome)
             bar.update(1)
     report.inspected += len(unknown)
     memory.save(paths)
     return outcomes
-
-
-class _ScanMemory:
-    """Per folder, what each file (by path, size and mtime) turned out to be; kept in the lrlab cache."""
-
-    def __init__(self, folder: Path):
-        key = hashlib.sha1(f"{SCAN_VERSION}|{folder.resolve()}".encode()).hexdigest()[:20]
-        self.path = cache_root() / "scans" / f"{key}.json"
-        try:
-            self.entries: dict[str, list] = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            self.entries = {}
-        self.changed = False
-
-    @staticmethod
-    def _stamp(path: str) -> list[int] | None:
-        try:
-            stat = os.stat(path)
-        except OSError:
-            return None
-        return [stat.st_size, stat.st_mtime_ns]
-
-    def recall(self, path: str) -> tuple[str | None, str] | None:
-        entry = self.entries.get(path)
-        if entry is None or entry[0] != self._stamp(path):
-            return None
-        usable, reason = entry[1], entry[2]
-        if usable is not None and usable != path and not os.path.exists(usable):
-            return None  # its converted copy was cleared from the cache
-        return usable, reason
-
-    def learn(self, path: str, outcome: tuple[str | None, str]) -> None:
-        self.entries[path] = [self._stamp(path), *outcome]
-        self.changed = True
-
-    def save(self, paths: list[str]) -> None:
-        """Write the entries of `paths` (files that are gone are forgotten); atomic, so readers never see half a file."""
-        kept = {path: self.entries[path] for path in paths if path in self.entries}
-        if not self.changed and len(kept) == len(self.entries):
-            return
-        merged = {**self._on_disk(), **kept}  # another class folder of the same scan saved meanwhile
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle, partial = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.stem, suffix=".partial")
-        with os.fdopen(handle, "w") as out:
-            json.dump(merged, out)
-        os.replace(partial, self.path)
-        self.entries, self.changed = merged, False
-
-    def _on_disk(self) -> dict:
-        try:
-            return json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            return {}
-
-
-def _inspect(path: Path, image_size: int) -> tuple[str | None, str]:
-    """Return (path to train on, "") or (None, why it is skipped)."""
-    try:
-        if path.stat().st_size == 0:
-            return None, "empty file (0 bytes)"
-    except OSError as error:
-        return None, f"cannot be read ({error.strerror or error}; a broken link or no permission?)"
-    try:
-        with Image.open(path) as image:  # Pillow refuses > 2x MAX_IMAGE_PIXELS itself
-            if image.width * image.height > Image.MAX_IMAGE_PIXELS:
-                return None, f"too many pixels to decode safely ({image.width}x{image.height}; a decompression bomb?)"
-            image_format, mode = image.format, image.mode
-            if image_format == "JPEG":
-                image.draft("RGB", (image_size, image_size))  # decode at reduced scale: fast, still reads every byte
-            image.load()
-    except UnidentifiedImageError:
-        return None, "not an image (or a format Pillow cannot read)"
-    except Image.DecompressionBombError as error:
-        return None, f"too many pixels to decode safely (a decompression bomb?): {error}"
-    except PermissionError as error:
-        return None, f"cannot be read ({error.strerror}); check its permissions"
-    except (OSError, SyntaxError, ValueError) as error:
-        return None, f"unreadable {image_format if 'image_format' in locals() else 'image'}: {error}"
-    if mode in _NATIVE.get(image_format, set()) and not _is_16_bit_png(path, image_format):
-        return str(path), ""
-    try:
-        return _convert(path), ""
-    except (OSError, ValueError) as error:
-        return None, f"cannot convert {image_format} {mode} to RGB: {error}"
-
-
-def _is_16_bit_png(path: Path, image_format: str) -> bool:
-    if image_format != "PNG":
-        return False
-    with open(path, "rb") as handle:
-        header = handle.read(_PNG_BIT_DEPTH_OFFSET + 1)
-    return len(header) > _PNG_BIT_DEPTH_OFFSET and header[_PNG_BIT_DEPTH_OFFSET] == 16
-
-
-def _convert(path: Path) -> str:
-    """Write an 8-bit RGB PNG copy in the cache (keyed by path, size and mtime) and return its path."""
-    stat = path.stat()
-    key = hashlib.sha1(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
-    target = cache_root() / "converted" / f"{key}.png"
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with Image.open(path) as image:
-            rgb = _to_rgb(image)
-        # A name of its own: two runs converting the same image must not write one partial file.
-        handle, partial = tempfile.mkstemp(dir=target.parent, prefix=f"{key}.", suffix=".partial.png")
-        os.close(handle)
-        rgb.save(partial, format="PNG")
-        os.replace(partial, target)  # atomic; both writers wrote the same pixels
-    return str(target)
-
-
-def _to_rgb(image: Image.Image) -> Image.Image:
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16-bit grayscale: scale 0..65535 down to 0..255 rather than clipping.
-        image = image.point(lambda value: value / 256).convert("L")
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        return image.convert("RGBA").convert("RGB")
-    return image.convert("RGB")
 
 
 def _split(images, num_classes: int, val_split: float, seed: int):
@@ -422,6 +299,8 @@ def _check_usable(report: DataReport, folder: Path) -> None:
         raise ConfigError(f"data folder '{folder}' holds no readable images ({len(report.skipped)} files skipped); see the data report")
     for name, count in report.counts().items():
         if count["train"] == 0:
-            raise ConfigError(f"class '{name}' in '{folder}' has no training images; add images or remove the folder")
+            class_folder = str((folder / "train" if report.layout == "train_val" else folder) / name)
+            why = next((f" ({s.path}: {s.reason})" for s in report.skipped if s.path == class_folder or s.path.startswith(class_folder + "/")), "")
+            raise ConfigError(f"class '{name}' in '{folder}' has no training images{why}; add images or remove the folder")
     if not report.val:
         raise ConfigError(f"the validation split of '{folder}' is empty; raise val_split or add a val/ folder")
