@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 
 from app import report
-from app.analysis import curve_data
+from app.analysis import curve_data, stats
 from app.page import views
 from tests.app_fixtures import *  # noqa: F403
-from tests.app_fixtures import EDGE_EXPERIMENT, HOSTILE_NAME, load
+from tests.app_fixtures import ANSWER_EXPERIMENT, ANSWER_WINNER, EDGE_EXPERIMENT, HOSTILE_NAME, load
 from train import contract
 
 
@@ -65,3 +65,69 @@ def test_report_command_writes_a_report_without_a_browser(lab_store, tmp_path, m
     assert (out / "report.html").stat().st_size > 10_000
     assert (out / "figures" / "curves-accuracy.png").exists() and (out / "data" / "summary.csv").exists()
     assert report.main(["--experiment", "no such experiment", "--out", str(out)]) == 2
+
+
+def test_the_report_writes_the_answer_across_stages_and_never_outside_out(answer_store, tmp_path, monkeypatch):
+    """The known answer (full at lr 1e-4 wins) in stages.csv and the HTML's headline; a metric named
+    like a path writes its figure inside --out; our commands show as code, not backticks."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", answer_store["uri"])
+    out = tmp_path / "deep" / "er" / "report"
+    assert report.main(["--experiment", ANSWER_EXPERIMENT, "--metric", "x/../../../../escaped", "--margin", "0.02", "--out", str(out)]) == 0
+    written = {p for p in tmp_path.rglob("*") if p.is_file()}
+    assert written and all(p.is_relative_to(out) for p in written), sorted(map(str, written))
+    stages = pd.read_csv(out / "data" / "stages.csv")
+    assert list(stages.columns[:13]) == ["stage", "model", "group", "lr", "n", "mean", "ci_low", "ci_high", "verdict", "difference", "difference_low", "difference_high", "test_accuracy"]
+    assert (stages["stage"].iloc[0], stages["group"].iloc[0], stages["verdict"].iloc[0]) == (*ANSWER_WINNER, "best")
+    assert sorted(stages["stage"]) == ["full", "head", "scratch"] and (stages["n"] == 3).all()
+    comparison = pd.read_csv(out / "data" / "comparison.csv")
+    assert list(comparison.columns) == ["stage", "model", "lr", "n", "mean", "std", "ci_low", "ci_high", "verdict", "difference", "difference_low",
+                                        "difference_high", "seeds_needed", "group", "runs"]  # fmt: skip
+    assert len(comparison) == 9 and set(comparison["verdict"]) <= set(stats.VERDICTS)
+    page = (out / "report.html").read_text()
+    assert f"<b>{ANSWER_WINNER[0]} {ANSWER_WINNER[1]} wins overall, " in page and "What this cannot know" in page
+    assert "`" not in page.split("<svg")[0]  # no backticks in the text (figures may quote anything)
+
+
+def test_what_the_report_counts_is_what_its_table_lists():
+    runs = pd.DataFrame({"kind": ["train", "train", "lr_find", "sweep", None]})
+    assert report.runs_line(runs, runs.iloc[:2]) == "5 runs: 2 training run(s) in the table; left out: 1 lr_find, 1 sweep (parent), 1 no kind"
+    assert report.runs_line(runs.iloc[:2], runs.iloc[:2]) == "2 training run(s)"
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--experiment", "no such experiment"], "no experiment named no such experiment in sqlite:"),
+        (["--smoothing", "5"], "Invalid value for '--smoothing': must be a number from 0 to below 1 (got 5.0)"),
+        (["--smoothing", "nan"], "Invalid value for '--smoothing': must be a number from 0 to below 1 (got nan)"),
+        (["--margin", "-0.01"], "Invalid value for '--margin'"),
+        (["--filter", "params.stage === 'full'"], "--filter \"params.stage === 'full'\" is not an MLflow search filter"),
+        (["--out", "/sys/lrlab-report"], "--out /sys/lrlab-report cannot be made"),
+    ],
+)
+def test_bad_input_is_one_line(lab_store, tmp_path, monkeypatch, capsys, args, says):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", lab_store["uri"])
+    assert report.main([*args, *([] if "--out" in args else ["--out", str(tmp_path / "out")])]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and says in error and error.count("\n") == 1, error
+    assert not (tmp_path / "out" / "report.html").exists()
+
+
+def test_missing_experiment_lists_the_experiments_there(lab_store, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", lab_store["uri"])
+    assert report.main(["--experiment", "nope", "--out", str(tmp_path)]) == 2
+    assert f"the experiments there: Default, {EDGE_EXPERIMENT}, {contract.DEFAULT_EXPERIMENT}" in capsys.readouterr().err
+
+
+def test_an_out_that_is_a_file_and_a_store_that_does_not_exist_are_one_line(lab_store, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", lab_store["uri"])
+    (tmp_path / "a file").write_text("keep me")
+    assert report.main(["--out", str(tmp_path / "a file")]) == 2
+    assert "is a file; give a folder" in capsys.readouterr().err and (tmp_path / "a file").read_text() == "keep me"
+    missing = tmp_path / "no" / "mlflow.db"
+    missing.parent.mkdir()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{missing}")
+    assert report.main(["--out", str(tmp_path / "out")]) == 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and str(missing) in error  # says which store is missing
+    assert not missing.exists()  # a reader never creates a store
