@@ -264,14 +264,19 @@ def _draw(built: views.Views, options: curve_data.CurveOptions, head, slot, firs
         st.session_state["view"] = VIEWS[0]
     view = st.radio("View", VIEWS, key="view", horizontal=True, label_visibility="collapsed")
     if view == "Runs":
+        st.caption("Every selected run, the best validation accuracy first; open one in MLflow from its last column.")
         _summary_table(built.summary)
     elif view == "LR sensitivity":
+        st.caption("Per stage, each learning rate's best validation accuracy (left) and train − validation gap (right), over its seeds; colour = learning rate as on every chart.")
         comparison_view.sensitivity(built)
     elif view == "Schedules":
-        _chart_or_note(built.page_spec("schedule"), "No run logged its learning rate per epoch.")
+        st.caption("The learning rate each run trained at, epoch by epoch, a column per schedule.")
+        _chart_or_note(built.page_spec("schedule"), "No run logged its learning rate per epoch. Compare schedules with `python -m sweep --plan schedules`.")
     elif view == "LR finder":
-        _chart_or_note(built.page_spec("lr_finder"), "No lr-finder run (tag kind=lr_find) among the selected runs.")
+        st.caption("Learning-rate range tests: loss against a rising rate, each test's suggested rate as a dashed rule.")
+        _chart_or_note(built.page_spec("lr_finder"), "No learning-rate range test among the selected runs. Run one with `mlflow run . -e lr_find -P data=demo` (or `python -m train.tools.lr_find`).")
     elif view == "Groups":
+        st.caption("Every configuration (its runs over seeds): verdict against its stage's best, n, mean and 95% intervals.")
         comparison_view.groups_table(built)
     else:
         export.show(built, store.tracking_uri(), list(st.session_state["exp"]))
@@ -291,8 +296,11 @@ def _chart_or_note(spec: dict | None, note: str) -> None:
 
 def _state_notes(built: views.Views) -> None:
     no_metrics, without_val, stale = built.state_counts
-    if no_metrics:
-        st.caption(f"{no_metrics} run(s) have no metrics yet; they are listed in the table.")
+    ended = built.ended_without_metrics
+    if no_metrics - ended:
+        st.caption(f"{no_metrics - ended} run(s) have no metrics yet; they are listed in the table.")
+    if ended:
+        st.caption(f"{ended} run(s) ended (failed or killed) before logging a metric; they are listed in the table with their stop reason.")
     if without_val:
         st.caption(f"{without_val} run(s) logged no validation metrics; only their train curves are drawn.")
     if stale:
@@ -311,7 +319,7 @@ TABLE_COLUMNS = {
     "final_accuracy": ("final train acc", 110, "%.4f"), "final_val_accuracy": ("final val acc", 98, "%.4f"),
     "final_loss": ("final train loss", 112, "%.4f"), "final_val_loss": ("final val loss", 100, "%.4f"), "gap": ("gap", 64, "%.4f"),
     "epochs": ("epochs", 62, "%d"), "duration_s": ("duration (s)", 92, "%.0f"), "images_per_second": ("images/s", 76, "%.0f"),
-    "last_activity": ("last metric", 132, None), "stop_reason": ("stop reason", 100, None), "experiment": ("experiment", 110, None),
+    "last_activity": ("last metric", 132, None), "stop_reason": ("stop reason", 220, None), "experiment": ("experiment", 110, None),
     "url": ("MLflow", 80, None),
 }  # fmt: skip
 TABLE_PRIORITY = [

@@ -144,7 +144,11 @@ def test_sensitivity_and_finder_charts_render(lab):
     spec = spec_of(built.sensitivity_chart)
     x = encodings(spec, "x")
     assert all(enc["scale"]["type"] == "log" for enc in x)
-    assert {enc["field"] for enc in encodings(spec, "color")} == {"stage"}
+    # Colour = learning rate, with the curve chart's very colours (never the stage).
+    colours = encodings(spec, "color")
+    assert {enc["field"] for enc in colours} == {"lr_label"}
+    curve_colour = encodings(spec_of(built.curves_chart), "color")[0]["scale"]
+    assert all(enc["scale"]["domain"] == curve_colour["domain"] and enc["scale"]["range"] == curve_colour["range"] for enc in colours)
     assert len(spec["hconcat"]) == 2
     assert [f.name for f in built.figures()] == ["curves-accuracy", "lr-sensitivity", "schedules", "lr-finder"]
     for figure in built.figures():

@@ -71,7 +71,8 @@ def curves(history: pd.DataFrame, runs: pd.DataFrame, options: CurveOptions, all
     info = all_runs.set_index("run_id")
     series, boundaries, missing = _series(runs, info, history, options)
     metric_rows = history[history["metric"] == options.metric]
-    variant = variant_params(runs, options)
+    # Only the runs that drew a line tell lines apart: a failed run's params make no legend.
+    variant = variant_params(runs[runs["run_id"].isin(set(metric_rows["run_id"]))], options)
     info = info.assign(variant=variant_labels(info.reset_index(), variant).to_numpy())
     points = _attach(series, metric_rows, info, options)
     best = best_epochs(all_runs, history)
@@ -106,7 +107,7 @@ def variant_params(runs: pd.DataFrame, options: CurveOptions) -> list[str]:
     training = runs[runs["kind"] != contract.KIND_SWEEP] if "kind" in runs else runs
     if training.empty:
         return []
-    skip = {contract.PARAM_LR, _color_column(options.color), options.color, options.facet, *options.vary, contract.PARAM_INIT_MODEL}
+    skip = {contract.PARAM_LR, _color_column(options.color), options.color, options.facet, *stats.ignored_params(options.vary), contract.PARAM_INIT_MODEL}
     facet = (param_values(training, options.facet) if options.facet else pd.Series("", index=training.index)).to_numpy()
     names = [n for n in varying_params(training) if n not in skip and (param_values(training, n).groupby(facet).nunique() > 1).any()]
     if names and variant_labels(training, names).nunique() <= VARIANT_MAX:
@@ -192,9 +193,11 @@ def _group_keys(info: pd.DataFrame, vary) -> pd.Series:
 
 
 def _group_labels(info: pd.DataFrame, vary) -> pd.Series:
-    """Short readable group names: the params that differ between groups."""
-    varying = [n for n in varying_params(info.reset_index()) if n not in stats.ignored_params(vary)]
-    return info["params"].map(lambda params: " ".join(f"{n}={params.get(n, '')}" for n in varying) or "all runs")
+    """Short readable group names: the params that differ between groups, by type (`stats.differing_params`:
+    `3e-3` and `0.003` are one value; a param a run's stage or schedule ignores names nothing)."""
+    names = stats.differing_params(info["params"], vary)
+    configurations = stats.configurations(info["params"], vary)
+    return configurations.map(lambda c: " ".join(f"{n}={stats.param_text(n, c[n])}" for n in names if n in c) or "all runs")
 
 
 ATTRIBUTES = ["label", "lr", "lr_label", "stage", "schedule", "model", "color", "variant", "facet"]

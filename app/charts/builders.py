@@ -25,7 +25,6 @@ alt.data_transformers.disable_max_rows()
 # Ordered, cool to warm, each distinct from its neighbours on white; sampled evenly for n rates.
 LR_ANCHORS = ["#3b0f70", "#4a3aa8", "#1f6fd1", "#0a9fb0", "#1f9e4a", "#c9a100", "#f07f13", "#d9412b", "#b5123c", "#6b0f2a"]
 CATEGORY_COLORS = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"]
-STAGE_COLORS = dict(zip(contract.STAGES, ["#7f7f7f", "#1f77b4", "#ff7f0e", "#2ca02c"], strict=True))
 SPLIT_DASH = alt.Scale(domain=[frames.TRAIN, frames.VALIDATION], range=[[5, 3], [1, 0]])
 SPLIT_LEGEND = alt.Legend(orient="top", direction="horizontal", symbolOpacity=1, symbolStrokeWidth=2, symbolStrokeColor="#333", symbolSize=300)
 LR_AXIS = alt.Axis(format="~e", values=[10.0**k for k in range(-12, 3)])
@@ -79,7 +78,8 @@ def color_scale(runs: pd.DataFrame, by: str = contract.PARAM_LR) -> ColorScale:
     if by == contract.PARAM_LR:
         rates = runs.dropna(subset=["lr"]).drop_duplicates("lr_label").sort_values("lr")
         domain = [label for label in rates["lr_label"] if label]
-        if (runs["lr_label"] == "").any():
+        logged = runs["metric_keys"].map(bool) if "metric_keys" in runs else pd.Series(True, index=runs.index)
+        if ((runs["lr_label"] == "") & logged).any():  # a run without a rate that drew a curve (a failed start draws none)
             domain.append("")
         return ColorScale(domain, ordered_colors(len(domain)), "learning rate")
     values = frames.param_values(runs, by)
@@ -93,13 +93,6 @@ def _natural(text: str):
         return (0, float(text), "")
     except ValueError:
         return (1, 0.0, text)
-
-
-def _stage_scale(values) -> alt.Scale:
-    present = list(dict.fromkeys(values))
-    ordered = [s for s in contract.STAGES if s in present] + sorted(s for s in present if s not in contract.STAGES)
-    extra = iter(CATEGORY_COLORS[4:] + CATEGORY_COLORS)
-    return alt.Scale(domain=ordered, range=[STAGE_COLORS.get(s) or next(extra) for s in ordered])
 
 
 def facet_order(values) -> list[str]:
@@ -189,7 +182,7 @@ def compact(
 
 def curves_chart(
     curves: curve_data.Curves, *, metric: str, colors: ColorScale, facet_title: str = "", smoothing: float = 0.0, log_y: bool = False, title: str = "", max_points: int = 0,
-    chance: float | None = None,
+    chance: float | None = None, best_labels: bool = True,
 ):
     """A metric against epoch: colour = learning rate, a column per facet value; dash = train/validation,
     or, when another param varies between the runs of a column (`Curves.variant_params`, e.g. the
@@ -268,11 +261,12 @@ def curves_chart(
     )
     # The numbers beside the curves: rate and value near each labelled line's best point, placed in
     # `app.charts.labels` (top-left corner of the text), never on another label nor on a best point.
-    layers.append(
-        base.mark_text(align="left", baseline="top", fontSize=11, fontWeight="bold", aria=False)
-        .encode(x=alt.X("note_x:Q"), y=y("note_y"), text=alt.Text("note:N"), opacity=alt.condition(pick, alt.value(1.0), alt.value(0.1)))
-        .transform_filter(best_only)
-    )
+    if best_labels:
+        layers.append(
+            base.mark_text(align="left", baseline="top", fontSize=11, fontWeight="bold", aria=False)
+            .encode(x=alt.X("note_x:Q"), y=y("note_y"), text=alt.Text("note:N"), opacity=alt.condition(pick, alt.value(1.0), alt.value(0.1)))
+            .transform_filter(best_only)
+        )
     if chance is not None:
         layers.append(
             alt.Chart().mark_rule(strokeDash=[6, 4], color="#666", strokeWidth=1.3)
@@ -306,25 +300,30 @@ def _dash_and_width(curves: curve_data.Curves, legend: bool = True):
     """The strokeDash and strokeWidth encodings of the curves (see `curves_chart`); without their
     legends for a second layer (the first one draws them)."""
     top = {"orient": "top", "direction": "horizontal", "symbolStrokeColor": "#333"}
+    # One split only (the learning rate is logged for training alone): its legend would say nothing.
+    legend = legend and curves.points["split"].nunique() > 1
     if not curves.variant_params:
         return alt.StrokeDash("split:N", scale=SPLIT_DASH, title="split", legend=SPLIT_LEGEND if legend else None), alt.value(2)
     domain = sorted(curves.points["variant"].dropna().astype(str).unique(), key=_natural)
     dash = alt.StrokeDash(
         "variant:N", scale=alt.Scale(domain=domain, range=VARIANT_DASHES[: len(domain)]), title=", ".join(curves.variant_params),
-        legend=alt.Legend(**top, symbolStrokeWidth=2, symbolSize=500, labelLimit=260) if legend else None,
+        legend=alt.Legend(**top, symbolStrokeWidth=2, symbolSize=500, labelLimit=260),
     )  # fmt: skip
     title = "split (line width)"
     width = alt.StrokeWidth("split:N", scale=SPLIT_WIDTH, title=title, legend=alt.Legend(**top, symbolSize=300) if legend else None)
     return dash, width
 
 
-def sensitivity_chart(frame: pd.DataFrame, *, band: str = frames.CI95):
-    """Best validation accuracy against lr (log x), one line per stage and model; error bars over
-    repeats (the 95% Student-t interval of the mean, or min–max) and n beside each point; beside
-    it the train–validation gap at the best epoch."""
+def sensitivity_chart(frame: pd.DataFrame, *, band: str = frames.CI95, colors: ColorScale | None = None):
+    """Best validation accuracy against lr (log x), one grey line per stage and model (told apart by
+    dash), each point and its error bar in its learning rate's colour (`colors`: as on every chart);
+    error bars over repeats (the 95% Student-t interval of the mean, or min–max); n beside each point
+    where the groups differ in it (else once, in the title); beside it the train–validation gap at
+    the best epoch."""
     low, high = ("ci_low", "ci_high") if band == frames.CI95 else ("min", "max")
-    stage = alt.Color("stage:N", scale=_stage_scale(frame["stage"]), title="stage")
-    dash = alt.StrokeDash("model:N", title="model")
+    colors = colors or ColorScale(sorted(frame["lr_label"].unique(), key=_natural), ordered_colors(frame["lr_label"].nunique()), "learning rate")
+    rate = alt.Color("lr_label:N", scale=alt.Scale(domain=colors.domain, range=colors.range), title="learning rate", legend=None)
+    dash = alt.StrokeDash("line:N", title="stage · model", legend=alt.Legend(orient="top", direction="horizontal", symbolStrokeColor="#333", symbolSize=400, labelLimit=300))
     x = alt.X("lr:Q", scale=alt.Scale(type="log"), title="learning rate", axis=LR_AXIS)
     tooltip = [
         alt.Tooltip("line:N", title="stage · model"), alt.Tooltip("lr_label:N", title="lr"),
@@ -332,18 +331,23 @@ def sensitivity_chart(frame: pd.DataFrame, *, band: str = frames.CI95):
         alt.Tooltip("ci_high:Q", title="95% CI high", format=".4f"), alt.Tooltip("min:Q", format=".4f"),
         alt.Tooltip("max:Q", format=".4f"), alt.Tooltip("n_runs:Q", title="runs"),
     ]  # fmt: skip
+    counts = frame["n_runs"].unique()
+    each = f", n = {counts[0]} each" if len(counts) == 1 else ""
 
     def panel(measure, title, y_title):
-        base = alt.Chart(frame).transform_filter(alt.FieldEqualPredicate(field="measure", equal=measure)).encode(x=x, color=stage)
+        base = alt.Chart(frame).transform_filter(alt.FieldEqualPredicate(field="measure", equal=measure)).encode(x=x)
         y = alt.Y("mean:Q", title=y_title, scale=alt.Scale(zero=False))
-        line = base.mark_line(point=alt.OverlayMarkDef(size=60, filled=True)).encode(y=y, strokeDash=dash, detail="line:N", tooltip=tooltip)
-        bars = base.mark_rule(strokeWidth=1.5).encode(y=f"{low}:Q", y2=f"{high}:Q", detail="line:N", tooltip=tooltip)
-        counts = base.mark_text(align="left", dx=7, dy=-7, fontSize=10).encode(y=y, text="n_label:N", detail="line:N")
-        return alt.layer(bars, line, counts).properties(width=430, height=HEIGHT - 20, title=title)
+        line = base.mark_line(color="#777", strokeWidth=1.5).encode(y=y, strokeDash=dash, detail="line:N", tooltip=tooltip)
+        bars = base.mark_rule(strokeWidth=2).encode(y=f"{low}:Q", y2=f"{high}:Q", color=rate, detail="line:N", tooltip=tooltip)
+        points = base.mark_point(size=70, filled=True, opacity=1).encode(y=y, color=rate, tooltip=tooltip)
+        layers = [line, bars, points]
+        if len(counts) > 1:
+            layers.append(base.mark_text(align="left", dx=7, dy=-7, fontSize=10).encode(y=y, text="n_label:N", detail="line:N"))
+        return alt.layer(*layers).properties(width=430, height=HEIGHT - 20, title=title)
 
     error = "95% interval of the mean" if band == frames.CI95 else "min–max"
     return alt.hconcat(
-        panel("best_val_accuracy", f"Best validation accuracy (bars: {error} over repeats)", "best val accuracy"),
+        panel("best_val_accuracy", f"Best validation accuracy (bars: {error} over repeats{each})", "best val accuracy"),
         panel("gap", "Train − validation accuracy at the best epoch", "gap"),
     ).resolve_scale(y="independent")
 

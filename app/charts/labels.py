@@ -45,7 +45,7 @@ def text_of(best: pd.DataFrame, chance: float | None = None) -> pd.Series:
     "at chance" after a value that never left the `chance` level (1 / classes)."""
     several = best.groupby("facet")["variant"].transform("nunique") > 1
     variant = (" " + best["variant"].astype(str)).where(several, "")
-    values = best["value"].map(lambda v: "" if pd.isna(v) else f"{v:.3f}" if abs(v) < 10 else f"{v:.4g}")
+    values = best["value"].map(lambda v: "" if pd.isna(v) else f"{v:.3f}" if 0.01 <= abs(v) < 10 else f"{v:.3g}")
     stuck = best["value"].map(lambda v: chance is not None and pd.notna(v) and v <= chance * 1.1 + 0.01)
     return (best["lr_label"].fillna("").astype(str) + variant + "  " + values + stuck.map({True: " at chance", False: ""})).str.strip()
 

@@ -39,6 +39,8 @@ class Views:
         self.metric = options.metric
         self.training = runs[~runs["kind"].isin(charts.NOT_TRAINING)]
         self.colors = charts.color_scale(all_runs, options.color)
+        # The views that are about learning rates colour them so whatever the curves are coloured by.
+        self.lr_colors = self.colors if options.color == contract.PARAM_LR else charts.color_scale(all_runs, contract.PARAM_LR)
         self._page_specs: dict[str, dict | None] = {}
         self._comparisons: dict[tuple[str, float], stats.Comparison] = {}
         # Set by whoever loaded the history (the page): what the load read, and when and how long the build took.
@@ -107,11 +109,11 @@ class Views:
     @cached_property
     def sensitivity_chart(self):
         """Bars: the 95% interval of the mean over repeats (`sensitivity_minmax_chart`: min–max)."""
-        return charts.sensitivity_chart(self.sensitivity, band=frames.CI95) if not self.sensitivity.empty else None
+        return charts.sensitivity_chart(self.sensitivity, band=frames.CI95, colors=self.lr_colors) if not self.sensitivity.empty else None
 
     @cached_property
     def sensitivity_minmax_chart(self):
-        return charts.sensitivity_chart(self.sensitivity, band=frames.MINMAX) if not self.sensitivity.empty else None
+        return charts.sensitivity_chart(self.sensitivity, band=frames.MINMAX, colors=self.lr_colors) if not self.sensitivity.empty else None
 
     def comparison(self, statistic: str = stats.BEST_VAL_ACCURACY.name, margin: float = stats.DEFAULT_MARGIN) -> stats.Comparison:
         """The groups of repeats ranked per stage and model on `statistic` (a key of `stats.STATISTICS`),
@@ -127,7 +129,7 @@ class Views:
         key = f"forest:{statistic}:{margin}"
         if key not in self._page_specs:
             comparison = self.comparison(statistic, margin)
-            chart = forest.forest_chart(comparison.table, colors=self.colors, margin=margin, label=comparison.statistic.label)
+            chart = forest.forest_chart(comparison.table, colors=self.lr_colors, margin=margin, label=comparison.statistic.label)
             self._page_specs[key] = spec.page_spec(chart) if chart is not None else None
         return self._page_specs[key]
 
@@ -140,7 +142,7 @@ class Views:
     def schedule_chart(self):
         if self.schedule.points.empty:
             return None
-        return charts.curves_chart(self.schedule, metric=LEARNING_RATE, colors=self.colors, facet_title="schedule", log_y=True)
+        return charts.curves_chart(self.schedule, metric=LEARNING_RATE, colors=self.colors, facet_title="schedule", log_y=True, best_labels=False)
 
     @cached_property
     def lr_finder(self) -> pd.DataFrame:
@@ -160,6 +162,12 @@ class Views:
         with_val = set(self.history.loc[self.history["split"] == frames.VALIDATION, "run_id"])
         without_val = sum(1 for run_id in summary["run_id"] if run_id in logged and run_id not in with_val)
         return int(summary["epochs"].isna().sum()), without_val, int((summary["state"] == "STALE").sum())
+
+    @property
+    def ended_without_metrics(self) -> int:
+        """Runs no longer running that never logged a metric (a failed start, an offline attempt)."""
+        summary = self.summary
+        return 0 if summary.empty else int((summary["epochs"].isna() & ~summary["state"].isin(["RUNNING", "STALE", "SCHEDULED"])).sum())
 
     @cached_property
     def thinned(self) -> bool:
