@@ -102,12 +102,17 @@ def test_finetune_continues_its_head_run_as_one_curve(lab):
     assert bridge["epoch"].tolist() == [head_epochs - 1] and bridge["lr_label"].tolist() == [finetune["lr_label"]]
 
 
-def test_a_head_run_continued_by_a_selected_run_is_not_drawn_twice(lab):
+def test_a_head_run_continued_by_a_selected_run_keeps_its_best_in_its_own_column(lab):
+    """Joined, the head run is drawn in the head column with its best marked there, and as the first
+    part of the joined curve, where only the fine-tuning run's best is marked."""
     runs, history = lab
     finetune = runs[runs["stage"] == "finetune"].iloc[0]
     both = runs[runs["run_id"].isin([finetune["run_id"], finetune["init_run_id"]])]
-    curves = curve_data.curves(history, both, curve_data.CurveOptions(join=True))
-    assert curves.points["line"].str.split("#").str[0].nunique() == 1
+    points = curve_data.curves(history, both, curve_data.CurveOptions(join=True)).points
+    best = points[points["best"]]
+    assert sorted(best["facet"]) == ["head", "head → finetune"]
+    assert best.set_index("facet").at["head", "run_id"] == finetune["init_run_id"]
+    assert best.set_index("facet").at["head → finetune", "run_id"] == finetune["run_id"]
 
 
 def test_summary_gap_is_measured_at_the_best_epoch(lab):

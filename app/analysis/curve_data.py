@@ -84,6 +84,7 @@ def curves(history: pd.DataFrame, runs: pd.DataFrame, options: CurveOptions, all
         points["best"] = points["epoch"] == points["run_id"].map(best) + points["offset"]
         points["role"] = "run"
     points = _mark_best_on_one_split(points)
+    points = _best_of_last_part(points)
     points["smoothed"] = _smooth(points, options.smoothing)
     if options.log_y:
         for column in ("value", "smoothed", "low", "high"):
@@ -129,10 +130,9 @@ def _series(runs, info, history, options):
     parent = {r: p for r, p in zip(info.index, info["init_run_id"], strict=True) if p}
     facet_values = param_values(runs, options.facet) if options.facet else pd.Series("", index=runs.index)
     rows, bounds, missing = [], [], []
-    continued = {parent.get(run_id) for run_id in runs["run_id"]} if options.join else set()
     for run_id, facet in zip(runs["run_id"], facet_values, strict=True):
-        if run_id in continued:
-            continue  # drawn as the first part of the run(s) that continue it
+        # A run that others continue is drawn in its own column too (its stage keeps its best), and
+        # again as the first part of each joined curve.
         chain = chain_of(run_id, parent) if options.join else [run_id]
         missing += [r for r in chain if r not in info.index]
         chain = [r for r in chain if r in info.index]
@@ -249,6 +249,17 @@ def _mark_best_on_one_split(points: pd.DataFrame) -> pd.DataFrame:
     has_validation = points["line"].isin(set(points.loc[points["split"] == VALIDATION, "line"]))
     keep = (points["split"] == VALIDATION) | ~has_validation
     points["best"] = points["best"].astype(bool) & keep & ~points["bridge"].astype(bool)
+    return points
+
+
+def _best_of_last_part(points: pd.DataFrame) -> pd.DataFrame:
+    """On a joined curve only its last run's best point is marked (and labelled): the earlier parts'
+    bests are marked in their own stage's column."""
+    if points.empty:
+        return points
+    parts = points["line"].astype(str).str.rsplit("#", n=1)
+    curve, position = parts.str[0], pd.to_numeric(parts.str[1], errors="coerce").fillna(0)
+    points["best"] = points["best"] & (position == position.groupby(curve).transform("max"))
     return points
 
 
