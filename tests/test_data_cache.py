@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from train.config import ConfigError
-from train.data import cache
+from train.data import cache, cache_admin
 from train.data.images import decode_file
 from train.data.scan import scan
 
@@ -209,7 +209,7 @@ def test_the_cache_command_lists_and_clears_entries(tmp_path, cache_dir):
     assert missing.returncode == 2 and missing.stderr.startswith("error: no cache entry 'nope'")
     cleared = subprocess.run([sys.executable, "-m", "train.data.cache", "--clear"], env=env, capture_output=True, text=True, check=True).stdout
     assert cleared.startswith("removed ") and not (cache.prepared_root() / key).exists()
-    assert cache.entries() == []
+    assert cache_admin.entries() == []
 
 
 def test_the_pipelines_read_every_image_once_per_epoch_in_a_new_order(tmp_path, cache_dir):

@@ -14,41 +14,39 @@ grow with the data set (`disk`). Many processes read one file through the page c
 shuffle needs a buffer of decoded images, which is what this replaces.
 
 Concurrent runs preparing the same entry take turns on a lock file: one decodes, the
-others wait and then read. A partial entry (a process killed mid-way) has no meta.json;
-a corrupt one fails the size or checksum test; either is rebuilt.
+others wait and then read. A partial entry (a process killed mid-way) is removed at the
+next open, a corrupt one fails the size or checksum test and is rebuilt (train/data/entry.py).
+Preparing stops at the first image that fails to decode; a file deleted since the scan is
+left out with its reason (`ImageSource.vanished`) and the entry is made without it. A
+complete entry in a read-only cache is used as it is.
 
-    python -m train.data.cache            list entries, their sizes and when they were last used
-    python -m train.data.cache --clear    remove every entry (or --clear KEY for one)
+    python -m train.data.cache            list entries, scan memories and their sizes
+    python -m train.data.cache --clear    remove every entry not being written (or --clear KEY for one)
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
-import json
 import os
-import shutil
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from train.config import ConfigError, cache_root
+from train.config import ConfigError
+from train.data.entry import DATA_FILE, META_FILE, prepared_root, remove_dead_partials, verified_meta, write_entry
 from train.data.images import DECODER_VERSION, decode_file, decode_into, image_bytes
 from train.data.progress import progress_bar
+from train.data.scan import DataReport, Skipped, check_usable
 
 MEMORY_FRACTION = 0.25  # cache=auto keeps images in memory when they fit in this share of the available memory
-_SAMPLED_ROWS = 16  # rows checksummed to detect a corrupt entry without reading all of it
 _CHUNK = 64  # rows decoded per task while preparing
-DATA_FILE = "images.u8"
-META_FILE = "meta.json"
-
-
-def prepared_root() -> Path:
-    return cache_root() / "prepared"
+_RETRIES = 3  # preparations restarted without files deleted meanwhile, before giving up
+__all__ = ["DATA_FILE", "META_FILE", "ImageSource", "open_images", "open_report_images", "prepared_root"]
 
 
 class ImageSource:
@@ -62,6 +60,7 @@ class ImageSource:
         self.key = key
         self.decoded = decoded  # images this process decoded to prepare the entry (0: reused)
         self.seconds = 0.0  # time spent preparing (or opening) the entry
+        self.vanished: list[tuple[str, str]] = []  # (path, why) of files deleted since the scan, left out
         self._index = {path: row for row, path in enumerate(paths)}
 
     @property
@@ -109,36 +108,93 @@ class OnDiskImages(ImageSource):
 
 def entry_key(paths: list[str], image_size: int) -> str:
     """Hash of every file's path, size and mtime, the image size and the decoder version."""
+    return _key_and_vanished(paths, image_size)[0]
+
+
+def _key_and_vanished(paths: list[str], image_size: int) -> tuple[str, list[str]]:
     digest = hashlib.sha256(f"v{DECODER_VERSION}|{image_size}|".encode())
+    vanished = []
     for path in paths:
-        stat = os.stat(path)
+        try:
+            stat = os.stat(path)
+        except FileNotFoundError:
+            vanished.append(path)
+            continue
         digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()[:24]
+    return digest.hexdigest()[:24], vanished
 
 
 _open_in_process: dict[tuple[str, str], ImageSource] = {}  # the last entry opened: sweep children in one process share it
 
 
+class _Vanished(Exception):
+    def __init__(self, paths: list[str]):
+        super().__init__(paths)
+        self.paths = paths
+
+
 def open_images(paths: list[str], image_size: int, mode: str, source: str = "") -> ImageSource:
-    """The images of `paths` at `image_size`, decoded once per machine (mode auto/memory/disk) or per epoch (none)."""
-    if mode == "none":
-        return ImageSource(image_size=image_size, paths=list(paths), mode="none")
+    """The images of `paths` at `image_size`, decoded once per machine (mode auto/memory/disk) or per epoch (none).
+
+    Files deleted since the scan are left out, listed in the result's `vanished` with why.
+    """
     started = time.monotonic()
     paths = sorted(set(paths))
-    key = entry_key(paths, image_size)
+    vanished: list[tuple[str, str]] = []
+    for _ in range(_RETRIES):
+        key, gone = _key_and_vanished(paths, image_size)
+        vanished += [(path, "deleted since the scan") for path in gone]
+        paths = _without(paths, gone)
+        if mode == "none":
+            images = ImageSource(image_size=image_size, paths=paths, mode="none")
+            break
+        try:
+            images = _open_entry(paths, image_size, mode, source, key)
+            break
+        except _Vanished as error:
+            vanished += [(path, "deleted while the images were being prepared") for path in error.paths]
+            paths = _without(paths, error.paths)
+    else:
+        raise ConfigError(f"files of {source or 'the data folder'} keep disappearing while the images are prepared "
+                          f"({len(vanished)} so far, e.g. {vanished[-1][0]}); run again once the folder is settled")
+    images.vanished = vanished
+    images.seconds = time.monotonic() - started
+    return images
+
+
+def open_report_images(report: DataReport, image_size: int, mode: str) -> ImageSource:
+    """open_images for a scan's train and val images; files deleted since the scan leave the report, skipped with why."""
+    images = open_images([path for path, _ in report.train + report.val], image_size, mode, source=report.source)
+    if images.vanished:
+        gone = {path for path, _ in images.vanished}
+        report.train = [item for item in report.train if item[0] not in gone]
+        report.val = [item for item in report.val if item[0] not in gone]
+        report.skipped += [Skipped(path, why) for path, why in images.vanished]
+        check_usable(report, Path(report.source))
+    return images
+
+
+def _without(paths: list[str], left_out: list[str]) -> list[str]:
+    dropped = set(left_out)
+    return [path for path in paths if path not in dropped]
+
+
+def _open_entry(paths: list[str], image_size: int, mode: str, source: str, key: str) -> ImageSource:
     folder = prepared_root() / key
     opened = _open_in_process.get((key, mode))
-    if opened is not None and _verified_meta(folder) is not None:
-        opened.decoded, opened.seconds = 0, time.monotonic() - started
+    if opened is not None and verified_meta(folder) is not None:
+        opened.decoded = 0
         return opened
+    remove_dead_partials(prepared_root())
     decoded = 0
-    meta = _verified_meta(folder)
+    meta = verified_meta(folder)
     if meta is None:  # verified again only after preparing: meta.json lists every file, reading it twice costs
-        decoded = _prepare(folder, paths, image_size, source)
-        meta = _verified_meta(folder)
+        decoded = write_entry(folder, paths, image_size, source, lambda rows: _decode_all(rows, paths, image_size, source))
+        meta = verified_meta(folder)
     if meta is None:
         raise ConfigError(f"prepared image cache {folder} could not be verified after preparing it; clear it with `python -m train.data.cache --clear` or set -P cache=none")
-    os.utime(folder / META_FILE)  # last used, for `python -m train.data.cache`
+    with contextlib.suppress(OSError):  # last used, for `python -m train.data.cache`; a read-only cache is used as it is
+        os.utime(folder / META_FILE)
     nbytes = len(paths) * image_bytes(image_size)
     chosen = _memory_or_disk(mode, nbytes)
     common = dict(image_size=image_size, paths=paths, mode=chosen, key=key, decoded=decoded)
@@ -147,7 +203,6 @@ def open_images(paths: list[str], image_size: int, mode: str, source: str = "") 
         images = InMemoryImages(array, **common)
     else:
         images = OnDiskImages(folder / DATA_FILE, **common)
-    images.seconds = time.monotonic() - started
     _open_in_process.clear()  # one entry at a time: the previous one's memory goes
     _open_in_process[(key, mode)] = images
     return images
@@ -168,150 +223,43 @@ def _memory_or_disk(mode: str, nbytes: int) -> str:
     return "memory" if nbytes <= MEMORY_FRACTION * available_memory_bytes() else "disk"
 
 
-def _prepare(folder: Path, paths: list[str], image_size: int, source: str) -> int:
-    """Decode `paths` into a new entry at `folder` unless another process did it meanwhile; return images decoded."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with _lock(folder.with_suffix(".lock"), folder.name):
-        if _verified_meta(folder) is not None:
-            return 0  # another process prepared it while this one waited
-        nbytes = len(paths) * image_bytes(image_size)
-        _check_disk_space(folder.parent, nbytes)
-        partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir()
-        # No header: row i starts at i * row bytes, so reading a row is one pread.
-        rows = np.memmap(partial / DATA_FILE, mode="w+", dtype=np.uint8, shape=(len(paths), image_size, image_size, 3))
-        _decode_all(rows, paths, image_size, source)
-        rows.flush()
-        del rows
-        meta = {"version": DECODER_VERSION, "image_size": image_size, "count": len(paths), "nbytes": nbytes,
-                "source": source, "created": time.time(), "checksums": _checksums(partial / DATA_FILE, len(paths), image_size),
-                "paths": paths}
-        (partial / META_FILE).write_text(json.dumps(meta))
-        shutil.rmtree(folder, ignore_errors=True)  # a partial or corrupt entry from before
-        partial.rename(folder)
-    return len(paths)
-
-
 def _decode_all(rows: np.ndarray, paths: list[str], image_size: int, source: str) -> None:
+    """Decode every path into its row; at the first failure every thread stops at its next image."""
     chunks = [range(start, min(start + _CHUNK, len(paths))) for start in range(0, len(paths), _CHUNK)]
+    stop = threading.Event()
+    gone: list[str] = []
 
     def decode_chunk(chunk: range) -> int:
         for row in chunk:
+            if stop.is_set():
+                return 0
             try:
                 rows[row] = decode_file(paths[row], image_size)
-            except (OSError, ValueError) as error:
-                raise ConfigError(f"image '{paths[row]}' changed or became unreadable since the scan ({error}); run again") from None
+            except FileNotFoundError:
+                gone.append(paths[row])
+                stop.set()
+            except Exception as error:  # noqa: BLE001 - whatever a file that changed since the scan raises, it is one line
+                stop.set()
+                raise ConfigError(f"image '{paths[row]}' changed since the scan and cannot be decoded ({type(error).__name__}: {error}); "
+                                  "run again: the scan will skip it") from None
         return len(chunk)
 
-    with progress_bar(total=len(paths), desc=f"preparing {source or 'images'} at {image_size} px", unit="img") as bar:
-        with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:  # Pillow releases the GIL while decoding
+    with progress_bar(total=len(paths), desc=f"preparing {source or 'images'} at {image_size} px", unit="img") as bar, \
+            ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:  # Pillow releases the GIL while decoding
+        try:
             for done in pool.map(decode_chunk, chunks):
                 bar.update(done)
-
-
-def _checksums(data: Path, count: int, image_size: int) -> dict[str, str]:
-    row_bytes = image_bytes(image_size)
-    sampled = sorted({int(i) for i in np.linspace(0, count - 1, min(count, _SAMPLED_ROWS))})
-    sums = {}
-    with open(data, "rb") as handle:
-        for row in sampled:
-            handle.seek(row * row_bytes)
-            sums[str(row)] = hashlib.blake2b(handle.read(row_bytes), digest_size=16).hexdigest()
-    return sums
-
-
-def _verified_meta(folder: Path) -> dict | None:
-    """The entry's meta when the entry is complete and intact, else None (partial, truncated or corrupt)."""
-    try:
-        meta = json.loads((folder / META_FILE).read_text())
-        data = folder / DATA_FILE
-        if meta.get("version") != DECODER_VERSION or data.stat().st_size != meta["nbytes"]:
-            return None
-        if _checksums(data, meta["count"], meta["image_size"]) != meta["checksums"]:
-            return None
-        return meta
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-@contextlib.contextmanager
-def _lock(path: Path, key: str):
-    with open(path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"waiting for another process that is preparing the same images (cache entry {key})", file=sys.stderr, flush=True)
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _check_disk_space(folder: Path, nbytes: int) -> None:
-    free = shutil.disk_usage(folder).free
-    if free < nbytes * 1.05 + (256 << 20):
-        raise ConfigError(f"the image cache at {folder} needs {_size(nbytes)} but the disk has {_size(free)} free; "
-                          "set LRLAB_CACHE to a larger disk, clear old entries with `python -m train.data.cache --clear`, or use -P cache=none")
-
-
-def _size(nbytes: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if nbytes < 1024 or unit == "GB":
-            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
-        nbytes /= 1024
-    return f"{nbytes:.1f} TB"
-
-
-def entries() -> list[dict]:
-    """Every complete entry: key, source, image size, images, bytes on disk, last used (seconds since the epoch)."""
-    found = []
-    root = prepared_root()
-    for folder in sorted(root.iterdir()) if root.is_dir() else []:
-        if not folder.is_dir():
-            continue
-        size = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
-        try:
-            meta = json.loads((folder / META_FILE).read_text())
-            row = {"key": folder.name, "source": meta.get("source", ""), "image_size": meta["image_size"], "images": meta["count"],
-                   "bytes": size, "last_used": (folder / META_FILE).stat().st_mtime}
-        except (OSError, ValueError, KeyError):
-            row = {"key": folder.name, "source": "(partial or corrupt)", "image_size": 0, "images": 0, "bytes": size, "last_used": folder.stat().st_mtime}
-        found.append(row)
-    return found
-
-
-def clear(key: str | None = None) -> int:
-    """Remove one entry (or all, with their lock files); return bytes freed."""
-    freed = 0
-    for row in entries():
-        if key is None or row["key"] == key:
-            shutil.rmtree(prepared_root() / row["key"], ignore_errors=True)
-            (prepared_root() / f"{row['key']}.lock").unlink(missing_ok=True)
-            freed += row["bytes"]
-    return freed
+        except BaseException:
+            stop.set()  # also on Ctrl-C: queued chunks return at once
+            raise
+    if gone:
+        raise _Vanished(gone)
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
+    from train.data.cache_admin import main as admin_main
 
-    parser = argparse.ArgumentParser(prog="python -m train.data.cache", description="List or clear lrlab's prepared-image cache.")
-    parser.add_argument("--clear", nargs="?", const="*", metavar="KEY", help="remove every entry, or only KEY")
-    args = parser.parse_args(argv)
-    if args.clear:
-        key = None if args.clear == "*" else args.clear
-        if key is not None and key not in {row["key"] for row in entries()}:
-            print(f"error: no cache entry '{key}' in {prepared_root()}; `python -m train.data.cache` lists them", file=sys.stderr)
-            return 2
-        print(f"removed {_size(clear(key))} from {prepared_root()}")
-        return 0
-    rows = entries()
-    print(f"{prepared_root()}: {len(rows)} entries, {_size(sum(row['bytes'] for row in rows))}")
-    for row in rows:
-        used = time.strftime("%Y-%m-%d %H:%M", time.localtime(row["last_used"]))
-        print(f"  {row['key']}  {row['images']:>8} images at {row['image_size']:>4} px  {_size(row['bytes']):>9}  last used {used}  {row['source']}")
-    return 0
+    return admin_main(argv)
 
 
 if __name__ == "__main__":

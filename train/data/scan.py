@@ -121,7 +121,7 @@ def scan(folder: Path, val_split: float, seed: int, image_size: int) -> DataRepo
         if test_folder is not None:
             report.test_folder = str(test_folder)
             report.test_files = {name: sum(1 for _, label in found["test"] if label == i) for i, name in enumerate(class_names)}
-    _check_usable(report, folder)
+    check_usable(report, folder)
     report.seconds = time.monotonic() - started
     return report
 
@@ -294,7 +294,8 @@ def _split(images, num_classes: int, val_split: float, seed: int):
     return train, val
 
 
-def _check_usable(report: DataReport, folder: Path) -> None:
+def check_usable(report: DataReport, folder: Path) -> None:
+    """One line when the report leaves nothing sensible to train on (no images, a class without, no validation)."""
     if not report.train and not report.val:
         raise ConfigError(f"data folder '{folder}' holds no readable images ({len(report.skipped)} files skipped); see the data report")
     for name, count in report.counts().items():

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from train.config import TrainConfig
-from train.data.cache import ImageSource, open_images
+from train.data.cache import ImageSource, open_report_images
 from train.data.demo import demo_folder
 from train.data.scan import DataReport, scan
 from train.model import weights
@@ -37,7 +37,7 @@ def preflight(config: TrainConfig) -> Preflight:
     folder = demo_folder() if config.data == "demo" else Path(config.data).expanduser()
     report = scan(folder, config.val_split, config.seed, config.image_size)
     print(report.summary(), flush=True)
-    images = open_images([path for path, _ in report.train + report.val], config.image_size, config.cache, source=report.source)
+    images = open_report_images(report, config.image_size, config.cache)  # files deleted since the scan leave the report
     print(_cache_line(images), flush=True)
     return Preflight(report, init_run_id, config.resume or None, images)
 
