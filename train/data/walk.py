@@ -13,6 +13,7 @@ common way to build splits, and a file is one file, never a walk.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections import deque
 from dataclasses import dataclass, field
@@ -50,11 +51,15 @@ class _Walker:
         self.linked: deque[tuple[str, str, int]] = deque()
         self.skipped: list[tuple[str, str]] = []
 
+    @functools.lru_cache(maxsize=64)  # noqa: B019 - one walker per scan: a split folder is resolved once, not once a class
+    def parent_inside(self, parent: str) -> bool:
+        return self.inside(os.path.realpath(parent))
+
     def inside(self, real: str) -> bool:
         return real == self.root or real.startswith(self.root.rstrip(os.sep) + os.sep)
 
     def start(self, folder: str, split: str, label: int) -> None:
-        if os.path.islink(folder) or not self.inside(os.path.realpath(folder)):
+        if os.path.islink(folder) or not self.parent_inside(os.path.dirname(folder)):
             self.follow(folder, split, label)
         else:
             self.walk(folder, split, label, via_link=False)
