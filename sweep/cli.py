@@ -15,6 +15,7 @@ import collections
 import click
 
 from sweep import plan as plans
+from sweep import racing
 from train.config import ConfigError, check_register_as
 from train.errors import TrainingError
 from train.messages import first_line, redact_uri, scrub
@@ -51,6 +52,8 @@ def command(ctx, plan, lrs, stages, schedules, repeats, max_repeats, margin, tri
         check_storage(storage)
     print(f"sweep '{chosen.name}': {chosen.size()} configurations in {len(chosen.phases)} phase(s): "
           + ", ".join(f"{p.name} ({p.size()})" for p in chosen.phases), flush=True)
+    if chosen.racing:
+        print(racing.budget_line(chosen), flush=True)
     if dry_run:
         print(chosen.to_yaml())
         return

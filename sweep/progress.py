@@ -7,6 +7,7 @@ import math
 import time
 
 from sweep.filters import quoted
+from sweep.plan import DEFAULT_MARGIN
 from train import contract
 from train.messages import first_line
 
@@ -72,8 +73,8 @@ class Progress:
                 + (f", {c['lost']} stopped as another worker took their claim" if c["lost"] else ""))
 
 
-def print_ranking(study: str, experiment_ids: list[str]) -> None:
-    """The closing summary of the sweep `study`: every training child (all workers'), ranked per stage."""
+def print_ranking(study: str, experiment_ids: list[str], margin: float = DEFAULT_MARGIN) -> None:
+    """The closing summary of the sweep `study`: every training child (all workers'), per stage, then across stages."""
     import mlflow
 
     children = mlflow.search_runs(
@@ -81,34 +82,35 @@ def print_ranking(study: str, experiment_ids: list[str]) -> None:
         filter_string=f"tags.{contract.TAG_SWEEP_STUDY} = {quoted(study)} AND tags.{contract.TAG_KIND} = '{contract.KIND_TRAIN}'",
         output_format="list",
     )
-    for line in ranking_lines(children):
+    for line in ranking_lines(children, margin):
         print(line, flush=True)
 
 
-def ranking_lines(runs) -> list[str]:
+def ranking_lines(runs, margin: float = DEFAULT_MARGIN) -> list[str]:
     """The closing summary of a sweep's training runs (MLflow `Run`s): per stage and model the groups
     of repeats, best first, each with n, mean [95% interval] of best validation accuracy and its
-    verdict against the stage's best; then a warning wherever the winner is within noise of the
-    runner-up (or cannot be told from it), and what was left out."""
-    import pandas as pd
-
+    verdict against the stage's best; then a warning wherever the winner is undecided against the
+    runner-up, what was left out, and the answer across stages (the headline, app/analysis/stats.py)."""
     from app.analysis import stats  # numpy, scipy and pandas only: no dashboard
+    from sweep import best
 
-    rows = [{
-        "run_id": run.info.run_id, "run_name": run.info.run_name or run.info.run_id[:8],
-        "stage": run.data.params.get(contract.PARAM_STAGE, ""), "model": run.data.params.get(contract.PARAM_MODEL, ""),
-        "status": run.info.status, "pruned": run.data.tags.get(contract.TAG_PRUNED) == "true",
-        "params": dict(run.data.params), "value": run.data.metrics.get(contract.BEST_VAL_ACCURACY, math.nan),
-    } for run in runs]  # fmt: skip
-    if not rows:
+    if not runs:
         return []
-    comparison = stats.compare(pd.DataFrame(rows))
-    lines = [f"sweep ranking by {comparison.statistic.label}: mean [95% interval] over seeds; verdict against the stage's best (95% Welch interval)"]
+    comparison = best.compare(runs, margin)
+    lines = [f"sweep ranking by {comparison.statistic.label}: mean [95% interval] over seeds; verdict against the stage's best "
+             f"(95% Welch interval; equivalent: inside ±{margin:g})"]  # fmt: skip
     width = max((len(group) for group in comparison.table["group"]), default=0)
-    for row in comparison.table.to_dict("records"):
-        lines.append(f"  {row['stage'] or '-':<8} {row['group']:<{width}}  n={row['n']:<2} {_interval(row)}  {_verdict(row)}")
+    for index, row in comparison.table.iterrows():
+        tested = comparison.details.loc[index, "test_accuracy"]
+        test = f"  test {tested:.4f}" if math.isfinite(tested) else ""
+        lines.append(f"  {row['stage'] or '-':<8} {row['group']:<{width}}  n={row['n']:<2} {_interval(row)}  {_verdict(row)}{test}")
     lines += [f"sweep: {line}" for line in stats.runner_up_note(comparison)]
     lines += [f"sweep: {note}" for note in comparison.notes]
+    across = stats.stages(comparison)
+    if across["stage"].nunique() > 1:
+        lines.append("sweep across stages (each stage's best against the best stage):")
+        lines += [f"  {row['stage']:<8} {row['group']}  n={row['n']:<2} {_interval(row)}  {_verdict(row)}" for _, row in across.iterrows()]
+    lines += [f"sweep: {line}" for line in stats.headline(across)]
     return lines
 
 

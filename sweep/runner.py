@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import itertools
 import signal
 import sys
 import time
@@ -21,9 +22,10 @@ import optuna
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
+from sweep import best, racing
 from sweep.claims import DONE, FAILED, Claims
 from sweep.filters import quoted
-from sweep.plan import Phase, Plan, Range, config_key, make_config
+from sweep.plan import DEFAULT_MARGIN, Phase, Plan, Range, config_key, make_config
 from sweep.progress import Progress, print_ranking
 from sweep.pruning import ClaimLost, ClaimWatch, TrialReporter, make_pruner
 from train import contract
@@ -69,6 +71,7 @@ class SweepResult:
     failed: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)  # why each failed child failed (first lines)
     lost: list[str] = field(default_factory=list)  # children stopped because another worker took their claim
+    verdicts: dict[str, racing.Round] = field(default_factory=dict)  # phase -> where racing left its comparisons
     skipped: int = 0
     registered: dict[str, int] = field(default_factory=dict)  # alias -> model version
 
@@ -108,9 +111,10 @@ def _run_plan(options: SweepOptions, parent) -> SweepResult:
             _run_phase(phase, options, claims, result, progress)
         if options.register_as:
             result.registered = _register_best(options, claims)
+        _evaluate_best_on_test(options, claims)
         mlflow.log_metrics({"children_trained": len(result.trained), "children_failed": len(result.failed), "children_skipped": result.skipped})
         print(progress.final_line(), flush=True)
-        print_ranking(options.study_name, _experiment_ids())
+        print_ranking(options.study_name, best.experiment_ids(), options.plan.margin)
         return result
     finally:
         claims.close()
@@ -134,11 +138,17 @@ def _run_phase(phase: Phase, options: SweepOptions, claims: Claims, result: Swee
     init_model = ""
     if phase.init_from:
         source = options.plan.phases[[p.name for p in options.plan.phases].index(phase.init_from["phase"])]
-        _wait_for_phase(source, claims, options, progress)
-        init_model = _best_model_uri(options.study_name, phase)
+        _wait_for_phase(source, claims, options)
+        init_model = _best_model_uri(options.study_name, phase, options.plan.margin)
     study = _study(options, phase)
+    _train(phase, _work(phase), init_model, study, claims, options, result, progress)
+    if options.plan.racing and not phase.sampled:
+        _race(phase, init_model, study, claims, options, result, progress)
+
+
+def _train(phase: Phase, work, init_model: str, study: optuna.Study, claims: Claims, options: SweepOptions, result: SweepResult, progress: Progress) -> None:
     finished = _finished_keys(options.study_name, phase.name)
-    for key, values in _work(phase):
+    for key, values in work:
         if key in finished:
             result.skipped += 1
             progress.skipped(phase.name, "finished earlier")
@@ -147,6 +157,32 @@ def _run_phase(phase: Phase, options: SweepOptions, claims: Claims, result: Swee
             progress.skipped(phase.name, "taken by another worker", count=False)
             continue
         _run_child(phase, key, values, init_model, study, claims, options, result, progress)
+
+
+def _race(phase: Phase, init_model: str, study: optuna.Study, claims: Claims, options: SweepOptions, result: SweepResult, progress: Progress) -> None:
+    """Seeds until decided (sweep/racing.py): after each round, one more seed for both groups of every
+    undecided comparison, until all are decided or at max_repeats. Every worker decides a round only
+    once no seed of the phase runs anywhere, from the same runs, so they agree on it."""
+    plan = options.plan
+    arms = racing.arms(phase, plan.max_repeats)
+    universe = [key for arm in arms for key in arm.keys]
+    added = 0
+    for number in itertools.count(1):
+        _wait_for_keys(universe, phase.name, claims, options)
+        runs = best.sweep_runs(options.study_name, f"tags.{contract.TAG_SWEEP_PHASE} = {quoted(phase.name)}", finished=False)
+        run_keys = {run.info.run_id: run.data.tags.get(contract.TAG_SWEEP_CONFIG, "") for run in runs}
+        taken = set(claims.states(universe)) | set(run_keys.values())
+        step = racing.next_round(arms, best.compare(runs, plan.margin), run_keys, taken, plan.max_repeats)
+        if not step.work:
+            for line in racing.closing_lines(phase.name, step, added, plan.max_repeats):
+                print(line, flush=True)
+            result.verdicts[phase.name] = step
+            return
+        print(f"sweep: racing round {number} of phase '{phase.name}': {len(step.undecided)} comparison(s) undecided, "
+              f"{len(step.decided)} decided, {len(step.capped)} at the cap; {len(step.work)} more seed(s)", flush=True)
+        progress.total += len(step.work)
+        added += len(step.work)
+        _train(phase, step.work, init_model, study, claims, options, result, progress)
 
 
 def _work(phase: Phase):
@@ -321,23 +357,22 @@ def _release_models(options: SweepOptions) -> None:
         keras.backend.clear_session()
 
 
-def _experiment_ids() -> list[str]:
-    """A sweep lives in its parent's experiment: the same plan in another experiment is another sweep."""
-    return [mlflow.active_run().info.experiment_id]
-
-
 def _finished_keys(study: str, phase: str) -> set[str]:
     runs = mlflow.search_runs(
-        experiment_ids=_experiment_ids(),
+        experiment_ids=best.experiment_ids(),
         filter_string=f"tags.{contract.TAG_SWEEP_STUDY} = {quoted(study)} AND tags.{contract.TAG_SWEEP_PHASE} = {quoted(phase)} AND attributes.status = 'FINISHED'",
         output_format="list",
     )
     return {run.data.tags[contract.TAG_SWEEP_CONFIG] for run in runs}
 
 
-def _wait_for_phase(phase: Phase, claims: Claims, options: SweepOptions, progress: Progress) -> None:
-    """Block until no worker is still training a configuration of `phase`."""
-    keys = [key for key, _ in _work(phase)]
+def _wait_for_phase(phase: Phase, claims: Claims, options: SweepOptions) -> None:
+    """Block until no worker is still training a configuration (or racing seed) of `phase`."""
+    keys = [key for arm in racing.arms(phase, options.plan.max_repeats) for key in arm.keys] if options.plan.racing and not phase.sampled else [key for key, _ in _work(phase)]
+    _wait_for_keys(keys, phase.name, claims, options)
+
+
+def _wait_for_keys(keys: list[str], phase: str, claims: Claims, options: SweepOptions) -> None:
     deadline = time.monotonic() + options.wait_timeout
     announced = False
     while True:
@@ -346,45 +381,60 @@ def _wait_for_phase(phase: Phase, claims: Claims, options: SweepOptions, progres
         if not running:
             return
         if not announced:
-            print(f"sweep: waiting for {len(running)} run(s) of phase '{phase.name}' on other workers", flush=True)
+            print(f"sweep: waiting for {len(running)} run(s) of phase '{phase}' on other workers", flush=True)
             announced = True
         if time.monotonic() > deadline:
-            raise ConfigError(f"phase '{phase.name}' still has {len(running)} run(s) on other workers after {options.wait_timeout:.0f} s")
+            raise ConfigError(f"phase '{phase}' still has {len(running)} run(s) on other workers after {options.wait_timeout:.0f} s")
         time.sleep(POLL_SECONDS)
 
 
-def _best_model_uri(study: str, phase: Phase) -> str:
-    """runs:/ID/model of the best FINISHED run of the phase named in init_from (and its filters)."""
+def _best_model_uri(study: str, phase: Phase, margin: float = DEFAULT_MARGIN) -> str:
+    """runs:/ID/model of the best run of the best group (over its seeds) of the phase named in
+    init_from (and its filters): with racing, the decided best."""
     source = dict(phase.init_from)
     source_phase = source.pop("phase")
-    runs = [run for run in _best_runs(study, f"tags.{contract.TAG_SWEEP_PHASE} = {quoted(source_phase)}") if all(same_param(run.data.params.get(k), v) for k, v in source.items())]
+    runs = [run for run in best.best_runs(study, f"tags.{contract.TAG_SWEEP_PHASE} = {quoted(source_phase)}") if all(same_param(run.data.params.get(k), v) for k, v in source.items())]
     if not runs:
         wanted = ", ".join(f"{k}={v}" for k, v in source.items()) or "any"
         raise ConfigError(f"phase '{phase.name}' fine-tunes the best run of phase '{source_phase}' ({wanted}) but none FINISHED")
-    best = runs[0]
-    print(f"sweep: phase '{phase.name}' starts from run {best.info.run_id} ({best.info.run_name}, best_val_accuracy {best.data.metrics[contract.BEST_VAL_ACCURACY]:.4f})", flush=True)
-    return f"runs:/{best.info.run_id}/{contract.MODEL_ARTIFACT}"
+    (chosen,) = best.best_of_groups(runs, margin)
+    print(f"sweep: phase '{phase.name}' starts from run {chosen.info.run_id} ({chosen.info.run_name}, best_val_accuracy "
+          f"{chosen.data.metrics[contract.BEST_VAL_ACCURACY]:.4f}; best group {best.describe_group(chosen, runs, margin)})", flush=True)
+    return f"runs:/{chosen.info.run_id}/{contract.MODEL_ARTIFACT}"
 
 
-def _best_runs(study: str, extra_filter: str = "") -> list:
-    """The sweep's FINISHED training runs (matching `extra_filter`), best validation accuracy first.
-    Pruned runs never count: stopped early, their best is not one of a whole run."""
-    filters = [f"tags.{contract.TAG_SWEEP_STUDY} = {quoted(study)}", f"tags.{contract.TAG_KIND} = '{contract.KIND_TRAIN}'", "attributes.status = 'FINISHED'", extra_filter]
-    runs = mlflow.search_runs(experiment_ids=_experiment_ids(), filter_string=" AND ".join(f for f in filters if f),
-                              order_by=[f"metrics.{contract.BEST_VAL_ACCURACY} DESC"], output_format="list")
-    return [run for run in runs if contract.BEST_VAL_ACCURACY in run.data.metrics and run.data.tags.get(contract.TAG_PRUNED) != "true"]
+def _evaluate_best_on_test(options: SweepOptions, claims: Claims) -> None:
+    """Each stage's best (the best group's best run) evaluated once on its data's held-out test/
+    split, when it has one: a number on images nothing was trained on or selected by. Once per
+    sweep however many workers end it (a claim), and never twice per run (evaluate_on_test)."""
+    for phase in options.plan.phases:
+        _wait_for_phase(phase, claims, options)
+    chosen = best.best_of_groups(best.best_runs(options.study_name), options.plan.margin, per_stage=True)
+    ticket = "test-" + hashlib.sha256(",".join(sorted(run.info.run_id for run in chosen)).encode()).hexdigest()[:12]
+    if not chosen or not claims.claim(ticket):
+        return
+    from train.tools.evaluate import evaluate_on_test
+
+    try:
+        for run in chosen:
+            try:
+                evaluate_on_test(run.info.run_id, run.data.params.get(contract.PARAM_DATA, "demo"))
+            except ConfigError as error:  # the folder changed since training, say: the sweep's own results stand
+                print(f"sweep: {run.info.run_name} not evaluated on test: {error}", file=sys.stderr, flush=True)
+    finally:
+        claims.finish(ticket, DONE)
 
 
 def _register_best(options: SweepOptions, claims: Claims) -> dict[str, int]:
     """Register the best FINISHED child of each stage (alias = stage) and alias the best of all `champion`."""
     for phase in options.plan.phases:
-        _wait_for_phase(phase, claims, options, Progress(0))
-    runs = _best_runs(options.study_name)
+        _wait_for_phase(phase, claims, options)
+    runs = best.best_runs(options.study_name)
     if not runs:
         print("sweep: no finished run to register", file=sys.stderr, flush=True)
         return {}
     best_per_stage: dict[str, mlflow.entities.Run] = {}
-    for run in runs:  # best first, so the first run of each stage wins
+    for run in best.best_of_groups(runs, options.plan.margin, per_stage=True):  # the best group's best run, best stage first
         best_per_stage.setdefault(run.data.params.get(contract.PARAM_STAGE, "model"), run)
     ticket = "register-" + hashlib.sha256(",".join(sorted(r.info.run_id for r in best_per_stage.values())).encode()).hexdigest()[:12]
     if not claims.claim(ticket):  # another worker registers this same set
@@ -392,7 +442,7 @@ def _register_best(options: SweepOptions, claims: Claims) -> dict[str, int]:
     registered = {}
     for stage, run in best_per_stage.items():
         registered[stage] = tracking.register(tracking.model_uri_of_run(run.info.run_id), options.register_as, stage)
-    champion_stage = runs[0].data.params.get(contract.PARAM_STAGE, "model")
+    champion_stage = next(iter(best_per_stage))
     MlflowClient().set_registered_model_alias(options.register_as, contract.CHAMPION_ALIAS, registered[champion_stage])
     registered[contract.CHAMPION_ALIAS] = registered[champion_stage]
     claims.finish(ticket, DONE)

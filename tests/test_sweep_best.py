@@ -6,7 +6,7 @@ from __future__ import annotations
 import mlflow
 import pytest
 
-from sweep import runner
+from sweep import best, runner
 from sweep.plan import Phase
 from train import contract
 from train.config import same_param
@@ -36,7 +36,7 @@ def sweep_runs(tmp_path, monkeypatch):
 
 def test_a_pruned_run_is_never_the_best(sweep_runs):
     ids, _ = sweep_runs
-    assert [run.info.run_id for run in runner._best_runs(STUDY)] == [ids["good"], ids["worse"]]
+    assert [run.info.run_id for run in best.best_runs(STUDY)] == [ids["good"], ids["worse"]]
     finetune = Phase("finetune", init_from={"phase": "head"})
     assert runner._best_model_uri(STUDY, finetune) == f"runs:/{ids['good']}/{contract.MODEL_ARTIFACT}"
     only_low_lr = Phase("finetune", init_from={"phase": "head", contract.PARAM_LR: 1e-4})

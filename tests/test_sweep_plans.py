@@ -10,13 +10,12 @@ from train.config import ConfigError
 
 
 def test_demo_plan_runs_offline_on_the_demo_data():
-    demo = plans.load_plan("demo")
-    plans.check_configurations(demo)
+    demo = build_plan("demo", {}, repeats=0, trials=0)
     configurations = [c for phase in demo.phases for c in phase.configurations()]
-    assert demo.size() == len(configurations) == 6 + 2
+    assert demo.size() == len(configurations) == (3 + 2) * 2
+    assert (demo.repeats, demo.max_repeats, demo.racing, demo.worst_case()) == (2, 4, True, (3 + 2) * 4), "it races to verdicts"
     assert {c["stage"] for c in configurations} == {"scratch", "finetune"}, "no ImageNet weights needed"
     assert all(c["data"] == "demo" and c["image_size"] == 64 for c in configurations)
-    assert {c["schedule"] for c in configurations if c["stage"] == "scratch"} == {"constant", "cosine"}
     assert demo.phases[1].init_from == {"phase": "scratch"}
 
 
@@ -111,14 +110,15 @@ def test_plan_file_errors_name_the_file(tmp_path):
 
 
 def documented_sweep_parameters() -> list[tuple[str, str]]:
-    """Every `-P name=value` the README's Sweeps section gives a sweep (its -e lr_find, -e
-    evaluate and -e main command lines aside)."""
+    """Every `-P name=value` docs/sweeps.md and the README's Sweep section give a sweep (other
+    entry points' command lines aside)."""
     import re
 
     from tests.conftest import REPO
 
     readme = (REPO / "README.md").read_text()
-    section = readme[readme.index("## Sweeps") : readme.index("### Where to start")].replace("\\\n", " ")
+    section = readme[readme.index("## 2. Sweep") : readme.index("## 3.")] + (REPO / "docs" / "sweeps.md").read_text()
+    section = section.replace("\\\n", " ")
     lines = [line for line in section.splitlines() if "-e sweep" in line or not line.lstrip().startswith(("mlflow ", "python ", "#"))]
     pairs = re.findall(r"-P ([\w.]+)=([^\s`]+)", "\n".join(lines))
     return sorted(set(pairs))
@@ -135,7 +135,8 @@ def test_every_documented_sweep_parameter_works_through_mlflow_run(tmp_path, cap
 
     documented = documented_sweep_parameters()
     names = {name for name, _ in documented}
-    assert {"plan", "lrs", "stages", "repeats", "trials", "storage", "pruning", "prune_startup", "prune_warmup", "register_as", "image_size", "finetune.lr"} <= names, names
+    assert {"plan", "lrs", "stages", "repeats", "max_repeats", "margin", "trials", "storage", "pruning", "prune_startup", "prune_warmup", "register_as",
+            "image_size", "finetune.lr"} <= names, names
     entry = load_project(str(REPO)).get_entry_point("sweep")
     monkeypatch.chdir(REPO)  # where `mlflow run .` runs the command
     stand_ins = {"data": "demo", "storage": f"sqlite:///{tmp_path / 'sweep.db'}", "N": "3"}  # README's paths and placeholders

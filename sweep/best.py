@@ -1,0 +1,84 @@
+"""Which runs of a sweep are "the best": the run a later phase fine-tunes from, the runs the sweep
+registers and evaluates on the held-out test split, and the verdicts of its closing summary.
+
+One rule throughout: the best *group* (configuration, over its seeds) by app/analysis/stats.py,
+then that group's best run. With repeats, the single luckiest seed of a configuration that is
+worse on average no longer wins. Pruned runs never count: stopped early, their best is not that
+of a whole run.
+"""
+
+from __future__ import annotations
+
+import math
+
+import mlflow
+
+from sweep.filters import quoted
+from train import contract
+
+
+def experiment_ids() -> list[str]:
+    """A sweep lives in its parent's experiment: the same plan in another experiment is another sweep."""
+    return [mlflow.active_run().info.experiment_id]
+
+
+def sweep_runs(study: str, extra_filter: str = "", finished: bool = True) -> list:
+    """The sweep's training runs (matching `extra_filter`), best validation accuracy first."""
+    filters = [f"tags.{contract.TAG_SWEEP_STUDY} = {quoted(study)}", f"tags.{contract.TAG_KIND} = '{contract.KIND_TRAIN}'",
+               "attributes.status = 'FINISHED'" if finished else "", extra_filter]  # fmt: skip
+    return mlflow.search_runs(experiment_ids=experiment_ids(), filter_string=" AND ".join(f for f in filters if f),
+                              order_by=[f"metrics.{contract.BEST_VAL_ACCURACY} DESC"], output_format="list")  # fmt: skip
+
+
+def best_runs(study: str, extra_filter: str = "") -> list:
+    """FINISHED, not pruned, with a best_val_accuracy: best first."""
+    return [run for run in sweep_runs(study, extra_filter) if contract.BEST_VAL_ACCURACY in run.data.metrics and run.data.tags.get(contract.TAG_PRUNED) != "true"]
+
+
+def run_values(runs):
+    """The rows app/analysis/stats.py compares, from MLflow `Run`s."""
+    import pandas as pd
+
+    return pd.DataFrame([{
+        "run_id": run.info.run_id, "run_name": run.info.run_name or run.info.run_id[:8],
+        "stage": run.data.params.get(contract.PARAM_STAGE, ""), "model": run.data.params.get(contract.PARAM_MODEL, ""),
+        "status": run.info.status, "pruned": run.data.tags.get(contract.TAG_PRUNED) == "true",
+        "params": dict(run.data.params), "value": run.data.metrics.get(contract.BEST_VAL_ACCURACY, math.nan),
+        "test_accuracy": run.data.metrics.get(contract.TEST_ACCURACY, math.nan),
+    } for run in runs], columns=["run_id", "run_name", "stage", "model", "status", "pruned", "params", "value", "test_accuracy"])  # fmt: skip
+
+
+def compare(runs, margin: float):
+    from app.analysis import stats  # numpy, scipy and pandas only: no dashboard
+
+    return stats.compare(run_values(runs), margin=margin)
+
+
+def best_of_groups(runs: list, margin: float, per_stage: bool = False) -> list:
+    """The best run of the best group (per stage and model with `per_stage`, else the single best
+    group of all): `runs` best first, as `best_runs` gives them."""
+    from app.analysis import stats
+
+    if not runs:
+        return []
+    comparison = compare(runs, margin)
+    bests = comparison.table.index[comparison.table["verdict"] == stats.BEST]
+    if len(bests) == 0:
+        return runs[:1]
+    sign = 1.0 if comparison.statistic.higher_is_better else -1.0
+    ordered = sorted(bests, key=lambda i: (-sign * comparison.table.loc[i, "mean"], -comparison.table.loc[i, "n"]))
+    chosen = []
+    for index in ordered if per_stage else ordered[:1]:
+        members = set(comparison.details.loc[index, "run_ids"])
+        chosen.append(next(run for run in runs if run.info.run_id in members))  # runs come best first
+    return chosen
+
+
+def describe_group(run, runs: list, margin: float) -> str:
+    """'lr 3e-3: mean 0.801 over 3 seeds' for the group `run` belongs to."""
+    comparison = compare(runs, margin)
+    for index, ids in comparison.details["run_ids"].items():
+        if run.info.run_id in ids:
+            row = comparison.table.loc[index]
+            return f"{row['group']}: mean {row['mean']:.4f} over {row['n']} seed(s)"
+    return "its group"
