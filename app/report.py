@@ -69,9 +69,18 @@ def table_for_report(summary: pd.DataFrame) -> pd.DataFrame:
     for column in table.columns:
         if pd.api.types.is_float_dtype(table[column]):
             digits = 0 if column in ("best_epoch", "duration_s", "images_per_second") else 4
-            table[column] = table[column].map(lambda v, d=digits: "" if pd.isna(v) else f"{v:.{d}f}")
+            table[column] = table[column].map(lambda v, d=digits: _fixed(v, d))
     table["lr"] = summary["lr"].map(run_search.format_lr)
     return table.fillna("").astype(str)
+
+
+def _fixed(value: float, digits: int) -> str:
+    """A number to `digits` places; NaN blank; ±inf (or MLflow's ±1.8e308 for it) as inf, never 309 digits."""
+    if pd.isna(value):
+        return ""
+    if not stats.finite([value])[0]:
+        return "inf" if value > 0 else "-inf"
+    return f"{value:.{digits}f}"
 
 
 def markdown_table(table: pd.DataFrame) -> str:
@@ -89,7 +98,7 @@ def comparison_for_report(comparison: stats.Comparison) -> pd.DataFrame:
     columns = [c for c in comparison.table.columns if c not in ("seeds_needed", "group", "runs")]
     table = comparison.table[columns].copy()
     for column in ("mean", "std", "ci_low", "ci_high", "difference", "difference_low", "difference_high"):
-        table[column] = table[column].map(lambda v: "" if pd.isna(v) else f"{v:.4f}")
+        table[column] = table[column].map(lambda v: _fixed(v, 4))
     table["lr"] = table["lr"].map(lambda v: "" if pd.isna(v) else stats.lr_text(v))
     return table.fillna("").astype(str)
 

@@ -131,3 +131,13 @@ def test_an_out_that_is_a_file_and_a_store_that_does_not_exist_are_one_line(lab_
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and str(missing) in error  # says which store is missing
     assert not missing.exists()  # a reader never creates a store
+
+
+def test_infinite_values_print_as_inf_not_309_digits(built):
+    """MLflow's SQL stores keep +inf as 1.7976931348623157e308: the runs table says inf."""
+    summary = built.summary.copy()
+    summary.loc[summary.index[0], "best_val_accuracy"] = 1.7976931348623157e308
+    summary.loc[summary.index[1], "final_val_loss"] = float("-inf")
+    table = report.table_for_report(summary)
+    assert table["best_val_accuracy"].iloc[0] == "inf" and table["final_val_loss"].iloc[1] == "-inf"
+    assert max(len(v) for v in table.to_numpy().ravel()) < 120
