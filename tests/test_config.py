@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -10,7 +12,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import REPO, error_line, run_train_cli
+from tests.conftest import REPO, error_line, run_train_cli, subprocess_env
 from train import config as config_module
 from train import contract
 from train.cli import flag_name, main
@@ -104,13 +106,16 @@ def test_unusable_data_folder(layout, tmp_path, tracking_uri, capsys):
     assert str(folder) in error_line(capsys.readouterr().err)
 
 
-def test_bad_input_exits_within_seconds_without_loading_tensorflow(tmp_path):
-    started = time.monotonic()
-    done = run_train_cli(["--data", str(tmp_path / "missing"), "--stage", "scratch"], f"sqlite:///{tmp_path}/mlflow.db")
-    elapsed = time.monotonic() - started
+def test_bad_input_exits_without_loading_tensorflow(tmp_path):
+    """Seconds, not TensorFlow's start-up: shown by what the process imported (Python's own import
+    log), which a loaded machine cannot change, rather than by a stopwatch, which it can."""
+    done = subprocess.run([sys.executable, "-m", "train", "--data", str(tmp_path / "missing"), "--stage", "scratch"], cwd=tmp_path,
+                          env=subprocess_env(f"sqlite:///{tmp_path}/mlflow.db", PYTHONPROFILEIMPORTTIME="1"), capture_output=True, text=True, timeout=300)  # fmt: skip
+    imported = {line.rsplit("|", 1)[1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    said = "".join(line + "\n" for line in done.stderr.splitlines() if not line.startswith("import time:"))
     assert done.returncode == 2
-    assert re.fullmatch(r"error: data folder '.*missing' does not exist; .*\n", done.stderr), done.stderr
-    assert elapsed < 15, elapsed
+    assert re.fullmatch(r"error: data folder '.*missing' does not exist; .*\n", said), said
+    assert "train.cli" in imported and not {name for name in imported if name.split(".")[0] in ("tensorflow", "keras")}
 
 
 def test_unreachable_tracking_server_is_one_line(tmp_path):
@@ -181,7 +186,7 @@ def test_a_tracking_store_that_cannot_be_used_is_one_line_within_seconds(tmp_pat
         assert main(["--stage", "scratch", "--weights", "none"]) == 2
         line = error_line(capsys.readouterr().err)
         assert expected in line and "secret" not in line, line
-        assert time.monotonic() - started < 20, uri
+        assert time.monotonic() - started < 60, uri  # MLflow's own retries take ~100 s: a margin a loaded machine keeps
 
 
 def test_a_sqlite_store_in_a_read_only_folder_is_one_line():

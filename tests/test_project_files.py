@@ -76,7 +76,7 @@ def test_the_readme_parameter_table_is_every_mlproject_main_parameter_as_trainco
     readme = (REPO / "README.md").read_text()
     assert readme_with_table(readme) == readme, "README.md's parameter table is stale: run python -m docs.params_table --write"
     rows = re.findall(r"^\| `(\w+)` \|", readme.split("<!-- parameter table", 1)[1].split("<!-- end of parameter table", 1)[0], re.M)
-    assert rows == main_parameters()
+    assert set(main_parameters()) <= set(rows), "every parameter of MLproject's main entry point has a row"
 
 
 BROWSER_TEST = """
