@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO, VENV_BIN, subprocess_env, tiny_config
@@ -42,7 +43,7 @@ def _epochs_logged(run_id):
     return len(MlflowClient().get_metric_history(run_id, contract.LOSS))
 
 
-def _run_id_when_epochs_logged(epochs: int, experiment="tests", process=None, log=None):
+def _run_id_when_epochs_logged(epochs: int, experiment="tests", process=None, log=None, timeout=240):
     def ready():
         if process is not None and process.poll() is not None:
             raise AssertionError(f"training ended early ({process.returncode}): {log.read_text()[-3000:] if log else ''}")
@@ -52,7 +53,7 @@ def _run_id_when_epochs_logged(epochs: int, experiment="tests", process=None, lo
             return None
         return run.info.run_id if _epochs_logged(run.info.run_id) >= epochs else None
 
-    return _wait_for(ready)
+    return _wait_for(ready, timeout=timeout)
 
 
 def _steps(run_id):
@@ -60,7 +61,10 @@ def _steps(run_id):
 
 
 @pytest.mark.slow
-def test_sigterm_in_epoch_3_then_resume_in_the_same_run(tracking_uri, tmp_path):
+@pytest.mark.parametrize("how", ["--run-id", "-P resume"])
+def test_sigterm_in_epoch_3_then_resume_in_the_same_run(tracking_uri, tmp_path, how):
+    """Both ways the README gives: `mlflow run --run-id ID` and `mlflow run -P resume=ID` with the same -P
+    (MLflow logged the empty init_model as ''; the resume check once took that for a change)."""
     epochs = 4
     command = [str(VENV_BIN / "mlflow"), "run", str(REPO), "--env-manager", "local", "--experiment-name", "tests"]
     params = [item for key, value in zip(SLOW_EPOCHS[::2], SLOW_EPOCHS[1::2], strict=True) for item in ("-P", f"{key[2:].replace('-', '_')}={value}")]
@@ -79,10 +83,19 @@ def test_sigterm_in_epoch_3_then_resume_in_the_same_run(tracking_uri, tmp_path):
     assert run.data.tags[contract.TAG_STOP_REASON].startswith("SIGTERM during epoch 2")
     assert "checkpoint/latest.weights.h5" in {a.path for a in MlflowClient().list_artifacts(run_id, "checkpoint")}
 
-    resumed = subprocess.run(command + ["--run-id", run_id] + params, cwd=Path.cwd(), env=subprocess_env(tracking_uri), capture_output=True, text=True, timeout=600)
+    again = ["--run-id", run_id] if how == "--run-id" else ["-P", f"resume={run_id}"]
+    resumed = subprocess.run(command + again + params, cwd=Path.cwd(), env=subprocess_env(tracking_uri), capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     run = MlflowClient().get_run(run_id)
     assert run.info.status == "FINISHED"
+    assert contract.TAG_STOP_REASON not in run.data.tags  # FINISHED: "SIGTERM during epoch 2" is history
+    experiment_id = run.info.experiment_id
+    assert [r.info.run_id for r in MlflowClient().search_runs([experiment_id])] == [run_id]  # no empty FINISHED run beside it
+    if how == "-P resume":
+        (launcher,) = MlflowClient().search_runs([experiment_id], run_view_type=ViewType.DELETED_ONLY)
+        assert launcher.info.status == "KILLED" and launcher.data.tags[contract.TAG_STOP_REASON].startswith(f"empty: -P resume={run_id}")
+        assert f"mlflow run's own run {launcher.info.run_id} is deleted" in resumed.stdout + resumed.stderr
+        return  # the curve against an uninterrupted run: once is enough
     assert all(steps == list(range(epochs)) for steps in _steps(run_id).values()), _steps(run_id)
     lrs = sorted(MlflowClient().get_metric_history(run_id, contract.LEARNING_RATE), key=lambda m: m.step)
     assert [m.value for m in lrs] == pytest.approx([learning_rate_at(e, tiny_config(lr=1e-3, epochs=epochs, schedule="exponential", decay=0.5)) for e in range(epochs)])
@@ -111,7 +124,9 @@ def test_sigkill_leaves_a_stale_run_that_is_detected_marked_and_resumed(tracking
 
     resumed = subprocess.run([sys.executable, "-m", "train", *args, "--resume", run_id], cwd=Path.cwd(), env=subprocess_env(tracking_uri), capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert MlflowClient().get_run(run_id).info.status == "FINISHED"
+    finished = MlflowClient().get_run(run_id)
+    assert finished.info.status == "FINISHED"
+    assert contract.TAG_STOP_REASON not in finished.data.tags  # "stale: process ... is gone" no longer says why it ended
     assert all(steps == [0, 1, 2] for steps in _steps(run_id).values())
 
 
@@ -267,3 +282,40 @@ def test_a_server_error_is_an_outage_the_metrics_wait_out(capsys):
         server.server_close()
     assert [step for step, _, _ in buffer.pending] == [0]
     assert "warning: tracking store unavailable" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # trains for real
+def test_ctrl_c_twice_during_an_epoch_ends_the_run_killed(tracking_uri, tmp_path):
+    """The second Ctrl-C means "now": no half epoch, no wait, but the run still ends KILLED with its reason."""
+    log = tmp_path / "train.log"
+    with open(log, "w") as output:
+        process = subprocess.Popen([sys.executable, "-m", "train", *SLOW_EPOCHS, "--epochs", "6", "--experiment", "tests"], cwd=Path.cwd(),
+                                   env=subprocess_env(tracking_uri), stdout=output, stderr=subprocess.STDOUT)
+    run_id = _run_id_when_epochs_logged(1, process=process, log=log, timeout=600)  # a busy machine traces for minutes
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=120) == 128 + signal.SIGINT, log.read_text()[-3000:]
+    run = MlflowClient().get_run(run_id)
+    assert run.info.status == "KILLED", log.read_text()[-3000:]
+    assert run.data.tags[contract.TAG_STOP_REASON].startswith("SIGINT during epoch")
+    assert "error: interrupted" not in log.read_text()
+    assert f"continue it with --resume {run_id}" in log.read_text()
+
+
+def test_a_broken_epochs_file_is_ignored_with_a_warning_not_a_traceback(tmp_path, monkeypatch, capsys):
+    from train.run import interrupt
+
+    monkeypatch.setenv("LRLAB_CACHE", str(tmp_path))
+    folder = interrupt.checkpoint_dir("r1")
+    folder.mkdir(parents=True)
+    (folder / "epochs.json").write_text('[{"epoch": 0, "loss": 1.')  # killed mid-write, before writes were atomic
+    (folder / "training_metadata.json").write_text("{")
+    assert interrupt.saved_epochs("r1") == []
+    assert interrupt.completed_epochs("r1") == 0
+    (folder / "epochs.json").write_text("null")
+    assert interrupt.saved_epochs("r1") == []
+    assert "is not the checkpoint's list of epochs" in capsys.readouterr().err
+    interrupt.write_atomically(folder / "epochs.json", '[{"epoch": 0, "loss": 1.5}]')
+    assert interrupt.saved_epochs("r1") == [{"epoch": 0, "loss": 1.5}]
+    assert sorted(p.name for p in folder.iterdir()) == ["epochs.json", "training_metadata.json"]  # no partial left

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import signal
+import sys
 from pathlib import Path
 
 import keras
@@ -31,6 +33,10 @@ class GracefulStop(keras.callbacks.Callback):
     the handler itself would land anywhere, inside TensorFlow's or MLflow's code, and can
     turn into a SystemError. `on_stop(self)` runs as the exception leaves the block: the
     trainer marks the run KILLED there, so no run is left RUNNING by a signal.
+
+    A second signal (Ctrl-C twice) means "now": it raises TrainingInterrupted at once, or, once
+    the run is already being stopped, sets `hurry` so the stop skips what can wait (sending the
+    checkpoint) but still ends the run KILLED. Signals during `on_stop` never cut it short.
     """
 
     def __init__(self, on_stop=None):
@@ -38,6 +44,8 @@ class GracefulStop(keras.callbacks.Callback):
         self.signum: int | None = None
         self.epoch = 0
         self.in_fit = False
+        self.hurry = False  # a second signal came: stop without the slow steps
+        self.stopping = False  # on_stop is running (or the second signal's exception is on its way)
         self.on_stop = on_stop  # (GracefulStop) -> None, called once when a stop leaves the block
         self._routing = contextlib.ExitStack()
 
@@ -47,7 +55,9 @@ class GracefulStop(keras.callbacks.Callback):
 
     def __exit__(self, exc_type, exc, traceback):
         try:
-            if isinstance(exc, TrainingInterrupted) and self.on_stop is not None:
+            if isinstance(exc, TrainingInterrupted | KeyboardInterrupt) and self.on_stop is not None:
+                self.stopping = True
+                self.signum = self.signum or signal.SIGINT  # a KeyboardInterrupt from before the handler was in place
                 self.on_stop(self)
         finally:
             self._routing.close()
@@ -60,9 +70,16 @@ class GracefulStop(keras.callbacks.Callback):
         return f"{name} during epoch {self.epoch}" if self.in_fit else f"{name} after training, before the run was complete"
 
     def _handle(self, signum, frame):
-        if self.signum is not None:  # a second signal: stop now, the user means it
-            raise KeyboardInterrupt
-        self.signum = signum
+        if self.signum is None:
+            self.signum = signum
+            return
+        self.hurry = True  # a second signal: the user means it
+        if not self.stopping:
+            self.stopping = True
+            raise self._interrupted()
+
+    def hurried(self) -> bool:
+        return self.hurry
 
     def on_train_begin(self, logs=None):
         self.in_fit = True
@@ -84,6 +101,7 @@ class GracefulStop(keras.callbacks.Callback):
     def check(self) -> None:
         """Raise TrainingInterrupted if a stop signal came."""
         if self.signum is not None:
+            self.stopping = True
             raise self._interrupted()
 
     def _interrupted(self) -> TrainingInterrupted:
@@ -124,20 +142,38 @@ class EpochCheckpoint(keras.callbacks.BackupAndRestore):
     def save_epoch(self, epoch: int, logs: dict, row: dict[str, float]) -> None:
         super().on_epoch_end(epoch, logs)  # Keras' own save: weights, optimizer, epoch
         rows = [r for r in saved_epochs(self.run_id) if r["epoch"] != epoch] + [row]
-        _epochs_file(self.run_id).write_text(json.dumps(rows))
+        write_atomically(_epochs_file(self.run_id), json.dumps(rows))
 
 
 def _epochs_file(run_id: str) -> Path:
     return checkpoint_dir(run_id) / "epochs.json"
 
 
+def write_atomically(path: Path, text: str) -> None:
+    """Whole or not at all: a kill mid-write leaves the previous file, never half of one."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
 def saved_epochs(run_id: str) -> list[dict[str, float]]:
-    """The per-epoch metrics kept with the checkpoint."""
+    """The per-epoch metrics kept with the checkpoint ([] when there are none, or the file is not such a list:
+    a resume then trains the epochs the store lacks again rather than failing)."""
     path = _epochs_file(run_id)
-    return json.loads(path.read_text()) if path.exists() else []
+    try:
+        rows = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    fine = isinstance(rows, list) and all(isinstance(row, dict) and isinstance(row.get("epoch"), int) for row in rows)
+    if not fine:
+        print(f"warning: {path} is not the checkpoint's list of epochs; ignored", file=sys.stderr, flush=True)
+    return rows if fine else []
 
 
 def completed_epochs(run_id: str) -> int:
     """How many epochs the local checkpoint of `run_id` holds (0 when there is none)."""
     metadata = checkpoint_dir(run_id) / "training_metadata.json"
-    return json.loads(metadata.read_text())["epoch"] if metadata.exists() else 0
+    try:
+        return int(json.loads(metadata.read_text())["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0

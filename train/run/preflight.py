@@ -6,6 +6,8 @@ started, so nothing is left RUNNING and nothing already recorded is touched.
 
 from __future__ import annotations
 
+import contextlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from train.model import weights
 from train.run import resume
 from train.tracking import runs as tracking
 from train.tracking import store as tracking_store
+from train.tracking.heartbeat import Heartbeat
 
 
 @dataclass
@@ -35,9 +38,11 @@ def preflight(config: TrainConfig) -> Preflight:
     if config.resume:
         resume.check_resumable(config.resume, config)
     folder = demo_folder() if config.data == "demo" else Path(config.data).expanduser()
-    report = scan(folder, config.val_split, config.seed, config.image_size)
-    print(report.summary(), flush=True)
-    images = open_report_images(report, config.image_size, config.cache)  # files deleted since the scan leave the report
+    launcher = os.environ.get("MLFLOW_RUN_ID")  # under `mlflow run` the run is RUNNING already: it beats while the data is prepared
+    with Heartbeat(launcher) if launcher else contextlib.nullcontext():
+        report = scan(folder, config.val_split, config.seed, config.image_size)
+        print(report.summary(), flush=True)
+        images = open_report_images(report, config.image_size, config.cache)  # files deleted since the scan leave the report
     print(_cache_line(images), flush=True)
     return Preflight(report, init_run_id, config.resume or None, images)
 

@@ -6,6 +6,7 @@ stops early, so another machine can continue it.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import mlflow
@@ -72,3 +73,26 @@ def check_resumable(run_id: str, config: TrainConfig) -> None:
         logged = run.data.params.get(name)
         if logged is not None and not same_param(logged, value, name):
             raise ConfigError(f"resume: {name}={value} but run '{run_id}' was started with {name}={logged}; resume with the same parameters")
+
+
+def forget_stop_reason(run_id: str) -> None:
+    """A resumed run runs again: the stop_reason of its last stop no longer says why it ended."""
+    client = MlflowClient()
+    if contract.TAG_STOP_REASON in client.get_run(run_id).data.tags:
+        client.delete_tag(run_id, contract.TAG_STOP_REASON)
+
+
+def retire_launcher_run(resumed_run_id: str) -> None:
+    """Under `mlflow run -P resume=ID`, MLflow made a run of its own (MLFLOW_RUN_ID) before lrlab
+    started; training continues in run ID, so that one would stay behind, empty and FINISHED, as a
+    run of no configuration. It is tagged with why, ended KILLED (so `mlflow run` leaves it) and
+    deleted (`mlflow runs restore --run-id` brings it back), and that is said in one line."""
+    launcher = os.environ.get("MLFLOW_RUN_ID")
+    if not launcher or launcher == resumed_run_id:
+        return
+    client = MlflowClient()
+    client.set_tag(launcher, contract.TAG_STOP_REASON, f"empty: -P resume={resumed_run_id} continued that run instead")
+    client.set_terminated(launcher, "KILLED")
+    client.delete_run(launcher)
+    os.environ.pop("MLFLOW_RUN_ID")  # nothing else logs into it
+    print(f"resume: mlflow run's own run {launcher} is deleted (it stays empty); training continues in run {resumed_run_id}", flush=True)

@@ -36,7 +36,10 @@ from train.run.batch_schedule import BatchSchedule
 from train.run.callbacks import EpochMetricsLogger, StopOnNonFiniteLoss
 from train.run.confusion import log_confusion_matrix
 from train.run.preflight import Preflight, preflight
+from train.tracking import mlflow_private
 from train.tracking import runs as tracking
+from train.tracking import store as tracking_store
+from train.tracking.heartbeat import Heartbeat
 from train.tracking.metric_buffer import MetricBuffer
 
 SERVER_PATIENCE_SECONDS = 120  # how long the end of a run waits for a tracking server that went away
@@ -82,13 +85,18 @@ def train(config: TrainConfig, checked: Preflight | None = None, callbacks=(), r
     print(f"device: {devices.description}; model: {model.name}, {model.count_params():,} parameters", flush=True)
 
     run_options = {**(run_options or {}), **({"run_id": checked.resume_run_id} if checked.resume_run_id else {})}
-    # From the run's first moment to its last, a stop signal ends it KILLED (interrupt.GracefulStop).
-    with mlflow.start_run(**run_options) as run, interrupt.GracefulStop() as stopper:
+    if checked.resume_run_id:
+        resume.retire_launcher_run(checked.resume_run_id)
+    # From the run's first moment to its last, a stop signal ends it KILLED (interrupt.GracefulStop),
+    # and a heartbeat tells train.tracking.stale that it lives.
+    with mlflow.start_run(**run_options) as run, interrupt.GracefulStop() as stopper, Heartbeat(run.info.run_id):
         run_id = run.info.run_id
         metrics = MetricBuffer(run_id)
         stopper.on_stop = lambda stopped: _end_interrupted(run_id, stopped, metrics)
         logged_epochs = resume.logged_epochs(run_id)
         _start_run_records(config, checked, devices, bn_momentum, resumed=bool(logged_epochs))
+        if logged_epochs:
+            resume.forget_stop_reason(run_id)  # it runs again: the old reason would outlive it
         checkpoint = interrupt.EpochCheckpoint(run_id)
         logger = EpochMetricsLogger(len(report.train), metrics.log, logged_epochs, checkpoint)
         if logged_epochs:
@@ -152,15 +160,36 @@ def _log_data_costs(checked: Preflight) -> None:
 
 
 def _end_interrupted(run_id: str, stopper: interrupt.GracefulStop, metrics: MetricBuffer) -> None:
-    """Keep what the run has (metrics, checkpoint), say why it stopped, and mark it KILLED."""
-    metrics.drain(patience_seconds=10)
-    mlflow.set_tag(contract.TAG_STOP_REASON, stopper.reason)
-    folder = interrupt.checkpoint_dir(run_id)
-    if folder.exists():
-        mlflow.log_artifacts(str(folder), resume.CHECKPOINT_ARTIFACT)
-    mlflow.end_run("KILLED")
+    """Keep what the run has (metrics, checkpoint), say why it stopped, and mark it KILLED.
+
+    A second signal skips the waiting and the checkpoint upload (it stays on this machine). A store
+    that is down cannot be told: what it lacks and the run's end go to a file for
+    `python -m train.tracking.upload`, said in one line, instead of a run left RUNNING."""
+    try:
+        sent = stopper.hurry or metrics.drain(patience_seconds=10, check=lambda: stopper.hurry and _raise_hurried())
+        folder = interrupt.checkpoint_dir(run_id)
+        if sent and folder.exists() and not stopper.hurry:
+            mlflow.log_artifacts(str(folder), resume.CHECKPOINT_ARTIFACT)
+        with tracking_store.http_limits(tracking_store.PROBE_HTTP_LIMITS):
+            mlflow.set_tag(contract.TAG_STOP_REASON, stopper.reason)
+            mlflow.end_run("KILLED")
+    except (_Hurried, Exception) as error:  # noqa: BLE001 - the store is down (or the user insisted): record it locally
+        if not isinstance(error, _Hurried) and not tracking_store.is_transient(error):
+            raise
+        path = metrics.save(Path.cwd(), end={"status": "KILLED", "stop_reason": stopper.reason})
+        mlflow_private.forget_active_run()
+        print(f"run {run_id}: the tracking store did not take its end; its last metrics and KILLED are in {path}: "
+              f"send them with `python -m train.tracking.upload {path}`", file=sys.stderr, flush=True)
     print(f"run {run_id} stopped by {signal.Signals(stopper.signum).name}; continue it with --resume {run_id} "
           f"(or mlflow run --run-id {run_id} ...)", file=sys.stderr, flush=True)
+
+
+class _Hurried(Exception):
+    """A second signal while the run was being stopped: stop waiting for the store."""
+
+
+def _raise_hurried():
+    raise _Hurried
 
 
 def _send_queued_metrics(metrics: MetricBuffer, check) -> None:

@@ -77,21 +77,28 @@ class MetricBuffer:
             time.sleep(interval_seconds)
         return True
 
-    def save(self, folder: Path) -> Path:
-        """Write what could not be sent, for `python -m train.tracking.upload`."""
+    def save(self, folder: Path, end: dict[str, str] | None = None) -> Path:
+        """Write what could not be sent, for `python -m train.tracking.upload`; `end` ({"status": "KILLED",
+        "stop_reason": ...}) is how the run ended, for a run the store could not be told about."""
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"unsent-metrics-{self.run_id}.json"
         points = [{"step": step, "timestamp": timestamp, "metrics": metrics} for step, metrics, timestamp in self.pending]
-        path.write_text(json.dumps({"run_id": self.run_id, "points": points}, indent=1))
+        path.write_text(json.dumps({"run_id": self.run_id, "points": points, **({"end": end} if end else {})}, indent=1))
         return path
 
 
 def upload(path: Path, client: MlflowClient | None = None) -> int:
-    """Send a file written by `MetricBuffer.save`; return the number of epochs sent."""
+    """Send a file written by `MetricBuffer.save` (and end the run as it says); return the number of epochs sent."""
+    from train import contract
+
     saved = json.loads(Path(path).read_text())
     buffer = MetricBuffer(saved["run_id"], client)
     buffer.pending = [(p["step"], p["metrics"], p["timestamp"]) for p in saved["points"]]
     if not buffer.flush():
         raise RuntimeError(f"tracking store still unavailable; {len(buffer.pending)} epochs not sent")
+    end = saved.get("end")
+    if end:
+        buffer.client.set_tag(saved["run_id"], contract.TAG_STOP_REASON, end["stop_reason"])
+        buffer.client.set_terminated(saved["run_id"], end["status"])
     return len(saved["points"])
 

@@ -74,6 +74,18 @@ def schema_head() -> str:
     return db_utils._get_latest_schema_revision()
 
 
+def forget_active_run() -> None:
+    """Drop the active run from MLflow's fluent stack without telling the store, which is down:
+    `mlflow.end_run` would retry it and leave the run active, and `with start_run()` would then
+    end it FAILED, retrying again. The run's end goes to a file for train.tracking.upload instead.
+    Public alternative: none (end_run needs the store)."""
+    from mlflow.tracking import fluent
+
+    stack = fluent._active_run_stack.get()
+    if stack:
+        stack.pop()
+
+
 def validate_model_name(name: str) -> None:
     """The registry's own rule for a model name (raises MlflowException), checked before the
     first epoch rather than at registration after training. Public alternative: register and fail."""
@@ -127,6 +139,7 @@ def check() -> list[str]:
         ("mlflow.store.tracking.dbmodels.models", "SqlMetric", "run_uuid"),
         ("mlflow.store.db.utils", "_initialize_tables", None),
         ("mlflow.store.db.utils", "_get_latest_schema_revision", None),
+        ("mlflow.tracking.fluent", "_active_run_stack", "get"),
         ("mlflow.utils.validation", "_validate_model_name", None),
         ("mlflow.keras.save", "_save_example", None),
         ("mlflow.models.utils", "_validate_serving_input", None),

@@ -34,6 +34,9 @@ def _send(path: Path) -> int:
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise ConfigError(f"'{path}' is not a file of unsent metrics written by a training run ({error.__class__.__name__}: {error})") from None
     _check_points(path, saved["points"])  # before the store: a bad point is the file's fault, not an outage
+    end = saved.get("end")
+    if end is not None and not (isinstance(end, dict) and end.get("status") in ("KILLED", "FAILED") and isinstance(end.get("stop_reason"), str)):
+        raise ConfigError(f"'{path}' ends the run in a way a training run never does ({json.dumps(end)[:120]}); fix or remove \"end\"")
     import mlflow
 
     from train.tracking import store as tracking_store
@@ -43,7 +46,8 @@ def _send(path: Path) -> int:
     tracking_store.bound_http_requests(tracking_store.READER_HTTP_LIMITS)
     mlflow.set_tracking_uri(uri)
     sent = upload(path)
-    print(f"sent {sent} epochs of metrics to {redact_uri(uri)}")
+    ended = f"; run {saved['run_id']} marked {saved['end']['status']}" if saved.get("end") else ""
+    print(f"sent {sent} epochs of metrics to {redact_uri(uri)}{ended}")
     return 0
 
 
