@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import time
 from pathlib import Path
 
 import mlflow
@@ -232,15 +231,16 @@ def test_bad_input_fails_within_seconds_from_the_command_line(store, tmp_path):
     import subprocess
     import sys
 
-    started = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-m", "train.tools.evaluate", "--model-uri", "runs:/0123456789abcdef/model", "--data", str(tmp_path / "missing")],
-        cwd=tmp_path, env=subprocess_env(sqlite_uri(store)), capture_output=True, text=True, timeout=120,
+        cwd=tmp_path, env=subprocess_env(sqlite_uri(store), PYTHONPROFILEIMPORTTIME="1"), capture_output=True, text=True, timeout=300,
     )
-    elapsed = time.monotonic() - started
-    assert done.returncode == 2, done.stderr
-    assert re.fullmatch(r"error: data folder '.*missing' does not exist; .*", error_line(done.stderr))
-    assert elapsed < 15, elapsed
+    # What the process imported (Python's own import log), not a stopwatch a loaded machine breaks.
+    imported = {line.rsplit("|", 1)[1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    said = "\n".join(line for line in done.stderr.splitlines() if not line.startswith("import time:"))
+    assert done.returncode == 2, said
+    assert re.fullmatch(r"error: data folder '.*missing' does not exist; .*", error_line(said))
+    assert "train.tools" in imported and not {name for name in imported if name.split(".")[0] in ("tensorflow", "keras")}
 
 
 @pytest.mark.slow  # trains for real

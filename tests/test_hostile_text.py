@@ -60,7 +60,7 @@ def test_the_page_hides_a_database_password_in_its_caption_and_its_error(monkeyp
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     started = time.monotonic()
     page = AppTest.from_file(str(REPO / "app" / "dashboard.py"), default_timeout=60).run()
-    assert time.monotonic() - started < 30, "a database that is down is told in seconds, not after MLflow's retries"
+    assert time.monotonic() - started < 60, "a database that is down is told in seconds, not after MLflow's ~100 s of retries"
     shown = [element.value.replace("\\", "") for element in (*page.caption, *page.error)]  # Markdown escapes off
     assert not page.exception and page.error and "cannot be opened" in page.error[0].value
     assert all("s3cr" not in text for text in shown), shown
