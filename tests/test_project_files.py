@@ -29,6 +29,17 @@ def test_every_test_file_the_project_cites_exists():
     assert not {test: where for test, where in cited.items() if not (REPO / test).is_file()}
 
 
+def test_every_file_the_readme_and_docs_link_to_exists():
+    """A guide whose links lead nowhere is worse than none: every relative link of README.md,
+    CHANGELOG.md and docs/*.md names a file of the checkout (anchors aside)."""
+    broken = []
+    for page in [REPO / "README.md", REPO / "CHANGELOG.md", *sorted((REPO / "docs").glob("*.md"))]:
+        for link in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            if not link.startswith(("http://", "https://", "#", "mailto:")) and not (page.parent / link.split("#")[0]).exists():
+                broken.append(f"{page.relative_to(REPO)} -> {link}")
+    assert not broken
+
+
 def test_conda_yaml_has_what_training_and_sweeps_import():
     """`mlflow run` builds its environment from conda.yaml alone: training's dependencies and the
     sweeps' (Optuna, and psycopg for a PostgreSQL storage) must be there."""
