@@ -226,6 +226,13 @@ def test_bad_input_is_one_line_and_leaves_no_run(case, expected, trained, wrong_
     assert len(_evaluate_runs()) == runs_before
 
 
+@pytest.mark.parametrize("uri", ["http://example.invalid/model", "s3://bucket/model", "mlflow-artifacts:/1/model"])
+def test_a_model_uri_outside_the_tracking_store_is_one_line(store, uri, capsys):
+    assert main(["--model-uri", uri]) == 2
+    assert error_line(capsys.readouterr().err) == (f"error: model '{uri}' is not a model in the tracking store; give runs:/RUN_ID/model, "
+                                                   "models:/NAME@ALIAS or models:/NAME/VERSION (log or register the model there first)")
+
+
 def test_bad_input_fails_within_seconds_from_the_command_line(store, tmp_path):
     """`python -m train.tools.evaluate` with bad input stops before TensorFlow loads."""
     import subprocess

@@ -23,8 +23,14 @@ from train.tracking.store import PROBE_HTTP_LIMITS, http_limits
 _GENERATED_RUN_NAME = re.compile(r"^[a-z]+-[a-z]+-\d+$")
 
 
+MODEL_URI_SCHEMES = ("runs:", "models:", "file:")  # the tracking store's models, or a local copy of one (its MLmodel names the run)
+
+
 def resolve_model_run(model_uri: str) -> str:
     """The run that logged the model behind `model_uri` (runs:/, models:/NAME@ALIAS, models:/NAME/N)."""
+    if re.match(r"^[A-Za-z][\w+.-]*:", model_uri) and not model_uri.startswith(MODEL_URI_SCHEMES):  # http://, s3://: tracebacks in MLflow
+        raise ConfigError(f"init_model '{model_uri}' is not a model in the tracking store; give runs:/RUN_ID/model, "
+                          "models:/NAME@ALIAS or models:/NAME/VERSION (log or register the model there first)")
     try:
         info = mlflow.models.get_model_info(model_uri)
     except (MlflowException, OSError) as error:
