@@ -212,7 +212,12 @@ def configuration(params, vary=REPEAT_PARAMS) -> dict:
 
 def configuration_key(params, vary=REPEAT_PARAMS) -> str:
     """`configuration` as one text: equal for exactly the runs of one configuration."""
-    return json.dumps(configuration(params, vary), sort_keys=True, default=str)
+    return key_of(configuration(params, vary))
+
+
+def key_of(configuration: dict) -> str:
+    """A configuration (typed) as one text: 3e-3 and 0.003 are one float, so one text."""
+    return json.dumps(configuration, sort_keys=True, default=str)
 
 
 def _same(a, b) -> bool:

@@ -32,6 +32,7 @@ are left out with a note, as are unfinished and pruned runs.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -100,28 +101,50 @@ def ignored_params(vary=REPEAT_PARAMS) -> set[str]:
 
 
 def configurations(params: pd.Series, vary=REPEAT_PARAMS) -> pd.Series:
-    """Per run (a Series of param dicts as logged): its configuration, typed (`train.config.configuration`)."""
-    return params.map(lambda p: config.configuration(p, vary))
+    """Per run (a Series of param dicts as logged): its configuration, typed (`train.config.configuration`).
+    The dicts are shared between calls: read them, do not change them."""
+    return params.map(lambda p: _typed(_hashable(p), tuple(vary))[0])
 
 
 def group_keys(params: pd.Series, vary=REPEAT_PARAMS) -> pd.Series:
     """Per run: one text, equal for exactly the runs of one configuration, however they were logged."""
-    return params.map(lambda p: config.configuration_key(p, vary))
+    return params.map(lambda p: _typed(_hashable(p), tuple(vary))[1])
+
+
+def _hashable(params: dict) -> tuple:
+    return tuple(sorted(params.items()))  # by name: names are unique, so values are never compared
+
+
+@functools.lru_cache(maxsize=100_000)
+def _typed(items: tuple, vary: tuple) -> tuple[dict, str]:
+    """(configuration, its key) of one run, parsed once: the page asks for both of every run several times."""
+    configuration = config.configuration(dict(items), vary)
+    return configuration, config.key_of(configuration)
 
 
 def differing_params(params: pd.Series, vary=REPEAT_PARAMS, exclude=()) -> list[str]:
     """Params (not `exclude`) that take more than one value among the runs that use them; lr first.
     A param only some runs use (decay: exponential ones) names nothing unless those runs differ in it."""
-    configs = configurations(params, vary)
-    names = sorted({name for c in configs for name in c} - set(exclude))
-    differing = [n for n in names if len({_text(c[n]) for c in configs if n in c}) > 1]
-    return sorted(differing, key=lambda n: (n != contract.PARAM_LR, n))
+    return _differing(configurations(params, vary), exclude)
 
 
 def group_labels(params: pd.Series, vary=REPEAT_PARAMS, exclude=()) -> pd.Series:
     """Short readable group names: the params that differ between the groups ("lr 1e-3, schedule cosine")."""
-    names = differing_params(params, vary, exclude)
-    return configurations(params, vary).map(lambda c: ", ".join(f"{n} {param_text(n, c[n])}" for n in names if n in c) or "all runs")
+    return _labels(configurations(params, vary), exclude)
+
+
+def _differing(configs: pd.Series, exclude=()) -> list[str]:
+    seen: dict[str, set] = {}
+    for configuration in configs:  # one pass: the page asks this of thousands of runs
+        for name, value in configuration.items():
+            seen.setdefault(name, set()).add(value if value == value else "nan")  # typed: 0.003 and 3e-3 are one float
+    differing = [name for name, values in seen.items() if len(values) > 1 and name not in exclude]
+    return sorted(differing, key=lambda n: (n != contract.PARAM_LR, n))
+
+
+def _labels(configs: pd.Series, exclude=()) -> pd.Series:
+    names = _differing(configs, exclude)
+    return configs.map(lambda c: ", ".join(f"{n} {param_text(n, c[n])}" for n in names if n in c) or "all runs")
 
 
 def param_text(name: str, value) -> str:
@@ -136,10 +159,6 @@ def param_text(name: str, value) -> str:
 
 def lr_text(value: float) -> str:
     return numbers.format_lr(value)  # the one spelling of a rate (1e-3), as on the page
-
-
-def _text(value) -> str:
-    return repr(value)  # typed: 0.003 and 3e-3 are one float, one text
 
 
 # ---------------------------------------------------------------------------------------
@@ -198,11 +217,12 @@ def compare(values: pd.DataFrame, statistic: Statistic = BEST_VAL_ACCURACY, vary
     Left out, with a note each: runs that are not FINISHED (their statistic is that of a partial
     run), runs a sweep's pruner stopped, and runs without a finite value of the statistic."""
     usable, notes = _usable(values, statistic)
-    params = differing_params(usable["params"], vary, exclude=(*PARTITION, contract.PARAM_LR)) if not usable.empty else []
+    configs = configurations(usable["params"], vary)
+    params = _differing(configs, exclude=(*PARTITION, contract.PARAM_LR))
     columns = [*TABLE_HEAD, *params, *TABLE_TAIL]
     if usable.empty:
         return Comparison(statistic, pd.DataFrame(columns=columns), notes, params, margin)
-    usable = usable.assign(key=group_keys(usable["params"], vary).to_numpy(), configuration=configurations(usable["params"], vary).to_numpy())
+    usable = usable.assign(key=group_keys(usable["params"], vary).to_numpy(), configuration=configs.to_numpy())
     notes += _data_notes(usable)
     rows = [_ranked(part, statistic, vary, params, margin) for _, part in usable.groupby(["stage", "model"], sort=False)]
     table = pd.concat(rows, ignore_index=True)
@@ -257,7 +277,7 @@ def _rank_in(order: tuple[str, ...]):
 def _ranked(part: pd.DataFrame, statistic: Statistic, vary, params: list[str], margin: float) -> pd.DataFrame:
     """The groups of one stage and model: the best first, each other against it."""
     sign = 1.0 if statistic.higher_is_better else -1.0
-    labels = group_labels(part["params"], vary, exclude=PARTITION)
+    labels = _labels(part["configuration"], exclude=PARTITION)
     groups = []
     for key, members in part.groupby("key", sort=False):
         configuration = members["configuration"].iloc[0]
