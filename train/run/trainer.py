@@ -31,7 +31,7 @@ from train.model.build import auto_bn_momentum, build_model, unfreeze_for_finetu
 from train.model.device import set_up_devices
 from train.model.pool import ModelPool, graph_key
 from train.model.seeding import seed_run
-from train.run import interrupt, resume
+from train.run import chance, interrupt, resume
 from train.run.batch_schedule import BatchSchedule
 from train.run.callbacks import EpochMetricsLogger, StopOnNonFiniteLoss
 from train.run.confusion import log_confusion_matrix
@@ -104,6 +104,9 @@ def train(config: TrainConfig, checked: Preflight | None = None, callbacks=(), r
             for row in interrupt.saved_epochs(run_id):  # saved but not sent when the process died
                 logger.publish(row)
             print(f"resuming run {run_id} after epoch {interrupt.completed_epochs(run_id) - 1}", flush=True)
+        warning = chance.random_base_warning(config)
+        if warning:
+            print(warning, flush=True)
         nan_guard = StopOnNonFiniteLoss()
         fit_callbacks = [BatchSchedule(config, steps_per_epoch), stopper, nan_guard, logger, checkpoint, *callbacks]
         model.fit(train_data, validation_data=val_data, epochs=config.epochs, callbacks=fit_callbacks, shuffle=False, verbose="auto")
@@ -115,6 +118,7 @@ def train(config: TrainConfig, checked: Preflight | None = None, callbacks=(), r
 
         history = resume.epoch_history(run_id)
         result = _summarise(run_id, history)
+        chance.note_if_at_chance(result.best_val_accuracy, len(report.class_names))
         stopper.check()  # between the steps that follow fit(), a stop signal ends the run KILLED
         example = _log_outputs(model, models, val_data, report, history)
         stopper.check()

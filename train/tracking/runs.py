@@ -95,8 +95,43 @@ def model_uri_of_run(run_id: str) -> str:
 def register(model_uri: str, name: str, alias: str) -> int:
     """Register a model version under `name` and point `alias` (the stage) at it."""
     version = mlflow.register_model(model_uri, name)
-    MlflowClient().set_registered_model_alias(name, alias, version.version)
+    move_alias(name, alias, int(version.version))
     return int(version.version)
+
+
+def move_alias(name: str, alias: str, version: int) -> str:
+    """Point `name@alias` at `version` and say what moved, from which version to which, with each one's
+    best val_accuracy; a move to a worse model is a warning naming how to move it back. Returns the line."""
+    client = MlflowClient()
+    try:
+        old = client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        old = None
+    client.set_registered_model_alias(name, alias, str(version))
+    if old is None:
+        line = f"registered {name} version {version} as {name}@{alias}"
+    elif int(old.version) == version:
+        return ""
+    else:
+        before, after = _best_of(client, old.run_id), _best_of(client, client.get_model_version(name, str(version)).run_id)
+        line = (f"{name}@{alias} moved from version {old.version} (best val_accuracy {_shown(before)}) "
+                f"to version {version} ({_shown(after)})")
+        if before is not None and after is not None and after < before:
+            line = (f"warning: {line}: a worse model; move it back with "
+                    f"`python -c \"from mlflow import MlflowClient; MlflowClient().set_registered_model_alias('{name}', '{alias}', {old.version})\"`")
+    print(line, flush=True)
+    return line
+
+
+def _best_of(client: MlflowClient, run_id: str | None) -> float | None:
+    try:
+        return client.get_run(run_id).data.metrics.get(contract.BEST_VAL_ACCURACY) if run_id else None
+    except MlflowException:
+        return None
+
+
+def _shown(value: float | None) -> str:
+    return "unknown" if value is None else f"{value:.3f}"
 
 
 def log_keras_model(model, signature, input_example, pip_requirements):
