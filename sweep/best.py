@@ -9,7 +9,9 @@ of a whole run.
 
 from __future__ import annotations
 
+import hashlib
 import math
+import sys
 
 import mlflow
 
@@ -82,3 +84,55 @@ def describe_group(run, runs: list, margin: float) -> str:
             row = comparison.table.loc[index]
             return f"{row['group']}: mean {row['mean']:.4f} over {row['n']} seed(s)"
     return "its group"
+
+
+def register(study: str, register_as: str, margin: float, claims) -> dict[str, int]:
+    """Register each stage's best (alias = stage) and alias the best of all `champion`; once per
+    set of runs however many workers end the sweep (a claim)."""
+    from mlflow.tracking import MlflowClient
+
+    from sweep.claims import DONE
+    from train.tracking import runs as tracking
+
+    runs = best_runs(study)
+    if not runs:
+        print("sweep: no finished run to register", file=sys.stderr, flush=True)
+        return {}
+    best_per_stage: dict[str, mlflow.entities.Run] = {}
+    for run in best_of_groups(runs, margin, per_stage=True):  # the best group's best run, the best stage first
+        best_per_stage.setdefault(run.data.params.get(contract.PARAM_STAGE, "model"), run)
+    if not claims.claim(_ticket("register", best_per_stage.values())):  # another worker registers this same set
+        return {}
+    registered = {stage: tracking.register(tracking.model_uri_of_run(run.info.run_id), register_as, stage) for stage, run in best_per_stage.items()}
+    registered[contract.CHAMPION_ALIAS] = registered[next(iter(best_per_stage))]
+    MlflowClient().set_registered_model_alias(register_as, contract.CHAMPION_ALIAS, registered[contract.CHAMPION_ALIAS])
+    claims.finish(_ticket("register", best_per_stage.values()), DONE)
+    for alias, version in registered.items():
+        print(f"sweep: registered models:/{register_as}@{alias} (version {version})", flush=True)
+    return registered
+
+
+def evaluate_on_test(study: str, margin: float, claims) -> None:
+    """Each stage's best evaluated once on its data's held-out test/ split, when it has one: a number
+    on images nothing was trained on or selected by. Once per sweep however many workers end it
+    (a claim), and never twice per run (train.tools.evaluate.evaluate_on_test)."""
+    from sweep.claims import DONE
+    from train.config import ConfigError
+
+    chosen = best_of_groups(best_runs(study), margin, per_stage=True)
+    if not chosen or not claims.claim(_ticket("test", chosen)):
+        return
+    from train.tools.evaluate import evaluate_on_test as evaluate
+
+    try:
+        for run in chosen:
+            try:
+                evaluate(run.info.run_id, run.data.params.get(contract.PARAM_DATA, "demo"))
+            except ConfigError as error:  # the folder changed since training, say: the sweep's own results stand
+                print(f"sweep: {run.info.run_name} not evaluated on test: {error}", file=sys.stderr, flush=True)
+    finally:
+        claims.finish(_ticket("test", chosen), DONE)
+
+
+def _ticket(what: str, runs) -> str:
+    return f"{what}-" + hashlib.sha256(",".join(sorted(run.info.run_id for run in runs)).encode()).hexdigest()[:12]

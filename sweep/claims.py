@@ -42,6 +42,7 @@ CLAIMS = sa.Table(
 )
 RUNNING, DONE, FAILED = "running", "done", "failed"
 CREATE_ATTEMPTS = 5  # workers started together race to create the table, as they do Optuna's
+POLL_SECONDS = 5  # how often a waiting worker looks at the other workers' claims
 
 
 @dataclass
@@ -196,6 +197,23 @@ class Claims:
             rows = connection.execute(sa.select(CLAIMS.c.key, CLAIMS.c.state, CLAIMS.c.updated).where((CLAIMS.c.study == self.study) & CLAIMS.c.key.in_(keys)))
             now = time.time()
             return {row.key: (FAILED if row.state == RUNNING and now - row.updated > self.stale_seconds else row.state) for row in rows}
+
+    def wait_for(self, keys, what: str, timeout: float) -> None:
+        """Block until no worker holds a `running` claim on any of `keys` (a stale one counts as failed)."""
+        from train.config import ConfigError
+
+        deadline = time.monotonic() + timeout
+        announced = False
+        while True:
+            running = [key for key, state in self.states(keys).items() if state not in (DONE, FAILED)]
+            if not running:
+                return
+            if not announced:
+                print(f"sweep: waiting for {len(running)} run(s) of {what} on other workers", flush=True)
+                announced = True
+            if time.monotonic() > deadline:
+                raise ConfigError(f"{what} still has {len(running)} run(s) on other workers after {timeout:.0f} s")
+            time.sleep(POLL_SECONDS)
 
     def close(self) -> None:
         if self.engine is not None:

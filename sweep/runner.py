@@ -39,8 +39,6 @@ from train.run.signals import stop_signals_to
 from train.tracking import runs as tracking
 from train.tracking import store as tracking_store
 
-POLL_SECONDS = 5
-
 
 @dataclass
 class SweepOptions:
@@ -109,9 +107,11 @@ def _run_plan(options: SweepOptions, parent) -> SweepResult:
         progress = Progress(options.plan.size())
         for phase in options.plan.phases:
             _run_phase(phase, options, claims, result, progress)
+        for phase in options.plan.phases:  # registration and the test split see every worker's runs
+            _wait_for_phase(phase, claims, options)
         if options.register_as:
-            result.registered = _register_best(options, claims)
-        _evaluate_best_on_test(options, claims)
+            result.registered = best.register(options.study_name, options.register_as, options.plan.margin, claims)
+        best.evaluate_on_test(options.study_name, options.plan.margin, claims)
         mlflow.log_metrics({"children_trained": len(result.trained), "children_failed": len(result.failed), "children_skipped": result.skipped})
         print(progress.final_line(), flush=True)
         print_ranking(options.study_name, best.experiment_ids(), options.plan.margin)
@@ -168,7 +168,7 @@ def _race(phase: Phase, init_model: str, study: optuna.Study, claims: Claims, op
     universe = [key for arm in arms for key in arm.keys]
     added = 0
     for number in itertools.count(1):
-        _wait_for_keys(universe, phase.name, claims, options)
+        claims.wait_for(universe, f"phase '{phase.name}'", options.wait_timeout)
         runs = best.sweep_runs(options.study_name, f"tags.{contract.TAG_SWEEP_PHASE} = {quoted(phase.name)}", finished=False)
         run_keys = {run.info.run_id: run.data.tags.get(contract.TAG_SWEEP_CONFIG, "") for run in runs}
         taken = set(claims.states(universe)) | set(run_keys.values())
@@ -369,23 +369,7 @@ def _finished_keys(study: str, phase: str) -> set[str]:
 def _wait_for_phase(phase: Phase, claims: Claims, options: SweepOptions) -> None:
     """Block until no worker is still training a configuration (or racing seed) of `phase`."""
     keys = [key for arm in racing.arms(phase, options.plan.max_repeats) for key in arm.keys] if options.plan.racing and not phase.sampled else [key for key, _ in _work(phase)]
-    _wait_for_keys(keys, phase.name, claims, options)
-
-
-def _wait_for_keys(keys: list[str], phase: str, claims: Claims, options: SweepOptions) -> None:
-    deadline = time.monotonic() + options.wait_timeout
-    announced = False
-    while True:
-        states = claims.states(keys)
-        running = [key for key, state in states.items() if state not in (DONE, FAILED)]
-        if not running:
-            return
-        if not announced:
-            print(f"sweep: waiting for {len(running)} run(s) of phase '{phase}' on other workers", flush=True)
-            announced = True
-        if time.monotonic() > deadline:
-            raise ConfigError(f"phase '{phase}' still has {len(running)} run(s) on other workers after {options.wait_timeout:.0f} s")
-        time.sleep(POLL_SECONDS)
+    claims.wait_for(keys, f"phase '{phase.name}'", options.wait_timeout)
 
 
 def _best_model_uri(study: str, phase: Phase, margin: float = DEFAULT_MARGIN) -> str:
@@ -401,51 +385,3 @@ def _best_model_uri(study: str, phase: Phase, margin: float = DEFAULT_MARGIN) ->
     print(f"sweep: phase '{phase.name}' starts from run {chosen.info.run_id} ({chosen.info.run_name}, best_val_accuracy "
           f"{chosen.data.metrics[contract.BEST_VAL_ACCURACY]:.4f}; best group {best.describe_group(chosen, runs, margin)})", flush=True)
     return f"runs:/{chosen.info.run_id}/{contract.MODEL_ARTIFACT}"
-
-
-def _evaluate_best_on_test(options: SweepOptions, claims: Claims) -> None:
-    """Each stage's best (the best group's best run) evaluated once on its data's held-out test/
-    split, when it has one: a number on images nothing was trained on or selected by. Once per
-    sweep however many workers end it (a claim), and never twice per run (evaluate_on_test)."""
-    for phase in options.plan.phases:
-        _wait_for_phase(phase, claims, options)
-    chosen = best.best_of_groups(best.best_runs(options.study_name), options.plan.margin, per_stage=True)
-    ticket = "test-" + hashlib.sha256(",".join(sorted(run.info.run_id for run in chosen)).encode()).hexdigest()[:12]
-    if not chosen or not claims.claim(ticket):
-        return
-    from train.tools.evaluate import evaluate_on_test
-
-    try:
-        for run in chosen:
-            try:
-                evaluate_on_test(run.info.run_id, run.data.params.get(contract.PARAM_DATA, "demo"))
-            except ConfigError as error:  # the folder changed since training, say: the sweep's own results stand
-                print(f"sweep: {run.info.run_name} not evaluated on test: {error}", file=sys.stderr, flush=True)
-    finally:
-        claims.finish(ticket, DONE)
-
-
-def _register_best(options: SweepOptions, claims: Claims) -> dict[str, int]:
-    """Register the best FINISHED child of each stage (alias = stage) and alias the best of all `champion`."""
-    for phase in options.plan.phases:
-        _wait_for_phase(phase, claims, options)
-    runs = best.best_runs(options.study_name)
-    if not runs:
-        print("sweep: no finished run to register", file=sys.stderr, flush=True)
-        return {}
-    best_per_stage: dict[str, mlflow.entities.Run] = {}
-    for run in best.best_of_groups(runs, options.plan.margin, per_stage=True):  # the best group's best run, best stage first
-        best_per_stage.setdefault(run.data.params.get(contract.PARAM_STAGE, "model"), run)
-    ticket = "register-" + hashlib.sha256(",".join(sorted(r.info.run_id for r in best_per_stage.values())).encode()).hexdigest()[:12]
-    if not claims.claim(ticket):  # another worker registers this same set
-        return {}
-    registered = {}
-    for stage, run in best_per_stage.items():
-        registered[stage] = tracking.register(tracking.model_uri_of_run(run.info.run_id), options.register_as, stage)
-    champion_stage = next(iter(best_per_stage))
-    MlflowClient().set_registered_model_alias(options.register_as, contract.CHAMPION_ALIAS, registered[champion_stage])
-    registered[contract.CHAMPION_ALIAS] = registered[champion_stage]
-    claims.finish(ticket, DONE)
-    for alias, version in registered.items():
-        print(f"sweep: registered models:/{options.register_as}@{alias} (version {version})", flush=True)
-    return registered

@@ -26,6 +26,7 @@ def test_the_graph_key_ignores_what_only_changes_starting_values_or_rates():
     for changed in ({"dropout": 0.5}, {"alpha": 0.5}, {"model": "efficientnet_b0"}, {"stage": "full"}, {"optimizer": "sgd"}, {"image_size": 96}):
         assert graph_key(tiny_config(**changed), classes=6) != base, changed
     assert graph_key(tiny_config(), classes=7) != base
+    assert graph_key(tiny_config(deterministic=True), classes=6) != base, "a model traced under op determinism never serves a run without it"
     assert graph_key(tiny_config(), classes=6, bn_momentum=0.9) != graph_key(tiny_config(), classes=6, bn_momentum=0.99)
 
 
@@ -130,3 +131,22 @@ def test_mirrored_and_finetune_children_reuse_the_kept_model_too(tmp_path, track
     assert finetune.reused == 1
     losses = [[epoch[contract.LOSS] for epoch in run.history] for run in runs]
     assert np.isfinite(losses).all() and losses[0] != losses[1]
+
+
+@pytest.mark.slow  # trains for real: two one-epoch children, deterministic then not
+def test_a_deterministic_child_does_not_make_the_later_children_of_its_sweep_deterministic(tracking_uri):
+    """Issue 19: enable_op_determinism is process-wide, and the trainer only turns it on: after one
+    deterministic=true child every later child of the sweep ran deterministic, without saying so."""
+    from tensorflow.python.framework import config as tf_config
+
+    from sweep import runner
+    from sweep.cli import build_plan
+
+    shared = {name: value for name, value in SHARED.items() if name not in ("deterministic", "epochs")}
+    plan = build_plan("", {**shared, "epochs": "1", "lr": "3e-3", "deterministic": "true,false"}, 1, 0)
+    assert [c["deterministic"] for c in plan.phases[0].configurations()] == [True, False]
+    options = runner.SweepOptions(plan, experiment="determinism")
+    result = runner.run_sweep(options)
+    assert len(result.trained) == 2
+    assert not tf_config.is_op_determinism_enabled(), "the last child asked for deterministic=false"
+    assert options.models.reused == 0, "the deterministic child's kept model did not serve the other"
