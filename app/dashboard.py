@@ -45,7 +45,7 @@ def main() -> None:
     st.caption(plain(f"Tracking store: {store.display_uri(uri)}"))
     url_note = url_state.note(state)
     if url_note:  # said once: the settings it replaced are the page's own from now on
-        st.warning(plain(url_note), icon="🔗")
+        st.warning(plain(url_note), icon=":material/link:")
         state[url_state.NOTES] = []
     token = state.get("_tick", 0)
     try:

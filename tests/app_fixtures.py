@@ -316,10 +316,11 @@ def wait_for_full_page(page, timeout_ms: int = 60_000) -> None:
 
 
 def wait_for_chart(page, timeout_ms: int = 60_000) -> None:
-    """Until the first chart has drawn marks (Vega's canvas or SVG is in the page and sized)."""
+    """Until a large chart has drawn marks (Vega's canvas or SVG is in the page and sized): the curves,
+    whether or not the forest plot of the verdicts (a small chart) is drawn above them yet."""
     page.wait_for_selector(CHART_SELECTOR, state="visible", timeout=timeout_ms)
     page.wait_for_function(
-        "() => { const c = document.querySelector(\"[data-testid='stVegaLiteChart'] canvas, [data-testid='stVegaLiteChart'] svg.marks\");"
-        " return c && c.getBoundingClientRect().width > 200 && c.getBoundingClientRect().height > 200; }",
+        "() => [...document.querySelectorAll(\"[data-testid='stVegaLiteChart'] canvas, [data-testid='stVegaLiteChart'] svg.marks\")]"
+        ".some(c => c.getBoundingClientRect().width > 200 && c.getBoundingClientRect().height > 200)",
         timeout=timeout_ms,
     )

@@ -101,7 +101,7 @@ def _panel(part: pd.DataFrame, colors: builders.ColorScale, margin: float, label
             stroke=alt.condition(alt.FieldEqualPredicate(field="verdict", equal=stats.BEST), alt.value("#111"), alt.value("white")),
         ),  # fmt: skip
         *(
-            base.mark_text(align="left", dx=7, fontSize=11, fontWeight=weight)
+            base.mark_text(align="left", dx=10, fontSize=11, fontWeight=weight)
             .encode(x=alt.X("right:Q", scale=alt.Scale(domain=domain, nice=False, zero=False)), text="badge:N",
                     color=alt.condition(alt.FieldEqualPredicate(field="verdict", equal=stats.WORSE), alt.value("#8a8a8a"), alt.value("#222")))
             .transform_filter(predicate)

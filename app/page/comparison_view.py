@@ -125,6 +125,12 @@ def _with_code(escaped: str) -> str:
 GROUP_COLUMNS_FIRST = ["stage", "group", "verdict", "n", "mean", "ci_low", "ci_high", "difference", "difference_low", "difference_high", "seeds_needed"]
 
 
+GROUP_NUMBERS = {
+    "n": "{:.0f}", "mean": "{:.4f}", "std": "{:.4f}", "ci_low": "{:.4f}", "ci_high": "{:.4f}", "difference": "{:.4f}",
+    "difference_low": "{:.4f}", "difference_high": "{:.4f}", "seeds_needed": "{:.0f}", "test_accuracy": "{:.4f}",
+}  # fmt: skip
+
+
 def groups_table(built: views.Views) -> None:
     """Every group of repeats: verdict, n, mean, interval and difference against its stage's best."""
     comparison = comparison_of(built)
@@ -140,10 +146,12 @@ def groups_table(built: views.Views) -> None:
     text = [c for c in table.columns if table[c].dtype == object]
     table[text] = table[text].fillna("")  # blank, not "None"
     order = [c for c in GROUP_COLUMNS_FIRST if c in table] + [c for c in table.columns if c not in GROUP_COLUMNS_FIRST and table[c].astype(str).nunique() > 1]
-    number = "%.4f"
     st.caption(report.markdown_text(f"Compared: {comparison.statistic.label}. difference = how far a group falls short of its stage's best (positive = worse)."))
+    # Numbers formatted by a Styler, whose empty cells stay blank (a number column draws "None").
+    numbers = [c for c in table.columns if c in GROUP_NUMBERS]
+    styled = table.style.format({c: GROUP_NUMBERS[c] for c in numbers}, na_rep="")
     st.dataframe(
-        table,
+        styled,
         hide_index=True,
         width="stretch",
         column_order=order,
@@ -151,15 +159,14 @@ def groups_table(built: views.Views) -> None:
             "stage": st.column_config.TextColumn("stage", width=70),
             "group": st.column_config.TextColumn("group", width=190, help="The params that differ between the groups."),
             "verdict": st.column_config.TextColumn("verdict", width=95),
-            "n": st.column_config.NumberColumn("n", format="%d", width=40, help="Finished runs in the group (its seeds)."),
-            "mean": st.column_config.NumberColumn("mean", format=number, width=70),
-            "std": st.column_config.NumberColumn("std", format=number),
-            "ci_low": st.column_config.NumberColumn("95% CI low", format=number, width=85, help="Student-t interval of the mean."),
-            "ci_high": st.column_config.NumberColumn("95% CI high", format=number, width=85),
-            "difference": st.column_config.NumberColumn("difference", format=number, width=80),
-            "difference_low": st.column_config.NumberColumn("diff. low", format=number, width=75, help="95% Welch interval of the difference."),
-            "difference_high": st.column_config.NumberColumn("diff. high", format=number, width=75),
-            "seeds_needed": st.column_config.NumberColumn("seeds needed", format="%.0f", width=95, help="Seeds per group that would decide an undecided verdict (normal approximation, 80% power)."),
+            "n": st.column_config.Column("n", width=40, help="Finished runs in the group (its seeds)."),
+            "mean": st.column_config.Column("mean", width=70),
+            "ci_low": st.column_config.Column("95% CI low", width=85, help="Student-t interval of the mean."),
+            "ci_high": st.column_config.Column("95% CI high", width=85),
+            "difference": st.column_config.Column("difference", width=80),
+            "difference_low": st.column_config.Column("diff. low", width=75, help="95% Welch interval of the difference."),
+            "difference_high": st.column_config.Column("diff. high", width=75),
+            "seeds_needed": st.column_config.Column("seeds needed", width=95, help="Seeds per group that would decide an undecided verdict (normal approximation, 80% power)."),
         },
     )  # fmt: skip
 
