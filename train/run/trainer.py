@@ -103,7 +103,8 @@ def train(config: TrainConfig, checked: Preflight | None = None, callbacks=(), r
             resume.fetch_checkpoint(run_id, interrupt.checkpoint_dir(run_id))
             for row in interrupt.saved_epochs(run_id):  # saved but not sent when the process died
                 logger.publish(row)
-            print(f"resuming run {run_id} after epoch {interrupt.completed_epochs(run_id) - 1}", flush=True)
+            done = interrupt.completed_epochs(run_id)
+            print(f"resuming run {run_id} after epoch {done}/{config.epochs} (MLflow step {done - 1})", flush=True)
         warning = chance.random_base_warning(config)
         if warning:
             print(warning, flush=True)
@@ -124,7 +125,9 @@ def train(config: TrainConfig, checked: Preflight | None = None, callbacks=(), r
         stopper.check()
         result.model_uri, result.registered_version = _log_model(model, example, config)
         interrupt.remove_checkpoint(run_id)
-        print(f"run {run_id}: best val_accuracy {result.best_val_accuracy:.4f} at epoch {result.best_epoch}; "
+        # Epochs as Keras prints them (from 1); MLflow's step (best_epoch) counts from 0.
+        print(f"run {run_id}: best val_accuracy {result.best_val_accuracy:.4f} at epoch {result.best_epoch + 1}/{config.epochs} "
+              f"(MLflow step {result.best_epoch}); "
               f"see it with `mlflow ui --backend-store-uri {contract.tracking_uri()}` or the dashboard", flush=True)
     return result
 

@@ -31,7 +31,7 @@ import click
 
 from train import contract, csv_safe
 from train.config import ConfigError
-from train.tools.evaluate_checks import Checked, _no_progress_bars, check, listing
+from train.tools.evaluate_checks import Checked, check, listing
 
 
 @dataclass
@@ -203,8 +203,7 @@ def evaluate_on_test(training_run_id: str, data_folder: str, batch_size: int = 3
     checked = check(f"runs:/{training_run_id}/{contract.MODEL_ARTIFACT}", str(root), experiment=experiment)
     name = f"evaluate {run.info.run_name or training_run_id} on test"
     evaluation_run = client.create_run(run.info.experiment_id, run_name=name)
-    with _no_progress_bars():
-        evaluation = evaluate(checked, batch_size, run_id=evaluation_run.info.run_id)
+    evaluation = evaluate(checked, batch_size, run_id=evaluation_run.info.run_id)
     correct, images = int(sum(evaluation.confusion[i][i] for i in range(len(evaluation.confusion)))), len(checked.items)
     low, high = wilson_interval(correct, images)
     client.log_batch(training_run_id, metrics=[Metric(key, value, int(time.time() * 1000), 0) for key, value in

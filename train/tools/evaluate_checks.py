@@ -6,9 +6,7 @@ size) raises ConfigError with one line; nothing here imports TensorFlow.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,11 +62,10 @@ def check(model_uri: str, data: str, image_size: str = "auto", batch_size: int =
 
     folder, split = evaluation_folder(root)
 
-    tracking_store.connect(experiment)
-    with _no_progress_bars():  # small files: a bar each would bury the one-line errors
-        info = _model_info(model_uri, tracking)
-        class_names = _model_class_names(model_uri, info.run_id)
-        trained_here = _trained_on(info.run_id, folder)
+    tracking_store.connect(experiment)  # also turns MLflow's download progress bars off (QUIET_ENV)
+    info = _model_info(model_uri, tracking)
+    class_names = _model_class_names(model_uri, info.run_id)
+    trained_here = _trained_on(info.run_id, folder)
     size = _image_size(model_uri, info, requested_size, len(class_names))
 
     from train.data.scan import DataReport, _scan_classes, subfolder_names
@@ -105,20 +102,6 @@ def check(model_uri: str, data: str, image_size: str = "auto", batch_size: int =
         missing_classes=[name for i, name in enumerate(class_names) if i not in present],
         includes_training_images=trained_here,
     )
-
-
-@contextlib.contextmanager
-def _no_progress_bars():
-    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-    before = os.environ.get(name)
-    os.environ[name] = "false"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = before
 
 
 def _image_size_option(value: str) -> int | None:

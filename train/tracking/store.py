@@ -38,10 +38,17 @@ STORE_TIMEOUT_SECONDS = HEALTH_TIMEOUT_SECONDS
 CREATION_PATIENCE_SECONDS = 60  # how long a writer or reader waits for another process creating a new SQLite store
 
 
+# MLflow draws a progress bar for every artifact download (a model, a checkpoint, class names): a sweep
+# printed ~34 of them between its lines. Off in every lrlab process unless the user exported it.
+QUIET_ENV = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+
+
 def connect(experiment: str = "") -> str:
     """Point MLflow at the tracking store after checking it answers; return the URI."""
     uri = contract.tracking_uri()
     bound_http_requests()
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
     check_store(uri)
     if uri.startswith("sqlite:///"):
         _create_sqlite_tables_once(uri)
