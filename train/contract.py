@@ -88,6 +88,14 @@ PARAM_NUM_CLASSES = "num_classes"  # logged by training from the data: the dashb
 LR_FIND_LOSS = "lr_find_loss"
 LR_FIND_LR = "lr_find_lr"
 SUGGESTED_LR = "suggested_lr"
+LR_FIND_BATCH_LOSS = "lr_find_batch_loss"  # per step: the raw batch loss (LR_FIND_LOSS is its smoothed curve)
+LR_STEEPEST = "lr_steepest"  # the rate of the steepest descent of the smoothed loss
+LR_MIN_LOSS_DIV10 = "lr_min_loss_div10"  # a tenth of the rate at the minimum loss
+LR_FIND_SECONDS = "lr_find_seconds"  # how long the range test took
+
+# MLflow's limit on metrics in one log_batch call (mlflow.utils.validation.MAX_METRICS_PER_BATCH, the
+# REST API's too); every batched write splits at it.
+LOG_BATCH_MAX = 1000
 STAGES = ("scratch", "full", "head", "finetune")
 MODELS = ("mobilenet_v2", "efficientnet_b0")
 SCHEDULES = ("constant", "exponential", "step", "cosine")
