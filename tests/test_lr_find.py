@@ -95,3 +95,10 @@ def test_scratch_model_has_the_batchnorm_momentum_training_uses(tracking_uri):
     (run,) = mlflow.search_runs(search_all_experiments=True, filter_string=f"tags.{contract.TAG_KIND} = '{contract.KIND_LR_FIND}'", output_format="list")
     expected = auto_bn_momentum(math.ceil(288 / 16))  # the demo data's 288 training images
     assert run.data.params["bn_momentum_used"] == f"{expected:g}" == "0.9"  # read from the model's layers
+
+
+def test_one_batch_limit_and_it_is_mlflows():
+    """lr_find split its steps at 900 while the dashboard's synthetic store used 1000: one constant, MLflow's own."""
+    from mlflow.utils.validation import MAX_METRICS_PER_BATCH
+
+    assert contract.LOG_BATCH_MAX == MAX_METRICS_PER_BATCH

@@ -32,9 +32,6 @@ from train import contract
 from train.cli import config_options
 from train.config import ConfigError, TrainConfig
 
-LR_STEEPEST = "lr_steepest"
-LR_MIN_LOSS_DIV10 = "lr_min_loss_div10"
-LR_FIND_BATCH_LOSS = "lr_find_batch_loss"
 SMOOTHING = 0.98
 MIN_SKIP = 10  # the first smoothed points still carry the moving average's start-up noise
 # steepest looks no further below the minimum's lr than this factor (one decade): on a curve
@@ -141,12 +138,12 @@ def run_lr_find(config: TrainConfig, checked, min_lr: float, max_lr: float, step
         result = range_test(model, train_data, min_lr, max_lr, steps, diverge)
         now = int(time.time() * 1000)
         metrics = [Metric(name, value, now, step) for step, (lr, loss, smooth) in enumerate(zip(result.lrs, result.losses, result.smoothed, strict=True))
-                   for name, value in ((contract.LR_FIND_LR, lr), (LR_FIND_BATCH_LOSS, loss), (contract.LR_FIND_LOSS, smooth))]
+                   for name, value in ((contract.LR_FIND_LR, lr), (contract.LR_FIND_BATCH_LOSS, loss), (contract.LR_FIND_LOSS, smooth))]
         client = mlflow.tracking.MlflowClient()
-        for start in range(0, len(metrics), 900):  # the REST API takes at most 1000 metrics per batch
-            client.log_batch(run.info.run_id, metrics=metrics[start : start + 900])
-        mlflow.log_metrics({contract.SUGGESTED_LR: result.suggestion(rule), LR_STEEPEST: result.steepest, LR_MIN_LOSS_DIV10: result.min_loss_div10,
-                            "lr_find_seconds": time.perf_counter() - started})
+        for start in range(0, len(metrics), contract.LOG_BATCH_MAX):
+            client.log_batch(run.info.run_id, metrics=metrics[start : start + contract.LOG_BATCH_MAX])
+        mlflow.log_metrics({contract.SUGGESTED_LR: result.suggestion(rule), contract.LR_STEEPEST: result.steepest,
+                            contract.LR_MIN_LOSS_DIV10: result.min_loss_div10, contract.LR_FIND_SECONDS: time.perf_counter() - started})
     return result
 
 
