@@ -9,8 +9,11 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
+import sqlite3
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -80,8 +83,8 @@ def sqlite_uri(folder: Path) -> str:
 def tracking_uri(tmp_path, monkeypatch):
     """A fresh SQLite tracking store for one test."""
     uri = sqlite_uri(tmp_path)
+    monkeypatch.chdir(tmp_path)  # first: the store MLflow caches per URI resolves ./mlruns once, when use_store opens it
     with use_store(uri, monkeypatch):
-        monkeypatch.chdir(tmp_path)
         yield uri
 
 
@@ -89,9 +92,10 @@ def tracking_uri(tmp_path, monkeypatch):
 def store(tmp_path_factory):
     """One SQLite tracking store (and working folder) shared by the tests of a module."""
     folder = tmp_path_factory.mktemp("store")
-    with pytest.MonkeyPatch.context() as patch, use_store(sqlite_uri(folder), patch):
-        patch.chdir(folder)
-        yield folder
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)  # before use_store, or the artifacts land in the checkout's ./mlruns (see tracking_uri)
+        with use_store(sqlite_uri(folder), patch):
+            yield folder
 
 
 LEAKED_RUN_ENV = ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID")
@@ -124,6 +128,46 @@ def use_store(uri: str, monkeypatch):
         yield uri
     finally:
         mlflow.set_tracking_uri(None)
+
+
+TINY_MODEL = "tiny"  # the registered name of the shared tiny model; its alias is its stage, `scratch`
+
+
+@dataclass(frozen=True)
+class TrainedStore:
+    folder: Path  # mlflow.db and mlruns/, the template: copy it with copy_store, never write to it
+    run_id: str
+    version: int
+
+
+@pytest.fixture(scope="session")
+def tiny_trained_store(tmp_path_factory) -> TrainedStore:
+    """One tiny scratch run (1 epoch, batch 16, lr 3e-3), registered as `tiny` (alias `scratch`),
+    trained once per pytest process: the tests that only need some trained and registered model
+    copy this store (copy_store) instead of training one of their own."""
+    from train.run.trainer import train
+
+    folder = tmp_path_factory.mktemp("tiny-trained-store")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)  # before use_store: the run's artifacts belong in the template, to be copied with it
+        with use_store(sqlite_uri(folder), patch):
+            result = train(tiny_config(epochs=1, batch_size=16, lr=3e-3, register_as=TINY_MODEL))
+    for name in LEAKED_RUN_ENV:
+        os.environ.pop(name, None)
+    return TrainedStore(folder, result.run_id, result.registered_version)
+
+
+def copy_store(template: Path, folder: Path) -> str:
+    """Copy a SQLite store and its artifacts into `folder`; return its URI. MLflow keeps absolute
+    artifact paths in its tables, so every text value naming the template is rewritten to name the
+    copy (a run logged into the copy then writes under `folder`, never into the template)."""
+    shutil.copytree(template, folder, dirs_exist_ok=True)
+    old, new = str(template), str(folder)
+    with contextlib.closing(sqlite3.connect(folder / "mlflow.db")) as db, db:
+        for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
+            for column in [c[1] for c in db.execute(f"PRAGMA table_info('{table}')") if (c[2] or "").upper().startswith(("VARCHAR", "TEXT"))]:
+                db.execute(f'UPDATE "{table}" SET "{column}" = replace("{column}", ?, ?) WHERE instr("{column}", ?) > 0', (old, new, old))
+    return sqlite_uri(folder)
 
 
 def subprocess_env(tracking_uri: str, **extra) -> dict[str, str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import mlflow_run, run_train_cli, tiny_args
+from tests.conftest import TINY_MODEL, copy_store, mlflow_run, run_train_cli, tiny_args
 from train import contract
 
 pytestmark = pytest.mark.slow
@@ -19,18 +19,20 @@ def _runs(tracking_uri):
     return client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
 
 
-def test_train_then_finetune_from_a_registered_alias(tracking_uri):
-    first = mlflow_run({**TINY_P, "stage": "scratch", "lr": "1e-3", "register_as": "demo"}, tracking_uri)
-    assert first.returncode == 0, first.stderr[-3000:]
-    second = mlflow_run({**TINY_P, "stage": "finetune", "init_model": "models:/demo@scratch", "lr": "1e-6"}, tracking_uri)
+def test_finetune_from_a_registered_alias(tmp_path, monkeypatch, tiny_trained_store):
+    """The scratch model is the session's shared one (trained and registered once, copied here)."""
+    tracking_uri = copy_store(tiny_trained_store.folder, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    second = mlflow_run({**TINY_P, "stage": "finetune", "init_model": f"models:/{TINY_MODEL}@scratch", "lr": "1e-6"}, tracking_uri)
     assert second.returncode == 0, second.stderr[-3000:]
     scratch, finetune = _runs(tracking_uri)
+    assert scratch.info.run_id == tiny_trained_store.run_id and str(tmp_path) in finetune.info.artifact_uri
     assert scratch.info.status == finetune.info.status == "FINISHED"
     assert finetune.data.tags[contract.TAG_INIT_RUN_ID] == scratch.info.run_id
     assert finetune.data.params["lr"] == "1e-6", "params are logged once, as mlflow run was given them"
     assert finetune.info.run_name == "finetune lr=1e-06"
     for name in contract.EPOCH_METRICS:
-        assert len(MlflowClient().get_metric_history(finetune.info.run_id, name)) == 1
+        assert len(MlflowClient(tracking_uri).get_metric_history(finetune.info.run_id, name)) == 1
 
 
 def test_bad_parameter_under_mlflow_run_leaves_no_run_running(tracking_uri):

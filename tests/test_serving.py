@@ -1,6 +1,6 @@
 """`mlflow models serve -m models:/NAME@champion --env-manager local` answers like the model.
 
-A tiny model is trained and registered, the alias `champion` is pointed at it, and the
+The session's tiny registered model (tests/conftest.py) gets the alias `champion`, and the
 real MLflow scoring server is started as a subprocess on a free loopback port. Real demo
 images (raw RGB 0-255, the model's signature) are posted to /invocations as
 {"inputs": [...]}; the answer must equal mlflow.pyfunc.load_model(...).predict on the same
@@ -23,11 +23,11 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import VENV_BIN, subprocess_env, tiny_config
+from tests.conftest import TINY_MODEL, VENV_BIN, copy_store, subprocess_env, use_store
 
 pytestmark = pytest.mark.slow
 
-MODEL_NAME = "served"
+MODEL_NAME = TINY_MODEL
 MODEL_URI = f"models:/{MODEL_NAME}@champion"
 START_SECONDS = 240  # TensorFlow's import and the model load, on a busy 2-core machine
 
@@ -76,12 +76,18 @@ def _stop(server: subprocess.Popen) -> None:
         server.wait(timeout=20)
 
 
-def test_served_champion_predicts_like_pyfunc_and_keras(tracking_uri, tmp_path):
-    from train.run.trainer import train
+@pytest.fixture
+def tracking_uri(tmp_path, monkeypatch, tiny_trained_store):
+    """A copy of the session's store with its tiny registered model (trained once, not here)."""
+    uri = copy_store(tiny_trained_store.folder, tmp_path / "store")
+    with use_store(uri, monkeypatch):
+        monkeypatch.chdir(tmp_path)
+        yield uri
 
-    result = train(tiny_config(epochs=1, batch_size=16, lr=3e-3, register_as=MODEL_NAME))
-    MlflowClient().set_registered_model_alias(MODEL_NAME, "champion", str(result.registered_version))
-    assert MlflowClient().get_model_version_by_alias(MODEL_NAME, "champion").run_id == result.run_id
+
+def test_served_champion_predicts_like_pyfunc_and_keras(tracking_uri, tmp_path, tiny_trained_store):
+    MlflowClient().set_registered_model_alias(MODEL_NAME, "champion", str(tiny_trained_store.version))
+    assert MlflowClient().get_model_version_by_alias(MODEL_NAME, "champion").run_id == tiny_trained_store.run_id
 
     images = _demo_images(per_class=2, image_size=64)  # 12 images, 2 of each class
     expected = np.asarray(mlflow.pyfunc.load_model(MODEL_URI).predict(images))
