@@ -12,6 +12,7 @@ import math
 import time
 import zlib
 
+import click
 import numpy as np
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
@@ -179,19 +180,16 @@ def _experiment(client: MlflowClient, name: str) -> str:
     return found.experiment_id if found else client.create_experiment(name)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m app.data.synthetic sqlite:///demo.db`: a store to try the dashboard on without training."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m app.data.synthetic", description="Fill a tracking store with the synthetic lab runs.")
-    parser.add_argument("uri", nargs="?", default=contract.tracking_uri(), help="tracking URI (default: MLFLOW_TRACKING_URI or the contract's)")
-    parser.add_argument("--experiment", default=contract.DEFAULT_EXPERIMENT)
-    parser.add_argument("--epochs", type=int, default=30)
-    args = parser.parse_args(argv)
-    ids = fill_lab(MlflowClient(tracking_uri=args.uri), args.experiment, epochs=args.epochs)
-    print(f"logged {sum(len(v) for v in ids.values())} synthetic runs to {store.display_uri(args.uri)} (experiment {args.experiment})")
-    return 0
+@click.command(name="python -m app.data.synthetic", help="Fill a tracking store with the synthetic lab runs: a store to try the dashboard on without training.")
+@click.argument("uri", required=False, default=None)
+@click.option("--experiment", default=contract.DEFAULT_EXPERIMENT, show_default=True, help="Experiment to log the runs to.")
+@click.option("--epochs", type=click.IntRange(min=1, max=10_000), default=30, show_default=True, help="Epochs per run.")
+def main(uri: str | None, experiment: str, epochs: int) -> None:
+    """`python -m app.data.synthetic sqlite:///demo.db` (URI default: MLFLOW_TRACKING_URI or the contract's)."""
+    uri = uri or contract.tracking_uri()
+    ids = fill_lab(MlflowClient(tracking_uri=uri), experiment, epochs=epochs)
+    click.echo(f"logged {sum(len(v) for v in ids.values())} synthetic runs to {store.display_uri(uri)} (experiment {experiment})")
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()
