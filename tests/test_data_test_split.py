@@ -111,3 +111,30 @@ def test_the_demo_holds_out_ten_test_images_a_class(cache_dir):
     split = held_out_test_split("demo", 32)
     assert len(split.paths) == 60 and np.bincount(split.labels).tolist() == [10] * 6 and not split.skipped
     assert not set(split.paths) & {path for path, _ in report.train + report.val}
+
+
+_TRAIN = textwrap.dedent("""
+    import json, sys
+    test_folder = sys.argv[1] + "/test/"
+    opened = []
+    sys.addaudithook(lambda event, args: opened.append(1) if event == "open" and str(args[0]).startswith(test_folder) else None)
+    import mlflow
+    from train import contract
+    from train.config import TrainConfig
+    from train.run.trainer import train
+    result = train(TrainConfig(data=sys.argv[1], stage="scratch", weights="none", image_size=48, alpha=0.35, epochs=1,
+                               batch_size=8, experiment="held-out"))
+    report = json.loads(mlflow.artifacts.load_text(f"runs:/{result.run_id}/{contract.DATA_REPORT_FILE}"))
+    print(len(opened), report["test"]["files"], report["images"]["train"], report["images"]["val"])
+""")
+
+
+@pytest.mark.slow  # trains for real
+def test_a_training_run_never_opens_a_test_image_and_its_data_report_counts_them(tmp_path, cache_dir):
+    root = three_splits(tmp_path / "d")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "LRLAB_CACHE": str(cache_dir), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
+    done = subprocess.run([sys.executable, "-c", _TRAIN, str(root)], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    test_opens, test_files, train_images, val_images = (int(value) for value in done.stdout.split()[-4:])
+    assert (test_files, train_images, val_images) == (9, 18, 6)
+    assert test_opens == 0  # an epoch, validation, the confusion matrix, the model's signature: no test/ file opened
