@@ -120,7 +120,8 @@ def scan(folder: Path, val_split: float, seed: int, image_size: int) -> DataRepo
         report.train, report.val = found["train"], found["val"]
         if test_folder is not None:
             report.test_folder = str(test_folder)
-            report.test_files = {name: sum(1 for _, label in found["test"] if label == i) for i, name in enumerate(class_names)}
+            per_label = Counter(label for _, label in found["test"])
+            report.test_files = {name: per_label[i] for i, name in enumerate(class_names)}
     check_usable(report, folder)
     report.seconds = time.monotonic() - started
     return report
