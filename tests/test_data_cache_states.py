@@ -213,3 +213,14 @@ def test_a_disk_that_fills_up_while_preparing_is_one_line_and_leaves_nothing(tmp
     assert not list(prepared_root().glob("*/"))
     assert json.loads(next((cache_dir / "scans").glob("*.json")).read_text())  # the small scan memory was written
 
+
+
+def test_the_demo_cannot_be_generated_in_a_cache_that_is_a_file_and_says_so(tmp_path, monkeypatch):
+    from train.config import ConfigError
+    from train.data.demo import demo_folder
+
+    (tmp_path / "cache").write_text("not a folder")
+    monkeypatch.setenv("LRLAB_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(ConfigError, match="demo data set cannot be written to .*; point LRLAB_CACHE at a writable folder") as error:
+        demo_folder()
+    assert "\n" not in str(error.value)
