@@ -78,3 +78,14 @@ def test_the_forest_frame_keeps_each_stages_best_and_counts_what_it_leaves_out()
     assert frame.iloc[0]["verdict"] == stats.BEST
     low, high = forest.x_domain(frame, 0.01)
     assert low < frame["ci_low"].min() and high > frame["ci_high"].max()
+
+
+def test_with_repeats_the_curves_are_groups_by_default_and_runs_a_click_away(answer_store, monkeypatch):
+    from tests.app_fixtures import chart_data, curve_chart
+
+    page = open_page(monkeypatch, answer_store["uri"])
+    roles = set(chart_data(curve_chart(page))["role"].dropna())
+    assert roles == {"mean"}, roles  # 27 runs drawn as their 9 configurations
+    assert page.sidebar.checkbox(key="group").value is True
+    page.sidebar.checkbox(key="group").uncheck().run()
+    assert set(chart_data(curve_chart(page))["role"].dropna()) == {"run"}

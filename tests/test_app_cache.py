@@ -108,7 +108,7 @@ def test_many_runs_draw_the_best_first_and_list_every_one(lab_store, monkeypatch
     top = 5
     monkeypatch.setenv("MLFLOW_TRACKING_URI", lab_store["uri"])
     page = AppTest.from_file(PAGE, default_timeout=60)
-    page.query_params.update({"exp": contract.DEFAULT_EXPERIMENT, "top": str(top)})
+    page.query_params.update({"exp": contract.DEFAULT_EXPERIMENT, "top": str(top), "group": "0"})  # runs, not their groups
     page.run()
     assert not page.exception and not page.error
     table = page.dataframe[0].value
