@@ -73,7 +73,7 @@ def test_sigterm_in_epoch_3_then_resume_in_the_same_run(tracking_uri, tmp_path, 
     with open(log, "w") as output:  # a file, not a pipe: a full pipe would block the trainer
         process = subprocess.Popen(command + params, cwd=Path.cwd(), env=subprocess_env(tracking_uri), start_new_session=True, stdout=output, stderr=subprocess.STDOUT)
     try:
-        run_id = _run_id_when_epochs_logged(2, process=process, log=log)  # epochs 0 and 1 are done: we are in the third
+        run_id = _run_id_when_epochs_logged(2, process=process, log=log, timeout=900)  # epochs 0 and 1 are done: we are in the third
         os.killpg(process.pid, signal.SIGTERM)  # what a pre-empting scheduler does to the job's processes
         _wait_for(lambda: MlflowClient().get_run(run_id).info.status != "RUNNING", timeout=120)
     finally:

@@ -95,3 +95,57 @@ def test_a_server_that_answers_health_but_hangs_on_the_api_is_one_line_in_second
     lines = [line for line in done.stderr.strip().splitlines() if " INFO " not in line]
     assert len(lines) == 1 and lines[0].startswith(f"error: tracking server {uri} answers /health but not its API ("), done.stderr[-3000:]
     assert elapsed < 45, elapsed
+
+
+def test_a_stop_signal_while_the_store_is_down_leaves_a_file_that_ends_the_run(tmp_path, monkeypatch, capsys):
+    """The run's end cannot reach the store: its last metrics and KILLED go to a file (said in one
+    line), the process ends, and train.tracking.upload later sends both: no run left RUNNING forever."""
+    import json
+    import signal
+
+    import mlflow
+
+    from train.errors import TrainingInterrupted
+    from train.run import interrupt
+    from train.run.trainer import _end_interrupted
+    from train.tracking import store as tracking_store
+    from train.tracking.metric_buffer import MetricBuffer
+
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = start_server(tmp_path, port)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    for key in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        monkeypatch.delenv(key, raising=False)
+    mlflow.set_tracking_uri(uri)
+    tracking_store.bound_http_requests()
+    try:
+        with pytest.raises(TrainingInterrupted):
+            with mlflow.start_run() as run, interrupt.GracefulStop() as stopper:
+                run_id = run.info.run_id
+                metrics = MetricBuffer(run_id)
+                stopper.on_stop = lambda stopped: _end_interrupted(run_id, stopped, metrics)
+                metrics.log({contract.LOSS: 1.5}, 0)
+                stop_mlflow_server(server)
+                metrics.log({contract.LOSS: 1.2}, 1)  # queued: the store is down
+                stopper.in_fit, stopper.epoch = True, 2
+                signal.raise_signal(signal.SIGTERM)
+                stopper.check()
+        assert mlflow.active_run() is None
+        path = tmp_path / f"unsent-metrics-{run_id}.json"
+        said = [line for line in capsys.readouterr().err.splitlines() if "did not take its end" in line]
+        assert said == [f"run {run_id}: the tracking store did not take its end; its last metrics and KILLED are in {path}: "
+                        f"send them with `python -m train.tracking.upload {path}`"]
+        assert json.loads(path.read_text())["end"] == {"status": "KILLED", "stop_reason": "SIGTERM during epoch 2"}
+
+        server = start_server(tmp_path, port)
+        done = subprocess.run([sys.executable, "-m", "train.tracking.upload", str(path)], env=subprocess_env(uri), capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert f"run {run_id} marked KILLED" in done.stdout
+        ended = MlflowClient(uri).get_run(run_id)
+        assert ended.info.status == "KILLED" and ended.data.tags[contract.TAG_STOP_REASON] == "SIGTERM during epoch 2"
+        assert sorted(m.step for m in MlflowClient(uri).get_metric_history(run_id, contract.LOSS)) == [0, 1]
+    finally:
+        mlflow.set_tracking_uri(None)
+        stop_mlflow_server(server)

@@ -146,19 +146,28 @@ def _model_class_names(model_uri: str, run_id: str) -> list[str]:
     return names
 
 
+def model_input_size(info) -> int | None:
+    """The square input size a logged model's signature names (None when it names none)."""
+    shape, _ = _signature_shapes(info)
+    return int(shape[1]) if shape and len(shape) == 4 and shape[1] == shape[2] and shape[1] > 0 else None
+
+
+def _signature_shapes(info) -> tuple[tuple | None, tuple | None]:
+    signature = info.signature
+    if signature is None or signature.inputs is None:
+        return None, None
+    try:
+        return tuple(signature.inputs.inputs[0].shape), tuple(signature.outputs.inputs[0].shape)
+    except (AttributeError, IndexError, TypeError):
+        return None, None
+
+
 def _image_size(model_uri: str, info, requested: int | None, num_classes: int) -> int:
     """The model's input size (from its signature), checked against --image-size."""
-    signature = info.signature
-    shape = output = None
-    if signature is not None and signature.inputs is not None:
-        try:
-            shape = tuple(signature.inputs.inputs[0].shape)
-            output = tuple(signature.outputs.inputs[0].shape)
-        except (AttributeError, IndexError, TypeError):
-            shape = output = None
+    _, output = _signature_shapes(info)
     if output and output[-1] not in (-1, num_classes):
         raise ConfigError(f"model '{model_uri}' predicts {output[-1]} classes but its {contract.CLASS_NAMES_FILE} names {num_classes}")
-    fixed = shape[1] if shape and len(shape) == 4 and shape[1] == shape[2] and shape[1] > 0 else None
+    fixed = model_input_size(info)
     if requested is None:
         if fixed is None:
             raise ConfigError(f"model '{model_uri}' does not say its input size; give --image-size")
