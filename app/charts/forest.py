@@ -50,7 +50,7 @@ def forest_frame(table: pd.DataFrame, rows_per_panel: int = ROWS_PER_PANEL) -> t
     return shown[COLUMNS].reset_index(drop=True), len(frame) - len(shown)
 
 
-def forest_chart(table: pd.DataFrame, *, colors: builders.ColorScale, margin: float, label: str, width: int = builders.FULL_WIDTH):
+def forest_chart(table: pd.DataFrame, *, colors: builders.ColorScale, margin: float, label: str, width: int = builders.FULL_WIDTH, bounds: tuple[float, float] | None = None):
     """The forest plot of a comparison's table (`stats.Comparison.table`); None when it is empty."""
     frame, _ = forest_frame(table)
     if frame.empty:
@@ -60,24 +60,29 @@ def forest_chart(table: pd.DataFrame, *, colors: builders.ColorScale, margin: fl
     plot_width = int(min(MAX_PANEL_WIDTH, width / per_row - LABEL_WIDTH - 16))
     rows = int(frame.groupby("panel").size().max())
     height = rows * ROW_HEIGHT + 8
-    charts = [_panel(frame[frame["panel"] == panel], colors, margin, label, plot_width, height) for panel in panels]
+    charts = [_panel(frame[frame["panel"] == panel], colors, margin, label, plot_width, height, bounds) for panel in panels]
     return alt.concat(*charts, columns=per_row, spacing=16).configure_view(stroke=None).configure_axis(labelFontSize=11, titleFontSize=11)
 
 
-def x_domain(part: pd.DataFrame, margin: float) -> list[float]:
-    """A panel's x range: every interval and the margin band, then room on the right for the badges."""
+def x_domain(part: pd.DataFrame, margin: float, bounds: tuple[float, float] | None = None) -> list[float]:
+    """A panel's x range: every interval and the margin band (within `bounds`, those an accuracy
+    can take: two seeds' interval can reach past 1), then room on the right for the badges."""
     best = part.iloc[0]["mean"]
     values = np.concatenate([part["mean"].to_numpy(float), part["ci_low"].to_numpy(float), part["ci_high"].to_numpy(float), [best - margin, best + margin]])
     values = values[np.isfinite(values)]
+    if bounds is not None:
+        values = np.clip(values, *bounds)
     low, high = float(values.min()), float(values.max())
     span = high - low or max(abs(high) * 0.05, 0.01)
     low -= span * 0.04
     return [low, high + span * BADGE_ROOM / (1 - BADGE_ROOM)]
 
 
-def _panel(part: pd.DataFrame, colors: builders.ColorScale, margin: float, label: str, width: int, height: int):
+def _panel(part: pd.DataFrame, colors: builders.ColorScale, margin: float, label: str, width: int, height: int, bounds):
     best = part.iloc[0]
-    domain = x_domain(part, margin)
+    domain = x_domain(part, margin, bounds)
+    if bounds is not None:  # an interval past what the statistic can take is drawn to its edge
+        part = part.assign(ci_low=part["ci_low"].clip(*bounds), ci_high=part["ci_high"].clip(*bounds), right=part["right"].clip(*bounds))
     order = list(part["group"])
     x = alt.X("mean:Q", scale=alt.Scale(domain=domain, nice=False, zero=False), title=label, axis=alt.Axis(tickCount=4, format=".3~f"))
     y = alt.Y("group:N", sort=order, title=None, axis=alt.Axis(labelLimit=LABEL_WIDTH, labelFontSize=11, ticks=False, domain=False))
@@ -93,7 +98,7 @@ def _panel(part: pd.DataFrame, colors: builders.ColorScale, margin: float, label
     layers = [
         alt.Chart(band).mark_rect(color="#d9d9d9", opacity=0.55).encode(x=alt.X("low:Q", scale=alt.Scale(domain=domain, nice=False, zero=False)), x2="high:Q"),
         alt.Chart(pd.DataFrame({"mean": [best["mean"]]})).mark_rule(color="#555", strokeDash=[3, 3], strokeWidth=1).encode(x="mean:Q"),
-        base.mark_rule(strokeWidth=2.6).encode(x=alt.X("ci_low:Q", scale=alt.Scale(domain=domain, nice=False, zero=False)), x2="ci_high:Q", color=color, tooltip=tooltip),
+        base.mark_rule(strokeWidth=2.6).encode(x=alt.X("ci_low:Q", scale=alt.Scale(domain=domain, nice=False, zero=False, clamp=True)), x2="ci_high:Q", color=color, tooltip=tooltip),
         base.mark_point(filled=True, size=70, opacity=1).encode(
             x=x, color=color, tooltip=tooltip,
             shape=alt.condition(alt.FieldEqualPredicate(field="verdict", equal=stats.BEST), alt.value("diamond"), alt.value("circle")),

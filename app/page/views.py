@@ -129,7 +129,8 @@ class Views:
         key = f"forest:{statistic}:{margin}"
         if key not in self._page_specs:
             comparison = self.comparison(statistic, margin)
-            chart = forest.forest_chart(comparison.table, colors=self.lr_colors, margin=margin, label=comparison.statistic.label)
+            bounds = (0.0, 1.0) if "accuracy" in comparison.statistic.name else None  # an accuracy lies in [0, 1]
+            chart = forest.forest_chart(comparison.table, colors=self.lr_colors, margin=margin, label=comparison.statistic.label, bounds=bounds)
             self._page_specs[key] = spec.page_spec(chart) if chart is not None else None
         return self._page_specs[key]
 
