@@ -193,3 +193,17 @@ def test_sensitivity_bars_are_the_interval_or_the_range_with_n_beside_each_point
     assert interval["text"]["text"]["field"] == "n_label"
     head = built.sensitivity[(built.sensitivity["stage"] == "head") & (built.sensitivity["measure"] == "best_val_accuracy")]
     assert dict(zip(head["lr"], head["n_label"], strict=True)) == {1e-5: "n=4", 1e-4: "n=3", 1e-3: "n=3"}  # the NaN and empty runs: no point
+
+
+def test_stages_carry_the_test_accuracy_the_evaluation_logged_on_the_training_run(make_store):
+    """`test_accuracy` on a training run (the held-out test/ split) reaches stages.csv beside the validation numbers."""
+    uri = make_store()
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment(EXPERIMENT)
+    fill(client, experiment_id)
+    best_head = client.search_runs([experiment_id], "attributes.run_name = 'head lr=0.001'", max_results=1)[0]
+    client.log_metric(best_head.info.run_id, contract.TEST_ACCURACY, 0.775)
+    _, runs, history = load(uri, EXPERIMENT)
+    built = views.build(runs, history, curve_data.CurveOptions(), now_ms=time.time() * 1000, stale_after_s=600, ui_base="")
+    across = stats.stages(built.comparison()).set_index("stage")
+    assert across.loc["head", "test_accuracy"] == pytest.approx(0.775) and math.isnan(across.loc["full", "test_accuracy"])
