@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -294,7 +295,9 @@ def main(argv=None) -> int:
     parser.add_argument("--no-browser", action="store_true", help="the page script's time only, no Chromium ('--render none': neither)")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     args = parser.parse_args(argv)
-    results: dict = {}
+    # The machine may be shared: the ratios measured side by side hold, the seconds move with the load.
+    results: dict = {"load_average_start": os.getloadavg()}
+    print("load average (1, 5, 15 min) at the start: {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()), flush=True)
     if not args.skip_loaders:
         db = args.store / f"runs{args.runs}-epochs{args.epochs}.db"
         sqlite_uri = build_store(db, args.runs, args.epochs)
@@ -317,6 +320,8 @@ def main(argv=None) -> int:
             with mlflow_server(build_store(db, runs, epochs), workdir=args.store) as http_uri:
                 label = f"{runs} runs x {epochs} epochs"
                 results["render"][size] = render_figures(label, http_uri, args, args.store)
+    results["load_average_end"] = os.getloadavg()
+    print("load average (1, 5, 15 min) at the end: {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()), flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0
