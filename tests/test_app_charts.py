@@ -373,3 +373,8 @@ def test_the_curve_chart_fills_the_page_width(lab):
         columns = len(set(training["stage"])) if facet else 1
         width = (spec["spec"]["width"] if facet else spec["width"]) + charts.Y_AXIS_WIDTH
         assert charts.FULL_WIDTH - 120 <= width * columns <= charts.FULL_WIDTH
+    # Six columns (stages, joined chains, schedules...) still fit the page.
+    six = training.assign(params=[{**p, "stage": f"stage {i % 6}"} for i, p in enumerate(training["params"])], stage=[f"stage {i % 6}" for i in range(len(training))])
+    curves, chart = curves_chart(six, history, curve_data.CurveOptions())
+    columns = curves.points["facet"].nunique()
+    assert columns == 6 and (spec_of(chart)["spec"]["width"] + charts.Y_AXIS_WIDTH) * columns <= charts.FULL_WIDTH

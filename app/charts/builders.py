@@ -196,7 +196,8 @@ def curves_chart(
     points = curves.points
     facets = facet_order(points["facet"].dropna().astype(str)) if not points.empty else []
     faceted = len(facets) > 1 or bool(facets and facets[0] != frames.NO_FACET)
-    size = (max(200, min(900, FULL_WIDTH // len(facets) - Y_AXIS_WIDTH)), HEIGHT) if faceted else (FULL_WIDTH - Y_AXIS_WIDTH - 40, HEIGHT + 40)
+    # Every column on a 1600 px page, however many there are (a joined view adds "head → finetune").
+    size = (max(120, min(900, FULL_WIDTH // len(facets) - Y_AXIS_WIDTH)), HEIGHT) if faceted else (FULL_WIDTH - Y_AXIS_WIDTH - 40, HEIGHT + 40)
     # Fixed here, not left to Vega: the labels are placed in pixels (`app.charts.labels`).
     domain = labels.y_domain(points, log_y, [chance] if chance is not None else [])
     data, per_line = compact(curves, smoothing, max_points, lower_is_better=_lower_is_better(metric), log_y=log_y, size=size, domain=domain, chance=chance)
