@@ -53,6 +53,7 @@ KIND_TRAIN = "train"
 KIND_SWEEP = "sweep"
 KIND_LR_FIND = "lr_find"
 KIND_EVALUATE = "evaluate"
+KIND_LAUNCHER = "launcher"  # a run `mlflow run` made that lrlab did not train in (-P resume=ID continued run ID): empty
 TAG_INIT_RUN_ID = "init_run_id"  # the run whose model a finetune run started from
 TAG_STOP_REASON = "stop_reason"  # why a run ended early (signal, nan loss, pruned, stale)
 TAG_HOST = "host"  # machine and process that train the run, to tell a stale run from a live one
