@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO, VENV_BIN, subprocess_env, tiny_config
@@ -90,11 +89,12 @@ def test_sigterm_in_epoch_3_then_resume_in_the_same_run(tracking_uri, tmp_path, 
     assert run.info.status == "FINISHED"
     assert contract.TAG_STOP_REASON not in run.data.tags  # FINISHED: "SIGTERM during epoch 2" is history
     experiment_id = run.info.experiment_id
-    assert [r.info.run_id for r in MlflowClient().search_runs([experiment_id])] == [run_id]  # no empty FINISHED run beside it
+    training = f"tags.{contract.TAG_KIND} = '{contract.KIND_TRAIN}'"
+    assert [r.info.run_id for r in MlflowClient().search_runs([experiment_id], training)] == [run_id]  # no empty training run beside it
     if how == "-P resume":
-        (launcher,) = MlflowClient().search_runs([experiment_id], run_view_type=ViewType.DELETED_ONLY)
-        assert launcher.info.status == "KILLED" and launcher.data.tags[contract.TAG_STOP_REASON].startswith(f"empty: -P resume={run_id}")
-        assert f"mlflow run's own run {launcher.info.run_id} is deleted" in resumed.stdout + resumed.stderr
+        (launcher,) = MlflowClient().search_runs([experiment_id], f"tags.{contract.TAG_KIND} = '{contract.KIND_LAUNCHER}'")
+        assert launcher.data.tags[contract.TAG_STOP_REASON].startswith(f"empty: -P resume={run_id}")
+        assert f"mlflow run's own run {launcher.info.run_id} stays empty" in resumed.stdout + resumed.stderr
         return  # the curve against an uninterrupted run: once is enough
     assert all(steps == list(range(epochs)) for steps in _steps(run_id).values()), _steps(run_id)
     lrs = sorted(MlflowClient().get_metric_history(run_id, contract.LEARNING_RATE), key=lambda m: m.step)

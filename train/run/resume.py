@@ -84,15 +84,15 @@ def forget_stop_reason(run_id: str) -> None:
 
 def retire_launcher_run(resumed_run_id: str) -> None:
     """Under `mlflow run -P resume=ID`, MLflow made a run of its own (MLFLOW_RUN_ID) before lrlab
-    started; training continues in run ID, so that one would stay behind, empty and FINISHED, as a
-    run of no configuration. It is tagged with why, ended KILLED (so `mlflow run` leaves it) and
-    deleted (`mlflow runs restore --run-id` brings it back), and that is said in one line."""
+    started; training continues in run ID, so that one stays empty. It is tagged kind=launcher (the
+    page and the sweeps read kind=train runs only) with a stop_reason naming the run it resumed, and
+    that is said in one line. It is not deleted: `mlflow run` ends it FINISHED once training exits,
+    and MLflow 3.17 fails (a traceback, exit 1) on a run that is deleted by then."""
     launcher = os.environ.get("MLFLOW_RUN_ID")
     if not launcher or launcher == resumed_run_id:
         return
-    client = MlflowClient()
-    client.set_tag(launcher, contract.TAG_STOP_REASON, f"empty: -P resume={resumed_run_id} continued that run instead")
-    client.set_terminated(launcher, "KILLED")
-    client.delete_run(launcher)
+    MlflowClient().set_tags(launcher, {contract.TAG_KIND: contract.KIND_LAUNCHER,
+                                       contract.TAG_STOP_REASON: f"empty: -P resume={resumed_run_id} continued that run instead"})
     os.environ.pop("MLFLOW_RUN_ID")  # nothing else logs into it
-    print(f"resume: mlflow run's own run {launcher} is deleted (it stays empty); training continues in run {resumed_run_id}", flush=True)
+    print(f"resume: mlflow run's own run {launcher} stays empty (tagged {contract.TAG_KIND}={contract.KIND_LAUNCHER}); "
+          f"training continues in run {resumed_run_id}", flush=True)
