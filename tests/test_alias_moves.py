@@ -23,6 +23,7 @@ def _logged_model(best: float) -> str:
 
 
 def test_register_says_what_moved_and_warns_on_a_worse_model(tracking_uri, capsys):
+    mlflow.set_experiment("aliases")  # this store's own: another module's fixture may have made another one active
     winner, worse, better = _logged_model(0.889), _logged_model(0.875), _logged_model(0.9)
     assert register(winner, "wildlife", "finetune") == 1
     assert "registered wildlife version 1 as wildlife@finetune" in capsys.readouterr().out

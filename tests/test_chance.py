@@ -19,6 +19,7 @@ def test_a_transfer_stage_without_weights_is_said_before_the_first_epoch(stage, 
 
 
 def test_a_run_that_never_left_chance_is_tagged_and_said(tracking_uri, capsys):
+    mlflow.set_experiment("chance")  # this store's own: another module's fixture may have made another one active
     with mlflow.start_run() as at_chance:
         assert chance.note_if_at_chance(0.18, 6)  # 1/6 = 0.167, within the tolerance
     with mlflow.start_run() as learned:

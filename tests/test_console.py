@@ -22,6 +22,7 @@ print("downloaded")
 
 def test_artifact_downloads_draw_no_progress_bars(tracking_uri, tmp_path):
     """A sweep printed ~34 'Downloading artifacts' bars (models, checkpoints, class names)."""
+    mlflow.set_experiment("console")  # this store's own: another module's fixture may have made another one active
     with mlflow.start_run() as run:
         for name in ("class_names.json", "history.csv", "data_report.json"):
             mlflow.log_text("{}", name)

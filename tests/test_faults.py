@@ -319,3 +319,18 @@ def test_a_broken_epochs_file_is_ignored_with_a_warning_not_a_traceback(tmp_path
     interrupt.write_atomically(folder / "epochs.json", '[{"epoch": 0, "loss": 1.5}]')
     assert interrupt.saved_epochs("r1") == [{"epoch": 0, "loss": 1.5}]
     assert sorted(p.name for p in folder.iterdir()) == ["epochs.json", "training_metadata.json"]  # no partial left
+
+
+def test_the_run_mlflow_run_made_for_a_resume_is_tagged_empty(tracking_uri, monkeypatch, capsys):
+    from train.run.resume import retire_launcher_run
+
+    client = MlflowClient()
+    experiment = client.create_experiment("launch")
+    resumed, launcher = (client.create_run(experiment).info.run_id for _ in range(2))
+    monkeypatch.setenv("MLFLOW_RUN_ID", launcher)
+    retire_launcher_run(resumed)
+    tags = client.get_run(launcher).data.tags
+    assert tags[contract.TAG_KIND] == contract.KIND_LAUNCHER
+    assert tags[contract.TAG_STOP_REASON] == f"empty: -P resume={resumed} continued that run instead"
+    assert "MLFLOW_RUN_ID" not in os.environ
+    assert f"resume: mlflow run's own run {launcher} stays empty" in capsys.readouterr().out

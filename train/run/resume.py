@@ -91,8 +91,9 @@ def retire_launcher_run(resumed_run_id: str) -> None:
     launcher = os.environ.get("MLFLOW_RUN_ID")
     if not launcher or launcher == resumed_run_id:
         return
-    MlflowClient().set_tags(launcher, {contract.TAG_KIND: contract.KIND_LAUNCHER,
-                                       contract.TAG_STOP_REASON: f"empty: -P resume={resumed_run_id} continued that run instead"})
+    client = MlflowClient()
+    client.set_tag(launcher, contract.TAG_KIND, contract.KIND_LAUNCHER)
+    client.set_tag(launcher, contract.TAG_STOP_REASON, f"empty: -P resume={resumed_run_id} continued that run instead")
     os.environ.pop("MLFLOW_RUN_ID")  # nothing else logs into it
     print(f"resume: mlflow run's own run {launcher} stays empty (tagged {contract.TAG_KIND}={contract.KIND_LAUNCHER}); "
           f"training continues in run {resumed_run_id}", flush=True)
