@@ -272,7 +272,10 @@ def _can_write_in(folder: Path) -> bool:
 # never answers hold a run for over 15 minutes). Values the user exported win.
 # These are every HTTP limit lrlab sets; nothing else writes MLFLOW_HTTP_REQUEST_*.
 TRAINING_HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "30", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2"}
-PROBE_HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": str(STORE_TIMEOUT_SECONDS), "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}  # the check at start: seconds, not minutes
+# The first API call at start, once /health answered within STORE_TIMEOUT_SECONDS: seconds, not
+# minutes, but long enough for a basic-auth server to check a password (a slow hash by design:
+# at load 10 on 2 cores it took over 5 s, and three trainings failed their start check).
+PROBE_HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "20", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
 # An epoch's metrics: a failed send is queued (train.tracking.metric_buffer) and retried with the next epoch.
 EPOCH_HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1"}
 # Short tools that read (stale, upload, the dashboard, the report): a hung server is an error in
