@@ -19,6 +19,7 @@ from app.data import histories as history_module
 from tests.app_fixtures import *  # noqa: F403
 from tests.app_fixtures import EDGE_EXPERIMENT, REPO, free_port, load, mlflow_server
 from train import contract
+from train.tracking import mlflow_private
 
 
 def test_runs_frame_has_the_contract_columns(lab_store):
@@ -124,7 +125,7 @@ def served_lab(lab_store):
 def test_rest_loader_matches_the_sql_loader(lab_store, served_lab):
     _, runs, sql_history = load(lab_store["uri"])
     client, rest_runs, rest_history = load(served_lab)
-    assert isinstance(client._tracking_client.store, history_module.RestStore)
+    assert mlflow_private.is_rest_store(mlflow_private.tracking_store(client))  # read over HTTP, not the file
     assert set(rest_runs["run_id"]) == set(runs["run_id"])
     columns = ["run_id", "key", "epoch", "value"]
     pd.testing.assert_frame_equal(
