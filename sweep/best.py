@@ -89,8 +89,6 @@ def describe_group(run, runs: list, margin: float) -> str:
 def register(study: str, register_as: str, margin: float, claims) -> dict[str, int]:
     """Register each stage's best (alias = stage) and alias the best of all `champion`; once per
     set of runs however many workers end the sweep (a claim)."""
-    from mlflow.tracking import MlflowClient
-
     from sweep.claims import DONE
     from train.tracking import runs as tracking
 
@@ -105,7 +103,7 @@ def register(study: str, register_as: str, margin: float, claims) -> dict[str, i
         return {}
     registered = {stage: tracking.register(tracking.model_uri_of_run(run.info.run_id), register_as, stage) for stage, run in best_per_stage.items()}
     registered[contract.CHAMPION_ALIAS] = registered[next(iter(best_per_stage))]
-    MlflowClient().set_registered_model_alias(register_as, contract.CHAMPION_ALIAS, registered[contract.CHAMPION_ALIAS])
+    tracking.move_alias(register_as, contract.CHAMPION_ALIAS, registered[contract.CHAMPION_ALIAS])  # says so when champion gets worse
     claims.finish(_ticket("register", best_per_stage.values()), DONE)
     for alias, version in registered.items():
         print(f"sweep: registered models:/{register_as}@{alias} (version {version})", flush=True)

@@ -377,7 +377,7 @@ def _best_model_uri(study: str, phase: Phase, margin: float = DEFAULT_MARGIN) ->
     init_from (and its filters): with racing, the decided best."""
     source = dict(phase.init_from)
     source_phase = source.pop("phase")
-    runs = [run for run in best.best_runs(study, f"tags.{contract.TAG_SWEEP_PHASE} = {quoted(source_phase)}") if all(same_param(run.data.params.get(k), v) for k, v in source.items())]
+    runs = [run for run in best.best_runs(study, f"tags.{contract.TAG_SWEEP_PHASE} = {quoted(source_phase)}") if all(same_param(run.data.params.get(k), v, k) for k, v in source.items())]
     if not runs:
         wanted = ", ".join(f"{k}={v}" for k, v in source.items()) or "any"
         raise ConfigError(f"phase '{phase.name}' fine-tunes the best run of phase '{source_phase}' ({wanted}) but none FINISHED")
