@@ -119,6 +119,7 @@ def test_a_stop_signal_while_the_store_is_down_leaves_a_file_that_ends_the_run(t
     for key in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
         monkeypatch.delenv(key, raising=False)
     mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("stop-while-down")  # not the experiment id an earlier test in this process left active
     tracking_store.bound_http_requests()
     try:
         with pytest.raises(TrainingInterrupted):
