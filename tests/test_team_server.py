@@ -138,4 +138,4 @@ def test_sweep_on_postgres_storage_authenticates_and_registers_behind_auth(team_
 
     with sa.create_engine(database("optuna")).connect() as connection:
         claims = connection.execute(sa.text("SELECT state FROM lrlab_sweep_claims")).scalars().all()
-    assert sorted(claims) == ["done", "done"]  # the configuration and the registration
+    assert sorted(claims) == ["done", "done", "done"]  # the configuration, the registration and the test-split evaluation

@@ -246,7 +246,10 @@ def _log_data(report: DataReport) -> None:
     with warnings.catch_warnings():  # a local path "can be interpreted in multiple ways": it is a local folder
         warnings.simplefilter("ignore", UserWarning)
         dataset = mlflow.data.from_pandas(files, source=report.source, name=Path(report.source).name)
-    mlflow.log_input(dataset, context="training")
+    try:
+        mlflow.log_input(dataset, context="training")
+    except mlflow.exceptions.MlflowException:  # runs started together insert the same dataset at once: the loser finds it there
+        mlflow.log_input(dataset, context="training")
 
 
 def _fail_on_nan(guard: StopOnNonFiniteLoss, config: TrainConfig) -> None:
