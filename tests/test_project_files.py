@@ -43,7 +43,7 @@ def test_every_file_the_readme_and_docs_link_to_exists():
 def test_conda_yaml_has_what_training_and_sweeps_import():
     """`mlflow run` builds its environment from conda.yaml alone: training's dependencies and the
     sweeps' (Optuna, and psycopg for a PostgreSQL storage) must be there."""
-    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+ (the project allows 3.10, where the check cannot read TOML)
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     needed = {_name(r) for r in [*project["dependencies"], *project["optional-dependencies"]["sweep"]]}
     conda = yaml.safe_load((REPO / "conda.yaml").read_text())
@@ -71,7 +71,7 @@ def _third_party_imports(folder: str) -> set[str]:
 def test_every_package_a_folder_imports_is_declared(folder, extras):
     """An import that works only because another package pulled it in breaks on the day that one
     drops it: each third-party import is declared in pyproject.toml, in the core or the folder's extra."""
-    tomllib = pytest.importorskip("tomllib")
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+ (the project allows 3.10, where the check cannot read TOML)
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     declared = {_normalized(_name(r)) for r in [*project["dependencies"], *(r for e in extras for r in project["optional-dependencies"][e])]}
     providers = importlib.metadata.packages_distributions()
