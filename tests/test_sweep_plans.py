@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sweep import plan as plans
+from sweep import plan_file
 from sweep.cli import build_plan, main, parse_overrides
 from train.config import ConfigError
 
@@ -39,7 +40,7 @@ def test_ready_made_plans_reproduce_the_labs():
 
 
 def test_every_ready_made_plan_validates():
-    for path in plans.PLANS_DIR.glob("*.yaml"):
+    for path in plan_file.PLANS_DIR.glob("*.yaml"):
         plans.check_configurations(plans.load_plan(str(path)))
 
 
