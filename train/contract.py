@@ -32,7 +32,13 @@ EPOCH_METRICS = (
 # Logged once, at the end of training.
 BEST_VAL_ACCURACY = "best_val_accuracy"
 BEST_EPOCH = "best_epoch"
-SUMMARY_METRICS = (BEST_VAL_ACCURACY, BEST_EPOCH)
+# Also at the end, so that a finished run's summary (the dashboard's table, gap and verdicts) needs no
+# history: the train accuracy at best_epoch (gap = it - best_val_accuracy), the epochs trained and the
+# median images/s over them.
+ACCURACY_AT_BEST = "accuracy_at_best"
+EPOCHS_TRAINED = "epochs_trained"
+MEDIAN_IMAGES_PER_SECOND = "median_images_per_second"
+SUMMARY_METRICS = (BEST_VAL_ACCURACY, BEST_EPOCH, ACCURACY_AT_BEST, EPOCHS_TRAINED, MEDIAN_IMAGES_PER_SECOND)
 # On a training run, once: its model's accuracy on the held-out test/ split (never used to train or select).
 TEST_ACCURACY = "test_accuracy"
 TEST_ACCURACY_LOW = "test_accuracy_low"  # its 95% Wilson interval for a proportion (test images right / test images)
