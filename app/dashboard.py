@@ -19,7 +19,7 @@ from app import report
 from app.analysis import curve_data, frames
 from app.charts import builders as charts
 from app.data import run_search, store
-from app.page import comparison_view, export, loaders, url_state, views, warmup
+from app.page import comparison_view, export, loaders, runs_table, url_state, views, warmup
 from train import contract
 
 store.fail_fast()
@@ -73,16 +73,11 @@ def main() -> None:
             st.info("No runs match these filters.")
         else:
             chart = _chart_choices(selected, runs_all)
-            # The curve chart first, from the few histories it draws; then everything else (the notes
-            # and the answer above it, the table below), from every history of the runs.
-            head, slot = st.container(), st.empty()
-            first = _build(key, uri, selected, runs_all, chosen, loader=loaders.first_chart_of)
-            if first is not None:
-                with slot:
-                    _chart(first)
+            # The answer first (from the run search alone), then the curve chart (the histories it
+            # draws), then the chosen view (histories only if it needs them).
             built = _build(key, uri, selected, runs_all, chosen)
             if built is not None:
-                _draw(built, built.options, head, slot, first)
+                _draw(built, built.options)
     # The sidebar comes last: its widgets hold the settings already used above (session state,
     # restored from the URL), and the browser draws the chart before the sidebar's widgets.
     _sidebar(names, filters, chart)
@@ -153,13 +148,12 @@ def _curve_options() -> curve_data.CurveOptions:
     )  # fmt: skip
 
 
-def _build(key: str, uri: str, selected: pd.DataFrame, runs_all: pd.DataFrame, chosen: dict[str, list[str]], loader=loaders.views_of):
-    """The views of the selected runs (or what `loader` builds of them: `loaders.first_chart_of`), from
-    the cache every session shares; None after a message."""
+def _build(key: str, uri: str, selected: pd.DataFrame, runs_all: pd.DataFrame, chosen: dict[str, list[str]]):
+    """The views of the selected runs, from the cache every session shares; None after a message."""
     state = st.session_state
     active = bool(selected["status"].isin(run_search.ACTIVE_STATUSES).any())
     try:
-        return loader(
+        return loaders.views_of(
             key, run_search.runs_version(runs_all), tuple((name, tuple(values)) for name, values in chosen.items()),
             dataclasses.astuple(_curve_options()), float(state["stale"] * 60), int(time.time() // 30) if active else 0,
             store.ui_base_url(uri), uri, selected, runs_all,
@@ -227,50 +221,74 @@ def _publish_url() -> None:
         st.query_params.from_dict(query)
 
 
-def _draw(built: views.Views, options: curve_data.CurveOptions, head, slot, first: dict | None) -> None:
-    """The page below the title: notes and the answer in `head`, the curve chart in `slot` (unless
-    `first`, already drawn there, is the same chart), then the views."""
-    with head:
-        for note in built.notes:
-            st.warning(note)
-        _state_notes(built)
-        comparison_view.answer(built)  # "is the difference real?", per stage, above the chart
-    if built.curves.points.empty:
-        slot.info(plain(f"None of the {len(built.summary)} run(s) has logged {options.metric} yet."))
-    else:
-        spec = built.page_spec("curves")
-        if spec != first:
-            with slot:
-                _chart(spec)
-        if built.hidden:
-            st.caption(
-                f"Drawing the {len(built.drawn)} runs of best validation accuracy; {built.hidden} more are in the table. "
-                "Raise “Curves of at most” in the sidebar (0 = all) or filter the runs to draw others."
-            )
-        stuck = built.at_chance
-        if not stuck.empty:
-            st.caption(plain(
-                f"{len(stuck)} run(s) never left chance (1 / {round(1 / built.chance)} classes = {built.chance:.3f}, the dashed line): "
-                f"they learned nothing, whatever their rank ({', '.join(stuck['run'].astype(str).head(5))}{', …' if len(stuck) > 5 else ''}). "
-                "A random base (weights=none) frozen or trained from scratch too briefly stays there."
-            ))  # fmt: skip
-        if built.thinned:
-            st.caption(
-                f"Curves longer than {charts.PAGE_MAX_POINTS} points are drawn thinned (per stretch of epochs the lowest and highest "
-                "value, and the first, last and best points); exports and CSVs hold every point."
-            )
+def _draw(built: views.Views, options: curve_data.CurveOptions) -> None:
+    """The page below the title: notes and the answer, the curve chart, then the chosen view. A
+    store failure while a view reads its histories is a message in its place."""
+    for note in built.notes:
+        st.warning(note)
+    _state_notes(built)
+    comparison_view.answer(built)  # "is the difference real?", per stage, above the chart
+    try:
+        _curves(built, options)
+    except store.StoreError as error:
+        st.error(plain(error), icon="🚫")
     # One view at a time: only what is looked at is sent to the browser and drawn.
     if st.session_state["view"] not in VIEWS:
         st.session_state["view"] = VIEWS[0]
     view = st.radio("View", VIEWS, key="view", horizontal=True, label_visibility="collapsed")
+    try:
+        _view(built, view)
+    except store.StoreError as error:
+        st.error(plain(error), icon="🚫")
+
+
+def _curves(built: views.Views, options: curve_data.CurveOptions) -> None:
+    """The curve chart and what it leaves out."""
+    if built.curves.points.empty:
+        st.info(plain(f"None of the {len(built.drawn)} run(s) drawn has logged {options.metric} yet."))
+        return
+    _chart(built.page_spec("curves"))
+    if built.hidden:
+        st.caption(
+            f"Drawing the {len(built.drawn)} runs of best validation accuracy; {built.hidden} more are in the table. "
+            "Raise “Curves of at most” in the sidebar (0 = all) or filter the runs to draw others."
+        )
+    if options.group:
+        _group_sample_note(built.group_sample[1])
+    stuck = built.at_chance
+    if not stuck.empty:
+        st.caption(plain(
+            f"{len(stuck)} run(s) never left chance (1 / {round(1 / built.chance)} classes = {built.chance:.3f}, the dashed line): "
+            f"they learned nothing, whatever their rank ({', '.join(stuck['run'].astype(str).head(5))}{', …' if len(stuck) > 5 else ''}). "
+            "A random base (weights=none) frozen or trained from scratch too briefly stays there."
+        ))  # fmt: skip
+    if built.thinned:
+        st.caption(
+            f"Curves longer than {charts.PAGE_MAX_POINTS} points are drawn thinned (per stretch of epochs the lowest and highest "
+            "value, and the first, last and best points); exports and CSVs hold every point."
+        )
+
+
+def _group_sample_note(sample: dict) -> None:
+    """One caption when the grouped curves draw a sample (`views.Views.group_sample`)."""
+    parts = []
+    if sample["largest"] > sample["largest_drawn"]:
+        parts.append(f"each line is the mean of at most {sample['largest_drawn']} of its configuration's runs (the lowest seeds; up to {sample['largest']} runs here)")
+    if sample["groups_drawn"] < sample["groups"]:
+        parts.append(f"each column draws its {views.GROUPS_DRAWN} best configurations ({sample['groups_drawn']} of {sample['groups']} drawn; all in the Groups view)")
+    if parts:
+        st.caption("; ".join(parts).capitalize() + "; the verdicts above use every run.")
+
+
+def _view(built: views.Views, view: str) -> None:
     if view == "Runs":
         st.caption("Every selected run, the best validation accuracy first; open one in MLflow from its last column.")
-        _summary_table(built.summary)
+        runs_table.show(built.summary)
     elif view == "LR sensitivity":
         st.caption("Per stage, each learning rate's best validation accuracy (left) and train − validation gap (right), over its seeds; colour = learning rate as on every chart.")
         comparison_view.sensitivity(built)
     elif view == "Schedules":
-        st.caption("The learning rate each run trained at, epoch by epoch, a column per schedule.")
+        st.caption("The learning rate each run of the curve chart trained at, epoch by epoch, a column per schedule.")
         _chart_or_note(built.page_spec("schedule"), "No run logged its learning rate per epoch. Compare schedules with `python -m sweep --plan schedules`.")
     elif view == "LR finder":
         st.caption("Learning-rate range tests: loss against a rising rate, each test's suggested rate as a dashed rule.")
@@ -307,62 +325,6 @@ def _state_notes(built: views.Views) -> None:
         st.warning(f"{stale} run(s) are RUNNING but have logged nothing for over {st.session_state['stale']} min: their process is probably gone (shown as STALE).")
 
 
-# The runs table: (label, width in px, format); columns in this order, the first of TABLE_PRIORITY
-# that fit in TABLE_WIDTH shown (a column with one value for every run says nothing and is left
-# out), the others a click away in the table's column menu. The width the curve chart fills too:
-# the main area of a 1600 px page beside the sidebar, so no column hides behind a sideways scroll.
-TABLE_WIDTH = charts.FULL_WIDTH
-TABLE_COLUMNS = {
-    "run": ("run", 230, None), "lr": ("lr", 62, None), "stage": ("stage", 74, None), "model": ("model", 110, None),
-    "schedule": ("schedule", 90, None), "seed": ("seed", 50, None), "state": ("state", 86, None),
-    "best_val_accuracy": ("best val acc", 92, "%.4f"), "best_epoch": ("best epoch", 84, "%d"),
-    "final_accuracy": ("final train acc", 110, "%.4f"), "final_val_accuracy": ("final val acc", 98, "%.4f"),
-    "final_loss": ("final train loss", 112, "%.4f"), "final_val_loss": ("final val loss", 100, "%.4f"), "gap": ("gap", 64, "%.4f"),
-    "epochs": ("epochs", 62, "%d"), "duration_s": ("duration (s)", 92, "%.0f"), "images_per_second": ("images/s", 76, "%.0f"),
-    "last_activity": ("last metric", 132, None), "stop_reason": ("stop reason", 220, None), "experiment": ("experiment", 110, None),
-    "url": ("MLflow", 80, None),
-}  # fmt: skip
-TABLE_PRIORITY = [
-    "run", "best_val_accuracy", "lr", "stage", "best_epoch", "schedule", "model", "gap", "final_val_accuracy", "seed",
-    "state", "final_val_loss", "url", "epochs", "duration_s", "images_per_second", "last_activity", "final_accuracy",
-    "final_loss", "stop_reason", "experiment",
-]  # fmt: skip
-ALWAYS_SHOWN = {"run", "best_val_accuracy", "lr", "best_epoch", "url"}
-
-
-def table_columns(table: pd.DataFrame) -> list[str]:
-    """The columns the runs table shows, in `TABLE_COLUMNS` order (see there)."""
-    shown, width = set(), 0
-    for name in TABLE_PRIORITY:
-        constant = name not in ALWAYS_SHOWN and table[name].astype(str).nunique() <= 1
-        if not constant and width + TABLE_COLUMNS[name][1] <= TABLE_WIDTH:
-            shown.add(name)
-            width += TABLE_COLUMNS[name][1]
-    return [name for name in TABLE_COLUMNS if name in shown]
-
-
-def _summary_table(summary: pd.DataFrame) -> None:
-    """Every selected run, the best first; run names in the table's normal text colour (not pinned:
-    a pinned column is drawn grey, as if disabled), the rate spelled as everywhere (`1e-5`)."""
-    if summary.empty:
-        st.info("No training runs selected.")
-        return
-    table = summary.drop(columns=["run_id"]).sort_values("best_val_accuracy", ascending=False, na_position="last", kind="stable")
-    table["lr"] = table["lr"].map(run_search.format_lr)
-    config = {}
-    for name, (label, width, number) in TABLE_COLUMNS.items():
-        if name == "url":
-            config[name] = st.column_config.LinkColumn(label, display_text="open run", width=width)
-        elif name == "last_activity":
-            config[name] = st.column_config.DatetimeColumn(label, format="YYYY-MM-DD HH:mm", width=width)
-        elif number:
-            config[name] = st.column_config.NumberColumn(label, format=number, width=width, help="Train minus validation accuracy at the best epoch." if name == "gap" else None)
-        else:
-            config[name] = st.column_config.TextColumn(label, width=width)
-    config["best_epoch"]["help"] = "Counted from 0 at the run's own first epoch (on a joined curve: the tooltip's “epoch of its run”)."
-    st.dataframe(table, hide_index=True, width="stretch", column_order=table_columns(table), column_config=config)
-
-
 def _live(built: views.Views, started: float) -> None:
     """Re-run the page on the chosen interval while a selected run is RUNNING (and not stale)."""
     state = st.session_state
@@ -371,7 +333,7 @@ def _live(built: views.Views, started: float) -> None:
     # For the benchmark and the tests, not the reader: how this page was served (never drawn).
     state["_served"] = {
         "built_at": built.built_at, "build_seconds": built.build_seconds, "full": stats.full, "incremental": stats.incremental,
-        "extended": stats.extended, "cached": stats.cached, "load_seconds": stats.seconds, "page_seconds": time.monotonic() - started,
+        "extended": stats.extended, "cached": stats.cached, "points": stats.points, "load_seconds": stats.seconds, "page_seconds": time.monotonic() - started,
     }  # fmt: skip
     if not (state["live"] and running):
         return

@@ -139,7 +139,7 @@ def test_warm_up_fills_the_shared_cache_so_the_first_session_reads_no_history(ma
         before = server_requests(served, tmp_path)
         page = session(monkeypatch, served, contract.DEFAULT_EXPERIMENT)
         assert not history_calls(server_requests(served, tmp_path)[len(before) :])
-        assert built(page)["full"] == built(page)["extended"] == 0 and built(page)["cached"] == 2
+        assert built(page)["built_at"].startswith("warm-up")  # the page is the one the warm-up built (and read for)
 
 
 def test_warm_up_of_a_store_that_is_down_leaves_it_to_the_page(monkeypatch):

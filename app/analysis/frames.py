@@ -134,15 +134,47 @@ SUMMARY_COLUMNS = [
 ]  # fmt: skip
 
 
+# What a run's summary reads of its history when it lacks the run-level metrics (a running run, a
+# run of a version before they were logged): train and validation accuracy (best, gap), images/s and
+# loss (epochs, also of a run without accuracy).
+SUMMARY_HISTORY_KEYS = (contract.ACCURACY, contract.VAL_ACCURACY, contract.IMAGES_PER_SECOND, contract.LOSS)
+
+
+def needs_history(runs: pd.DataFrame) -> pd.Series:
+    """Per run: whether its summary needs its history. A finished run of this version logged every
+    run-level metric its per-epoch ones call for (`contract.SUMMARY_METRICS`): it needs none."""
+
+    def lacking(keys) -> bool:
+        keys = set(keys)
+        if not keys & set(contract.EPOCH_METRICS):
+            return False  # nothing per epoch to read
+        needed = {contract.BEST_VAL_ACCURACY, contract.BEST_EPOCH, contract.EPOCHS_TRAINED}
+        needed |= {contract.ACCURACY_AT_BEST} if contract.ACCURACY in keys else set()
+        needed |= {contract.MEDIAN_IMAGES_PER_SECOND} if contract.IMAGES_PER_SECOND in keys else set()
+        return not needed <= keys
+
+    return runs["metric_keys"].map(lacking).astype(bool) if not runs.empty else pd.Series(dtype=bool)
+
+
+def _logged(runs: pd.DataFrame, key: str) -> pd.Series:
+    """A run-level metric of every run (its latest value), NaN where not logged; indexed by run_id."""
+    return pd.Series(runs["metrics"].map(lambda m: m.get(key, math.nan)).astype(float).to_numpy(), index=runs["run_id"].to_numpy())
+
+
 def last_activity(runs: pd.DataFrame, history: pd.DataFrame) -> pd.Series:
-    """Per run, milliseconds: the newest metric timestamp, else the start time."""
-    newest = history.groupby("run_id")["timestamp"].max() if not history.empty else pd.Series(dtype=float)
-    start = runs.set_index("run_id")["start_time"].astype(float)
-    return newest.reindex(start.index).astype(float).fillna(start)
+    """Per run, milliseconds: the newest of its heartbeat (the tag its process writes while it lives),
+    its latest update in the run search (start, end, newest latest-metric), and its history where read."""
+    heartbeat = runs["tags"].map(lambda tags: run_search.to_float(tags.get(contract.TAG_HEARTBEAT))).astype(float)
+    known = pd.DataFrame({"start": runs["start_time"].astype(float), "update": runs["last_update"].astype(float), "heartbeat": heartbeat})
+    activity = pd.Series(known.max(axis=1, skipna=True).to_numpy(), index=runs["run_id"].to_numpy())
+    if not history.empty:
+        newest = history.groupby("run_id")["timestamp"].max().astype(float).reindex(activity.index)
+        activity = pd.concat([activity, newest], axis=1).max(axis=1, skipna=True)
+    return activity
 
 
 def run_states(runs: pd.DataFrame, history: pd.DataFrame, now_ms: float, stale_after_s: float) -> pd.Series:
-    """MLflow's status, or STALE for a RUNNING run that has logged nothing for `stale_after_s`."""
+    """MLflow's status, or STALE for a RUNNING run that has shown no sign of life for `stale_after_s`."""
     activity = last_activity(runs, history)
     status = runs.set_index("run_id")["status"]
     stale = (status == "RUNNING") & ((now_ms - activity) > stale_after_s * 1000)
@@ -152,31 +184,23 @@ def run_states(runs: pd.DataFrame, history: pd.DataFrame, now_ms: float, stale_a
 def summary(runs: pd.DataFrame, history: pd.DataFrame, *, now_ms: float, stale_after_s: float, ui_base: str) -> pd.DataFrame:
     """One row per run: best val accuracy and its epoch, final values, gap, duration, throughput, state, link.
 
+    From the run search (final values are each key's latest value; the rest `contract.SUMMARY_METRICS`);
+    `history` is needed only for the runs `needs_history` names, and only its `SUMMARY_HISTORY_KEYS`.
     `gap` is train minus validation accuracy at the best epoch (the epoch one would keep).
     """
     if runs.empty:
         return pd.DataFrame(columns=SUMMARY_COLUMNS)
     index = runs["run_id"]
-    wide = history.pivot_table(index=["run_id", "epoch"], columns="key", values="value", aggfunc="last") if not history.empty else pd.DataFrame()
-    last = wide.groupby(level="run_id").last() if not wide.empty else pd.DataFrame()
-
-    def final(key):
-        return last[key].reindex(index).to_numpy() if key in last else np.full(len(index), np.nan)
-
+    history = history[history["run_id"].isin(set(index))] if not history.empty else history
+    read = _from_history(runs, history)
+    logged_best = _logged(runs, contract.BEST_VAL_ACCURACY)
+    best_value = logged_best.fillna(read["best"]) if not read.empty else logged_best
     best_epoch = best_epochs(runs, history).reindex(index)
-    logged_best = runs["metrics"].map(lambda m: m.get(contract.BEST_VAL_ACCURACY, math.nan)).astype(float)
-    derived_best = history[history["key"] == contract.VAL_ACCURACY].groupby("run_id")["value"].max().reindex(index) if not history.empty else pd.Series(np.nan, index=index)
-    best_value = logged_best.to_numpy()
-    best_value = np.where(np.isnan(best_value), derived_best.to_numpy(), best_value)
-
-    def at_best(key):
-        if wide.empty or key not in wide:
-            return np.full(len(index), np.nan)
-        values = wide[key]
-        return np.array([values.get((run_id, int(epoch)), np.nan) if not math.isnan(epoch) else np.nan for run_id, epoch in zip(index, best_epoch, strict=True)])
-
-    epochs = history[history["key"].isin(contract.EPOCH_METRICS)].groupby("run_id")["epoch"].max().reindex(index) + 1 if not history.empty else pd.Series(np.nan, index=index)
-    throughput = history[history["key"] == contract.IMAGES_PER_SECOND].groupby("run_id")["value"].median().reindex(index) if not history.empty else pd.Series(np.nan, index=index)
+    gap = _logged(runs, contract.ACCURACY_AT_BEST) - logged_best
+    epochs = _logged(runs, contract.EPOCHS_TRAINED)
+    throughput = _logged(runs, contract.MEDIAN_IMAGES_PER_SECOND)
+    if not read.empty:  # a run without the run-level metrics: from its history
+        gap, epochs, throughput = gap.fillna(read["gap"]), epochs.fillna(read["epochs"]), throughput.fillna(read["throughput"])
     end = runs["end_time"].astype(float).fillna(now_ms)
     frame = pd.DataFrame({
         "run": runs["run_name"].to_numpy(),
@@ -186,23 +210,45 @@ def summary(runs: pd.DataFrame, history: pd.DataFrame, *, now_ms: float, stale_a
         "schedule": runs["schedule"].to_numpy(),
         "seed": runs["seed"].to_numpy(),
         "state": run_states(runs, history, now_ms, stale_after_s).reindex(index).to_numpy(),
-        "best_val_accuracy": best_value,
+        "best_val_accuracy": best_value.reindex(index).to_numpy(),
         "best_epoch": best_epoch.to_numpy(),
-        "final_accuracy": final(contract.ACCURACY),
-        "final_val_accuracy": final(contract.VAL_ACCURACY),
-        "final_loss": final(contract.LOSS),
-        "final_val_loss": final(contract.VAL_LOSS),
-        "gap": at_best(contract.ACCURACY) - at_best(contract.VAL_ACCURACY),
-        "epochs": epochs.to_numpy(),
+        **{f"final_{key}": _logged(runs, key).to_numpy() for key in (contract.ACCURACY, contract.VAL_ACCURACY, contract.LOSS, contract.VAL_LOSS)},
+        "gap": gap.reindex(index).to_numpy(),
+        "epochs": epochs.reindex(index).to_numpy(),
         "duration_s": ((end - runs["start_time"].astype(float)) / 1000).to_numpy(),
-        "images_per_second": throughput.to_numpy(),
+        "images_per_second": throughput.reindex(index).to_numpy(),
         "last_activity": pd.to_datetime(last_activity(runs, history).reindex(index).to_numpy(), unit="ms", utc=True),
         "stop_reason": runs["stop_reason"].to_numpy(),
         "experiment": runs["experiment"].to_numpy(),
         "url": [store.run_url(ui_base, e, r) for e, r in zip(runs["experiment_id"], index, strict=True)],
         "run_id": index.to_numpy(),
-    })
+    })  # fmt: skip
     return frame[SUMMARY_COLUMNS]
+
+
+def _from_history(runs: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
+    """Per run in `history`: best val accuracy, gap at the best epoch, epochs, median images/s."""
+    if history.empty:
+        return pd.DataFrame(columns=["best", "gap", "epochs", "throughput"])
+    wide = history.pivot_table(index=["run_id", "epoch"], columns="key", values="value", aggfunc="last")
+    best_epoch = best_epochs(runs[runs["run_id"].isin(set(history["run_id"]))], history)
+
+    def at_best(key) -> pd.Series:
+        if key not in wide:
+            return pd.Series(np.nan, index=best_epoch.index)
+        values = wide[key]
+        return pd.Series([values.get((run_id, int(epoch)), np.nan) if not math.isnan(epoch) else np.nan for run_id, epoch in best_epoch.items()], index=best_epoch.index)
+
+    def per_run(key, how) -> pd.Series:
+        rows = history[history["key"] == key]
+        return rows.groupby("run_id")["value"].agg(how) if not rows.empty else pd.Series(dtype=float)
+
+    epochs = history[history["key"].isin(contract.EPOCH_METRICS)].groupby("run_id")["epoch"].max() + 1
+    found = pd.DataFrame({"gap": at_best(contract.ACCURACY) - at_best(contract.VAL_ACCURACY)})
+    found["best"] = per_run(contract.VAL_ACCURACY, "max")
+    found["epochs"] = epochs.astype(float)
+    found["throughput"] = per_run(contract.IMAGES_PER_SECOND, "median")
+    return found.astype(float)
 
 
 SENSITIVITY_COLUMNS = ["stage", "model", "line", "lr", "lr_label", "measure", "mean", "ci_low", "ci_high", "min", "max", "n_runs", "n_label"]
@@ -294,7 +340,7 @@ def filter_options(runs: pd.DataFrame, setting: str) -> list[str]:
     runs = runs[runs["kind"] != contract.KIND_SWEEP]
     values = runs[FILTER_COLUMNS[setting]].fillna("").astype(str).unique().tolist()
     if setting == "lr":
-        return sorted(values, key=lambda v: run_search._to_float(v) if v else math.inf)
+        return sorted(values, key=lambda v: run_search.to_float(v) if v else math.inf)
     if setting == "stage":
         rank = {s: i for i, s in enumerate(contract.STAGES)}
         return sorted(values, key=lambda v: (rank.get(v, len(rank)), v))

@@ -1,4 +1,4 @@
-"""How the page, the report and the sweep write a learning rate: one spelling, everywhere.
+"""How the page, the report and the sweep write a learning rate (one spelling, everywhere), and read a number.
 
 A leaf module (no imports from the app), so the run search, the statistics and the charts all
 use it: `1e-5`, `3e-4`, `2.5e-3`, the spelling of the chart axes (d3's `~e`, less its `+`).
@@ -19,3 +19,11 @@ def format_lr(value) -> str:
         return f"{value:g}"
     mantissa, exponent = f"{value:.2e}".split("e")
     return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
+def to_float(text) -> float:
+    """A param or tag as a number; NaN when it is none (missing, empty, not a number)."""
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return math.nan

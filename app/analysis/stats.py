@@ -287,7 +287,7 @@ def _ranked(part: pd.DataFrame, statistic: Statistic, vary, params: list[str], m
         tests = members["test_accuracy"][finite(members["test_accuracy"])]
         groups.append({
             "key": key, "configuration": configuration, "summary": describe(members["value"]), "label": label,
-            "lr": _float(configuration.get(contract.PARAM_LR)),
+            "lr": numbers.to_float(configuration.get(contract.PARAM_LR)),
             **{p: param_text(p, configuration[p]) if p in configuration else "" for p in params},
             "runs": "; ".join(members["run_name"].astype(str)), "run_ids": list(members["run_id"]),
             "test_accuracy": float(tests.mean()) if len(tests) else math.nan,
@@ -321,13 +321,6 @@ def _against(best: Summary, other: Summary, statistic: Statistic, margin: float,
         "verdict": decision, "difference": shortfall.value, "difference_low": shortfall.low,
         "difference_high": shortfall.high, "seeds_needed": needed,
     }  # fmt: skip
-
-
-def _float(value) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
 
 
 def _summary(row) -> Summary:

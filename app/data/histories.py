@@ -214,6 +214,12 @@ class LoadStats:
     incremental: int = 0
     extended: int = 0  # finished runs of which only keys not read before were read
     seconds: float = 0.0
+    points: int = 0  # points read from the store
+
+    def add(self, other: LoadStats) -> None:
+        """Count `other` in: the reads of one page, made in several loads."""
+        for name in ("cached", "full", "incremental", "extended", "seconds", "points"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
 # Points the shared cache keeps (about 60 bytes each in pandas: ~300 MB); beyond it the runs read
@@ -246,12 +252,19 @@ class HistoryCache:
         with self._lock:
             return self._load(client, runs, keys)
 
+    def read(self, client: MlflowClient, runs: pd.DataFrame, keys: list[str] | None = None) -> tuple[pd.DataFrame, LoadStats]:
+        """`load`, and what this load read (`last` may be another thread's by the time it is looked at)."""
+        with self._lock:
+            return self._load(client, runs, keys), self.last
+
     def peek(self, runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame | None:
         """The histories of `runs` from the cache alone, without waiting for a load in progress (the
         warm-up reading every key, say): None unless each run is cached, finished and unchanged, with
         every one of `keys` it logged."""
         frames = []
         for run_id, status, end, logged in zip(runs["run_id"], runs["status"], runs["end_time"], runs["metric_keys"], strict=True):
+            if not frozenset(keys) & set(logged):
+                continue  # nothing of it to read
             entry = self.entries.get(run_id)
             if entry is None or status in ACTIVE_STATUSES or (entry.status, entry.end_time) != (status, _ms(end)) or not frozenset(keys) & set(logged) <= entry.keys:
                 return None
@@ -268,6 +281,9 @@ class HistoryCache:
         stats, full, incremental, starts, extend = LoadStats(), [], [], [], []
         for run_id in runs["run_id"]:
             entry = self.entries.get(run_id)
+            if not own_keys[run_id]:  # it logged none of the keys: nothing to read
+                stats.cached += 1
+                continue
             finished = entry is not None and entry.status not in ACTIVE_STATUSES and status[run_id] not in ACTIVE_STATUSES
             if finished and (entry.status, entry.end_time) == (status[run_id], end_time[run_id]) and not own_keys[run_id] <= entry.keys:
                 extend.append(run_id)  # the first chart read a few keys of it; read the others alone
@@ -288,7 +304,7 @@ class HistoryCache:
             old = self.entries[run_id]
             merged = _clean_history(pd.concat([old.frame, part], ignore_index=True)) if not part.empty else old.frame
             self.entries[run_id] = _Entry(merged, status[run_id], end_time[run_id], old.keys | own_keys[run_id])
-        self._extend(client, extend, own_keys)
+        stats.points = len(fetched_full) + len(fetched_new) + self._extend(client, extend, own_keys)
         for run_id in runs["run_id"]:
             if run_id in self.entries:
                 self.entries.move_to_end(run_id)
@@ -300,15 +316,18 @@ class HistoryCache:
         frames = [frame[frame["key"].isin(keys)] for frame in frames if not frame.empty]
         return pd.concat(frames, ignore_index=True) if frames else _empty_history()
 
-    def _extend(self, client: MlflowClient, run_ids: list[str], own_keys: dict[str, frozenset]) -> None:
-        """Read the keys finished runs lack in the cache (one bulk read for all of them) and add them."""
+    def _extend(self, client: MlflowClient, run_ids: list[str], own_keys: dict[str, frozenset]) -> int:
+        """Read the keys finished runs lack in the cache (one bulk read for all of them) and add them;
+        the points read."""
         if not run_ids:
-            return
+            return 0
         missing = sorted(set().union(*(own_keys[r] - self.entries[r].keys for r in run_ids)))
-        for run_id, part in _by_run(fetch_history(client, run_ids, missing), run_ids):
+        fetched = fetch_history(client, run_ids, missing)
+        for run_id, part in _by_run(fetched, run_ids):
             old = self.entries[run_id]
             merged = _clean_history(pd.concat([old.frame, part], ignore_index=True)) if not part.empty else old.frame
             self.entries[run_id] = _Entry(merged, old.status, old.end_time, old.keys | own_keys[run_id])
+        return len(fetched)
 
     def _evict(self, keep: set[str]) -> None:
         """Drop the runs asked for longest ago until at most `max_points` points are kept."""

@@ -106,16 +106,19 @@ def predecessors(client: MlflowClient, selected: pd.DataFrame, known: pd.DataFra
     return ancestors.drop_duplicates("run_id").reset_index(drop=True), missing
 
 
+def with_predecessors(client: MlflowClient, selected: pd.DataFrame, known: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """What a joined curve draws from: (`selected` and the runs they continue from, `known` and those runs)."""
+    ancestors, _ = predecessors(client, selected, known)
+    wanted = pd.concat([selected, ancestors], ignore_index=True).drop_duplicates("run_id")
+    return wanted, pd.concat([known, ancestors], ignore_index=True).drop_duplicates("run_id")
+
+
 def format_lr(value: float) -> str:
     """One spelling per learning rate ("1e-5"), whatever the param's spelling was ("1e-05", "0.00001"): `app.analysis.numbers`."""
     return numbers.format_lr(value)
 
 
-def _to_float(text) -> float:
-    try:
-        return float(text)
-    except (TypeError, ValueError):
-        return math.nan
+to_float = numbers.to_float  # a param as a number (NaN when none): written once, in app/analysis/numbers.py
 
 
 def finite_metrics(metrics: dict[str, float]) -> dict[str, float]:
@@ -138,7 +141,7 @@ def runs_frame(runs, experiment_names: dict[str, str]) -> pd.DataFrame:
     rows = []
     for run in runs:
         params, tags, metrics = dict(run.data.params), dict(run.data.tags), finite_metrics(run.data.metrics)
-        lr = _to_float(params.get(contract.PARAM_LR))
+        lr = to_float(params.get(contract.PARAM_LR))
         rows.append({
             "run_id": run.info.run_id,
             "run_name": run.info.run_name or run.info.run_id[:8],

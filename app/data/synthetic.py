@@ -70,6 +70,21 @@ def history(lr: float, stage: str, epochs: int, seed: int = 0, schedule: str = "
     }
 
 
+def summary_metrics(values: dict[str, list[float]]) -> dict[str, float]:
+    """What training logs once at its end (`contract.SUMMARY_METRICS`, as train/run/trainer.py's
+    `_summarise`): best val accuracy, its epoch, the train accuracy there, epochs, median images/s."""
+    val = values.get(contract.VAL_ACCURACY) or []
+    if not val:
+        return {}
+    best = int(np.nanargmax(val))
+    found = {contract.BEST_VAL_ACCURACY: float(val[best]), contract.BEST_EPOCH: float(best), contract.EPOCHS_TRAINED: float(len(val))}
+    if len(values.get(contract.ACCURACY) or []) > best:
+        found[contract.ACCURACY_AT_BEST] = float(values[contract.ACCURACY][best])
+    if values.get(contract.IMAGES_PER_SECOND):
+        found[contract.MEDIAN_IMAGES_PER_SECOND] = float(np.median(values[contract.IMAGES_PER_SECOND]))
+    return found
+
+
 def log_run(
     client: MlflowClient,
     experiment_id: str,
@@ -95,11 +110,9 @@ def log_run(
         for key, series in values.items()
         for epoch, value in enumerate(series)
     ]
-    val = values.get(contract.VAL_ACCURACY) or []
-    if summary and val and status == "FINISHED":
-        best = int(np.nanargmax(val))
-        end = start_ms + (len(val) + 1) * STEP
-        metrics += [Metric(contract.BEST_VAL_ACCURACY, float(val[best]), end, 0), Metric(contract.BEST_EPOCH, float(best), end, 0)]
+    if summary and status == "FINISHED":
+        end = start_ms + (max((len(series) for series in values.values()), default=0) + 1) * STEP
+        metrics += [Metric(key, value, end, 0) for key, value in summary_metrics(values).items()]
     params_list = [Param(k, str(v)) for k, v in params.items()]
     for i in range(0, max(len(metrics), 1), LOG_BATCH_MAX):
         client.log_batch(run_id, metrics=metrics[i : i + LOG_BATCH_MAX], params=params_list if i == 0 else [], tags=[])

@@ -10,7 +10,7 @@ import time
 import pandas as pd
 import streamlit as st
 
-from app.analysis import curve_data, frames
+from app.analysis import curve_data
 from app.data import histories, run_search, store
 from app.page import first_chart, views, warmup
 
@@ -45,47 +45,23 @@ def runs_of(key: str, experiment_ids: tuple[str, ...], filter_string: str, token
         raise store.explain(error, _uri) from None
 
 
-@st.cache_resource(show_spinner=False, max_entries=4, ttl=3600)
-def history_of(key: str, version: str, filters: tuple, join: bool, _uri: str, _selected, _runs_all):
-    """The selected runs' histories (tidy), and with `join` those of the runs they continue from:
-    (history, the runs to draw from, every run the views may refer to). One copy for all sessions
-    and settings of the same runs."""
-    try:
-        client = client_for(key, _uri)
-        wanted, known = _selected, _runs_all
-        if join:
-            ancestors, _ = run_search.predecessors(client, _selected, _runs_all)
-            wanted = pd.concat([_selected, ancestors], ignore_index=True).drop_duplicates("run_id")
-            known = pd.concat([_runs_all, ancestors], ignore_index=True).drop_duplicates("run_id")
-        cache = histories.shared_history_cache(key)
-        raw = cache.load(client, wanted)
-    except Exception as error:  # noqa: BLE001 - a store failure is a message, never a traceback
-        raise store.explain(error, _uri) from None
-    return frames.tidy_history(raw, wanted), known, cache.last
-
-
 @st.cache_resource(show_spinner=False, max_entries=16, ttl=3600)
 def views_of(key: str, version: str, filters: tuple, options: tuple, stale_after_s: float, clock: int, ui_base: str, _uri: str, _selected, _runs_all) -> views.Views:
     """What the page shows of the selected runs, built once per fingerprint of the runs (`version`)
-    and settings, and shared by every session. `clock` moves on while a selected run is active (its
-    state and duration depend on the time); it is 0 otherwise."""
+    and settings, and shared by every session (`first_chart.cached_views`: the warm-up's when it
+    built the same). The answer is computed; the curve chart and the other views read their
+    histories when first drawn. `clock` moves on while a selected run is active (its state and
+    duration depend on the time); it is 0 otherwise."""
     started = time.monotonic()
-    curve_options = curve_data.CurveOptions(*options)
-    history, known, load_stats = history_of(key, version, filters, curve_options.join, _uri, _selected, _runs_all)
-    built = views.build(_selected, history, curve_options, all_runs=known, now_ms=time.time() * 1000, stale_after_s=stale_after_s, ui_base=ui_base).prepare()
-    built.load_stats, built.build_seconds, built.built_at = load_stats, time.monotonic() - started, time.strftime("%H:%M:%S")
-    return built
-
-
-@st.cache_resource(show_spinner=False, max_entries=16, ttl=3600)
-def first_chart_of(key: str, version: str, filters: tuple, options: tuple, stale_after_s: float, clock: int, ui_base: str, _uri: str, _selected, _runs_all) -> dict | None:
-    """The curve chart alone, from the few histories it draws (`app.page.first_chart`), keyed as
-    `views_of`: the page draws it before it reads the rest. None when it cannot be built: the full
-    views that follow say why."""
     try:
-        cache = histories.shared_history_cache(key)
-        return first_chart.cached_spec(
-            key, client_for(key, _uri), cache, _selected, _runs_all, curve_data.CurveOptions(*options), now_ms=time.time() * 1000, stale_after_s=stale_after_s, ui_base=ui_base
+        built = first_chart.cached_views(
+            key, client_for(key, _uri), histories.shared_history_cache(key), _selected, _runs_all, curve_data.CurveOptions(*options),
+            clock=clock, uri=_uri, now_ms=time.time() * 1000, stale_after_s=stale_after_s, ui_base=ui_base,
         )  # fmt: skip
-    except Exception:  # noqa: BLE001 - the full load that follows reports a store failure on the page
-        return None
+    except store.StoreError:
+        raise
+    except Exception as error:  # noqa: BLE001 - a store failure is a message, never a traceback
+        raise store.explain(error, _uri) from None
+    if not built.built_at:  # built here, not by the warm-up
+        built.build_seconds, built.built_at = time.monotonic() - started, time.strftime("%H:%M:%S")
+    return built

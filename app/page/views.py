@@ -6,17 +6,33 @@ a report shows what the page shows.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
 import pandas as pd
 
-from app.analysis import curve_data, frames, stats
+from app.analysis import curve_data, frames, numbers, stats
 from app.charts import builders as charts
 from app.charts import forest, spec
+from app.data import histories
 from train import contract
 
 LEARNING_RATE = frames.split_metric(contract.LEARNING_RATE)[0]
+# With repeats drawn as groups, each mean line is that of at most this many of its runs (the lowest
+# seeds), and each chart column draws at most this many groups (the best by mean best val accuracy):
+# the curves of 10,000 runs read as a few hundred histories. The verdicts use every run.
+GROUP_RUNS_DRAWN = 10
+GROUPS_DRAWN = 12
+# (runs, keys) -> their raw histories (run_id, key, step, value, timestamp): the page reads through
+# the history cache every session shares (`app.page.first_chart.CacheReader`).
+Reader = Callable[[pd.DataFrame, list[str]], pd.DataFrame]
+
+
+def needed_keys(metric: str) -> list[str]:
+    """The history keys the curve chart of `metric` reads: its train and validation keys, and the
+    validation accuracy that places each run's (and group's) best epoch."""
+    return list(dict.fromkeys([metric, f"{frames.VAL_PREFIX}{metric}", contract.VAL_ACCURACY]))
 
 
 @dataclass
@@ -31,10 +47,16 @@ class Figure:
 
 class Views:
     """The page's views of the selected runs; each is computed the first time it is asked for,
-    so a page that shows one view never pays for the others."""
+    so a page that shows one view never pays for the others.
 
-    def __init__(self, runs, history, options, *, all_runs, now_ms, stale_after_s, ui_base):
+    Histories come from `history` (every one, tidy: the report, the tests) or, with `reader`, are
+    read when a view needs them, only its runs and keys: the summary, the verdicts and the forest
+    plot need none for a finished run of this version (`frames.needs_history`); the curves read the
+    runs drawn (`drawn`, bounded); Schedules, LR finder and the lowest val loss theirs when chosen."""
+
+    def __init__(self, runs, history, options, *, all_runs, now_ms, stale_after_s, ui_base, reader: Reader | None = None):
         self.runs, self.history, self.options, self.all_runs = runs, history, options, all_runs
+        self._reader = reader
         self.now_ms, self.stale_after_s, self.ui_base = now_ms, stale_after_s, ui_base
         self.metric = options.metric
         self.training = runs[~runs["kind"].isin(charts.NOT_TRAINING)]
@@ -48,26 +70,78 @@ class Views:
         self.build_seconds = 0.0
         self.built_at = ""
 
+    def history_of(self, runs: pd.DataFrame, keys) -> pd.DataFrame:
+        """The tidy history of `runs`, `keys` only: from the history given, or read (see the class)."""
+        keys = list(dict.fromkeys(keys))
+        if self._reader is None:
+            history = self.history
+            return history[history["run_id"].isin(set(runs["run_id"])) & history["key"].isin(keys)]
+        return frames.tidy_history(self._reader(runs, keys) if not runs.empty else pd.DataFrame(), runs)
+
+    @cached_property
+    def summary_history(self) -> pd.DataFrame:
+        """What the summary reads: the runs without run-level metrics (running, older versions), a few keys."""
+        lacking = self.training[frames.needs_history(self.training).to_numpy()] if not self.training.empty else self.training
+        return self.history_of(lacking, frames.SUMMARY_HISTORY_KEYS)
+
     @cached_property
     def drawn(self) -> pd.DataFrame:
-        """The training runs the curve chart draws: every one, or (with `options.top`, when repeats
-        are not averaged) the `top` runs of best validation accuracy. The table lists them all."""
+        """The training runs the curve chart draws: with repeats averaged, a bounded sample of the groups
+        (`group_sample`); else every one, or with `options.top` the `top` runs of best validation
+        accuracy. The table lists them all."""
+        if self.options.group:
+            return self.group_sample[0]
         top = self.options.top
-        if not top or self.options.group or len(self.training) <= top:
+        if not top or len(self.training) <= top:
             return self.training
         best = self.summary.set_index("run_id")["best_val_accuracy"]
         ranked = self.training.assign(_best=self.training["run_id"].map(best).astype(float))
         ranked = ranked.sort_values("_best", ascending=False, na_position="last", kind="stable").head(top)
         return self.training.loc[ranked.sort_index().index]
 
+    @cached_property
+    def group_sample(self) -> tuple[pd.DataFrame, dict]:
+        """With repeats averaged: (the runs drawn, what was left out). Per chart column the
+        `GROUPS_DRAWN` groups of best mean best-val-accuracy, each drawn from its first
+        `GROUP_RUNS_DRAWN` runs by seed (then start time): the same runs on every page."""
+        training = self.training
+        if training.empty:
+            return training, {"groups": 0, "groups_drawn": 0, "largest": 0, "largest_drawn": 0}
+        best = self.summary.set_index("run_id")["best_val_accuracy"].astype(float)
+        facet = frames.param_values(training, self.options.facet) if self.options.facet else pd.Series("", index=training.index)
+        frame = training.assign(
+            _key=stats.group_keys(training["params"], self.options.vary).to_numpy(), _facet=facet.to_numpy(),
+            _seed=training["seed"].map(numbers.to_float), _start=training["start_time"].astype(float), _best=training["run_id"].map(best),
+        )  # fmt: skip
+        sizes = frame.groupby("_key").size()
+        means = frame.groupby(["_facet", "_key"])["_best"].mean().rename("mean").reset_index()
+        means = means.sort_values(["_facet", "mean", "_key"], ascending=[True, False, True], na_position="last", kind="stable")
+        kept = set(means.groupby("_facet").head(GROUPS_DRAWN)["_key"])
+        ordered = frame[frame["_key"].isin(kept)].sort_values(["_key", "_seed", "_start", "run_id"], na_position="last", kind="stable")
+        chosen = ordered.groupby("_key", sort=False).head(GROUP_RUNS_DRAWN).index
+        left_out = {
+            "groups": int(sizes.size), "groups_drawn": len(kept), "largest": int(sizes.max()),
+            "largest_drawn": int(min(sizes[list(kept)].max(), GROUP_RUNS_DRAWN)) if kept else 0,
+        }  # fmt: skip
+        return training.loc[training.index.isin(chosen)], left_out
+
     @property
     def hidden(self) -> int:
-        """Training runs left out of the curve chart by `options.top`."""
-        return len(self.training) - len(self.drawn)
+        """Training runs left out of the curve chart by `options.top` (not averaging repeats)."""
+        return 0 if self.options.group else len(self.training) - len(self.drawn)
+
+    def _with_predecessors(self, runs: pd.DataFrame) -> pd.DataFrame:
+        """`runs` and the runs each continues from (`init_run_id`, followed back among `all_runs`)."""
+        known = self.all_runs.drop_duplicates("run_id")
+        parent = {r: p for r, p in zip(known["run_id"], known["init_run_id"], strict=True) if p}
+        chained = {member for run_id in runs["run_id"] for member in frames.chain_of(run_id, parent)}
+        return pd.concat([runs, known[known["run_id"].isin(chained - set(runs["run_id"]))]], ignore_index=True)
 
     @cached_property
     def curves(self) -> curve_data.Curves:
-        return curve_data.curves(self.history, self.drawn, self.options, all_runs=self.all_runs)
+        drawn = self.drawn
+        history = self.history_of(self._with_predecessors(drawn) if self.options.join else drawn, needed_keys(self.metric))
+        return curve_data.curves(history, drawn, self.options, all_runs=self.all_runs)
 
     @cached_property
     def curves_chart(self):
@@ -100,7 +174,7 @@ class Views:
 
     @cached_property
     def summary(self) -> pd.DataFrame:
-        return frames.summary(self.training, self.history, now_ms=self.now_ms, stale_after_s=self.stale_after_s, ui_base=self.ui_base)
+        return frames.summary(self.training, self.summary_history, now_ms=self.now_ms, stale_after_s=self.stale_after_s, ui_base=self.ui_base)
 
     @cached_property
     def sensitivity(self) -> pd.DataFrame:
@@ -120,7 +194,9 @@ class Views:
         each with its verdict against the best (`margin`: the equivalence margin); computed once per setting."""
         if (statistic, margin) not in self._comparisons:
             chosen = stats.STATISTICS[statistic]
-            values = stats.values_of(self.training, self.summary, self.history, chosen)
+            # Only the lowest validation loss reads histories (val_loss of every run), and only when chosen.
+            losses = self.history_of(self.training, [contract.VAL_LOSS]) if chosen is stats.LOWEST_VAL_LOSS else self.summary_history.iloc[0:0]
+            values = stats.values_of(self.training, self.summary, losses, chosen)
             self._comparisons[statistic, margin] = stats.compare(values, chosen, self.options.vary, margin=margin)
         return self._comparisons[statistic, margin]
 
@@ -137,7 +213,8 @@ class Views:
     @cached_property
     def schedule(self) -> curve_data.Curves:
         options = curve_data.CurveOptions(metric=LEARNING_RATE, facet=contract.PARAM_SCHEDULE, color=self.options.color, log_y=True)
-        return curve_data.curves(self.history, self.training, options)
+        drawn = self.drawn  # the runs of the curve chart: a run's schedule is its configuration's
+        return curve_data.curves(self.history_of(drawn, [contract.LEARNING_RATE]), drawn, options)
 
     @cached_property
     def schedule_chart(self):
@@ -147,7 +224,8 @@ class Views:
 
     @cached_property
     def lr_finder(self) -> pd.DataFrame:
-        return frames.lr_finder(self.runs[self.runs["kind"] == contract.KIND_LR_FIND], self.history)
+        finders = self.runs[self.runs["kind"] == contract.KIND_LR_FIND]
+        return frames.lr_finder(finders, self.history_of(finders, [histories.LR_FIND_LOSS, histories.LR_FIND_LR]))
 
     @cached_property
     def lr_finder_chart(self):
@@ -159,9 +237,10 @@ class Views:
         summary = self.summary
         if summary.empty:
             return 0, 0, 0
-        logged = set(self.history["run_id"])
-        with_val = set(self.history.loc[self.history["split"] == frames.VALIDATION, "run_id"])
-        without_val = sum(1 for run_id in summary["run_id"] if run_id in logged and run_id not in with_val)
+        per_epoch = set(contract.EPOCH_METRICS)  # from the run search: which keys each run logged
+        validation = {key for key in per_epoch if frames.split_metric(key)[1] == frames.VALIDATION}
+        keys = self.training["metric_keys"].map(set)
+        without_val = int(keys.map(lambda k: bool(k & per_epoch) and not k & validation).sum())
         return int(summary["epochs"].isna().sum()), without_val, int((summary["state"] == "STALE").sum())
 
     @property
@@ -190,9 +269,9 @@ class Views:
         return self._page_specs[name]
 
     def prepare(self) -> Views:
-        """Compute what the page's first view shows (curve chart, runs table, notes) now: done once
-        before the object is shared by sessions, so none of them waits on another's work."""
-        _ = self.page_spec("curves"), self.summary, self.state_counts, self.notes, self.forest_spec()
+        """Compute the answer (summary, notes, the forest plot) now, from the run search: done once
+        before the object is shared by sessions. The curve chart follows (`page_spec("curves")`)."""
+        _ = self.summary, self.state_counts, self.forest_spec()
         return self
 
     @property
@@ -213,14 +292,16 @@ class Views:
 
 def build(
     runs: pd.DataFrame,
-    history: pd.DataFrame,
+    history: pd.DataFrame | None,
     options: curve_data.CurveOptions,
     *,
     all_runs: pd.DataFrame | None = None,
     now_ms: float,
     stale_after_s: float,
     ui_base: str,
+    reader: Reader | None = None,
 ) -> Views:
-    """The views of `runs` (already filtered); `all_runs` gives colours and the runs continued from."""
+    """The views of `runs` (already filtered); `all_runs` gives colours and the runs continued from;
+    `history` every history of them, or None with `reader` (see `Views`)."""
     all_runs = runs if all_runs is None else all_runs
-    return Views(runs, history, options, all_runs=all_runs, now_ms=now_ms, stale_after_s=stale_after_s, ui_base=ui_base)
+    return Views(runs, history, options, all_runs=all_runs, now_ms=now_ms, stale_after_s=stale_after_s, ui_base=ui_base, reader=reader)

@@ -2,11 +2,12 @@
 
 Streamlit runs a page's script only when a session opens, so the first visitor of a fresh
 `streamlit run app/dashboard.py` waits for the page's imports (pandas, MLflow, Altair) and for
-every history of the experiment it opens. The warm-up does both as the server starts, in a
-thread so the server answers at once: it imports the page's modules and loads the runs of the
-experiment a page opens on without `?exp=` (`run_search.default_experiments`), or those of
-`LRLAB_WARM_EXPERIMENTS` (comma-separated names), into the history cache every session shares.
-A session that arrives while it reads waits for it and then finds the histories cached. A store
+the histories its curve chart draws. The warm-up does both as the server starts, in a thread so
+the server answers at once: it imports the page's modules and builds the default page's views
+(`first_chart.cached_views`: the answer from the run search, the curve chart from the histories
+it draws, read into the history cache every session shares) of the experiment a page opens on
+without `?exp=` (`run_search.default_experiments`), or of `LRLAB_WARM_EXPERIMENTS` (comma-separated
+names). A session that arrives while it builds waits for it and then takes what it built. A store
 that is down is left for the page to report.
 """
 
@@ -55,13 +56,14 @@ def warm_up(uri: str | None = None) -> dict:
         with _LOCK:  # the first visitor's page asks the same a moment later: it takes this answer
             _SEARCHED[(store.store_key(uri), tuple(ids))] = (time.monotonic(), runs)
         cache = histories.shared_history_cache(store.store_key(uri))
-        # The page's first chart first (what it reads, and the chart itself): a visitor who arrives
-        # meanwhile finds both (`HistoryCache.peek`, `first_chart.cached_spec`) while the rest is read.
-        first_chart.cached_spec(
-            store.store_key(uri), client, cache, runs, runs, first_chart.default_options(runs), now_ms=time.time() * 1000,
-            stale_after_s=url_state.SPEC["stale"][1] * 60.0, ui_base=store.ui_base_url(uri),
+        # The default page's views, curve chart included, as the page asks for them (`loaders.views_of`):
+        # a visitor who arrives meanwhile waits for them. Only the histories they draw are read.
+        active = bool(runs["status"].isin(run_search.ACTIVE_STATUSES).any())
+        built = first_chart.cached_views(
+            store.store_key(uri), client, cache, runs, runs, first_chart.default_options(runs), clock=int(time.time() // 30) if active else 0,
+            curves=True, uri=uri, now_ms=time.time() * 1000, stale_after_s=float(url_state.SPEC["stale"][1] * 60), ui_base=store.ui_base_url(uri),
         )  # fmt: skip
-        cache.load(client, runs)
+        built.build_seconds, built.built_at = time.perf_counter() - started, f"warm-up {time.strftime('%H:%M:%S')}"
     except Exception as error:  # noqa: BLE001 - the page says what is wrong with the store
         log.warning("warm-up of %s skipped: %s", store.display_uri(uri), messages.first_line(error))
         return {"experiments": [], "runs": 0, "seconds": time.perf_counter() - started}
