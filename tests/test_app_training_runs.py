@@ -51,6 +51,14 @@ def test_loaders_read_what_training_logged(trained_store):
         assert table.at[run.run_id, "best_val_accuracy"] == pytest.approx(run.metrics[contract.BEST_VAL_ACCURACY])
         assert table.at[run.run_id, "best_epoch"] == run.metrics[contract.BEST_EPOCH]
         assert table.at[run.run_id, "state"] == "FINISHED"
+        # The run-level metrics training logs at its end: a finished run's summary needs no history.
+        assert set(contract.SUMMARY_METRICS) <= set(run.metrics) and not frames.needs_history(runs[runs["run_id"] == run.run_id]).any()
+        own = history[history["run_id"] == run.run_id]
+        at_best = own[own["epoch"] == run.metrics[contract.BEST_EPOCH]].set_index("key")["value"]
+        assert run.metrics[contract.ACCURACY_AT_BEST] == pytest.approx(at_best[contract.ACCURACY])
+        assert run.metrics[contract.EPOCHS_TRAINED] == 2
+        assert run.metrics[contract.MEDIAN_IMAGES_PER_SECOND] == pytest.approx(own.loc[own["key"] == contract.IMAGES_PER_SECOND, "value"].median())
+        assert table.at[run.run_id, "gap"] == pytest.approx(at_best[contract.ACCURACY] - at_best[contract.VAL_ACCURACY])
     assert built.curves.points["best"].sum() == 2
 
 

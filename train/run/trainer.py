@@ -261,8 +261,15 @@ def _fail_on_nan(guard: StopOnNonFiniteLoss, config: TrainConfig) -> None:
 def _summarise(run_id: str, history: pd.DataFrame) -> TrainResult:
     val = history[contract.VAL_ACCURACY].to_numpy(dtype=float)
     best_epoch = int(history["epoch"].iloc[np.nanargmax(val)]) if not np.isnan(val).all() else int(history["epoch"].iloc[-1])
-    best = float(history.loc[history["epoch"] == best_epoch, contract.VAL_ACCURACY].iloc[0])
-    mlflow.log_metrics({contract.BEST_VAL_ACCURACY: best, contract.BEST_EPOCH: best_epoch})
+    at_best = history.loc[history["epoch"] == best_epoch]
+    best = float(at_best[contract.VAL_ACCURACY].iloc[0])
+    # With these the dashboard summarises a finished run from the run search alone (no history read).
+    summary = {
+        contract.BEST_VAL_ACCURACY: best, contract.BEST_EPOCH: best_epoch, contract.EPOCHS_TRAINED: int(history["epoch"].max()) + 1,
+        contract.ACCURACY_AT_BEST: float(at_best[contract.ACCURACY].iloc[0]),
+        contract.MEDIAN_IMAGES_PER_SECOND: float(np.nanmedian(history[contract.IMAGES_PER_SECOND].to_numpy(dtype=float))) if history[contract.IMAGES_PER_SECOND].notna().any() else math.nan,
+    }  # fmt: skip
+    mlflow.log_metrics({key: value for key, value in summary.items() if key in (contract.BEST_VAL_ACCURACY, contract.BEST_EPOCH) or math.isfinite(value)})
     return TrainResult(run_id, best, best_epoch, history.to_dict("records"))
 
 
