@@ -34,17 +34,20 @@ import contextlib
 import json
 import os
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
-from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
 from app.data import histories, run_search, synthetic
+from bench.peak_memory import peak_rss
 from tests.app_fixtures import chromium_page, dashboard_server, mlflow_server, wait_for_chart, wait_for_full_page
 from train import contract
 
@@ -57,31 +60,68 @@ OLD_REV = "0465035"
 
 
 def build_store(path: Path, runs: int, epochs: int) -> str:
-    """`runs` finished runs of `epochs` epochs and the contract's 7 per-epoch metrics; reused when present."""
+    """`runs` finished runs of `epochs` epochs, the contract's 7 per-epoch metrics and the run-level
+    ones training logs at its end, written into the SQLite store with bulk SQL inserts (through
+    MlflowClient 10,000 runs take an hour); reused when present. The rows are those the client writes."""
     uri = f"sqlite:///{path}"
     path.parent.mkdir(parents=True, exist_ok=True)
     client = MlflowClient(tracking_uri=uri)
     found = client.get_experiment_by_name(EXPERIMENT)
-    if found and len(client.search_runs([found.experiment_id], max_results=runs + 1)) == runs:
+    if found and _store_has(path, found.experiment_id, runs):
         return uri
     if found:
         client.delete_experiment(found.experiment_id)
         client.rename_experiment(found.experiment_id, f"{EXPERIMENT}-old-{int(time.time())}")
     experiment_id = client.create_experiment(EXPERIMENT)
-    rates = [10.0**k for k in range(-6, -1)]
-    stages = list(contract.STAGES)
+    artifacts = client.get_experiment(experiment_id).artifact_location
     started = time.perf_counter()
-    for index in range(runs):
-        lr, stage, seed = rates[index % len(rates)], stages[(index // len(rates)) % len(stages)], index // (len(rates) * len(stages))
-        values = synthetic.history(lr, stage, epochs, seed)
-        run = client.create_run(experiment_id, run_name=f"{stage} lr={lr:g}")
-        metrics = [Metric(key, float(v), 1_700_000_000_000 + epoch * 1000, epoch) for key, series in values.items() for epoch, v in enumerate(series)]
-        params = [Param(k, v) for k, v in synthetic.params_for(lr, stage, seed=seed, epochs=epochs).items()]
-        for i in range(0, len(metrics), synthetic.LOG_BATCH_MAX):
-            client.log_batch(run.info.run_id, metrics=metrics[i : i + synthetic.LOG_BATCH_MAX], params=params if i == 0 else [])
-        client.set_terminated(run.info.run_id)
+    with sqlite3.connect(path) as db:
+        for first in range(0, runs, 500):  # a batch of runs per transaction: bounded memory
+            rows = _run_rows(range(first, min(runs, first + 500)), epochs, int(experiment_id), artifacts)
+            for table, columns, values in rows:
+                db.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", values)
     print(f"built {runs} runs x {epochs} epochs x {len(contract.EPOCH_METRICS)} metrics in {time.perf_counter() - started:.0f} s at {path}", flush=True)
     return uri
+
+
+RATES = [10.0**k for k in range(-6, -1)]
+
+
+def _run_rows(indexes, epochs: int, experiment_id: int, artifacts: str) -> list[tuple[str, list[str], list[tuple]]]:
+    """The rows of runs `indexes` (lr, stage and seed from the index: 5 rates x 4 stages, then seeds)."""
+    runs, params, tags, metrics, latest = [], [], [], [], []
+    start = 1_700_000_000_000
+    for index in indexes:
+        lr, stage, seed = RATES[index % len(RATES)], contract.STAGES[(index // len(RATES)) % len(contract.STAGES)], index // (len(RATES) * len(contract.STAGES))
+        run_id, name = uuid.uuid4().hex, f"{stage} lr={lr:g}"
+        values = synthetic.history(lr, stage, epochs, seed)
+        end = start + (epochs + 1) * synthetic.STEP
+        runs.append((run_id, name, "UNKNOWN", "", "", "bench", "FINISHED", start, end, "", "active", f"{artifacts}/{run_id}/artifacts", experiment_id))
+        params += [(key, value, run_id) for key, value in synthetic.params_for(lr, stage, seed=seed, epochs=epochs).items()]
+        tags += [(MLFLOW_RUN_NAME, name, run_id), (contract.TAG_KIND, contract.KIND_TRAIN, run_id)]
+        for key, series in values.items():
+            metrics += [(key, float(v), start + (epoch + 1) * synthetic.STEP, run_id, epoch, 0) for epoch, v in enumerate(series)]
+            latest.append((key, float(series[-1]), start + epochs * synthetic.STEP, epochs - 1, 0, run_id))
+        for key, value in synthetic.summary_metrics(values).items():
+            metrics.append((key, value, end, run_id, 0, 0))
+            latest.append((key, value, end, 0, 0, run_id))
+    return [
+        ("runs", ["run_uuid", "name", "source_type", "source_name", "entry_point_name", "user_id", "status", "start_time", "end_time", "source_version", "lifecycle_stage", "artifact_uri", "experiment_id"], runs),
+        ("params", ["key", "value", "run_uuid"], params),
+        ("tags", ["key", "value", "run_uuid"], tags),
+        ("metrics", ["key", "value", "timestamp", "run_uuid", "step", "is_nan"], metrics),
+        ("latest_metrics", ["key", "value", "timestamp", "step", "is_nan", "run_uuid"], latest),
+    ]  # fmt: skip
+
+
+def _store_has(path: Path, experiment_id: str, runs: int) -> bool:
+    """Whether the store holds `runs` runs in the experiment, written with the run-level metrics."""
+    with sqlite3.connect(path) as db:
+        count = db.execute("SELECT COUNT(*) FROM runs WHERE experiment_id = ? AND lifecycle_stage = 'active'", (int(experiment_id),)).fetchone()[0]
+        summarised = db.execute(
+            "SELECT COUNT(*) FROM latest_metrics JOIN runs USING (run_uuid) WHERE experiment_id = ? AND key = ?", (int(experiment_id), contract.EPOCHS_TRAINED)
+        ).fetchone()[0]  # fmt: skip
+    return count == summarised == runs
 
 
 def project_load(uri: str) -> int:
@@ -136,17 +176,28 @@ st.dataframe(pd.DataFrame({"x": range(10), "y": range(10)}))
 """
 
 
-def open_session(url: str, page=None) -> tuple[float, float]:
-    """Seconds from opening the page to its first chart drawn, and to the whole page (the script
-    done, every table drawn): in a fresh browser, or in `page` (a new tab of a browser that has
-    shown the dashboard before: its files are cached)."""
+# Any chart drawn: on the dashboard the forest plot of the verdicts (the answer), drawn first.
+ANY_CHART = (
+    "() => [...document.querySelectorAll(\"[data-testid='stVegaLiteChart'] canvas, [data-testid='stVegaLiteChart'] svg.marks\")]"
+    ".some(c => c.getBoundingClientRect().width > 100 && c.getBoundingClientRect().height > 40)"
+)
+MOMENTS = {"answer": "the first chart drawn (the verdicts' forest plot)", "chart": "the curve chart drawn", "full": "the full page (chart, table, script done)"}
+
+
+def open_session(url: str, page=None, timeout_ms: int = 120_000) -> tuple[float, float, float]:
+    """Seconds from opening the page to its first chart drawn (the answer: the forest plot), to
+    its curve chart drawn (a chart over 200 px each way; the forest plot is smaller), and to the
+    whole page (the script done, every table drawn): in a fresh browser, or in `page` (a new tab
+    of a browser that has shown the dashboard before: its files are cached)."""
     with chromium_page() if page is None else contextlib.nullcontext(page) as tab:
         started = time.perf_counter()
         tab.goto(f"{url}/?exp={EXPERIMENT}")
-        wait_for_chart(tab, timeout_ms=120_000)
+        tab.wait_for_function(ANY_CHART, timeout=timeout_ms)
+        answer = time.perf_counter() - started
+        wait_for_chart(tab, timeout_ms=timeout_ms)
         chart = time.perf_counter() - started
-        wait_for_full_page(tab, timeout_ms=120_000)
-        return chart, time.perf_counter() - started
+        wait_for_full_page(tab, timeout_ms=timeout_ms)
+        return answer, chart, time.perf_counter() - started
 
 
 def old_dashboard(rev: str, folder: Path) -> Path | None:
@@ -270,15 +321,38 @@ def server_figures(label: str, http_uri: str, pages: dict[str, Path], args) -> d
 def browser_figures(label: str, http_uri: str, pages: dict[str, Path], args, log_dir: Path) -> dict:
     times = render_side_by_side(http_uri, pages, log_dir, cold=args.cold, sessions=args.sessions)
     figures = {}
-    for moment, index in (("chart", 0), ("full", 1)):
+    for index, (moment, until) in enumerate(MOMENTS.items()):
         result = {name: {kind: statistics.median(v[index] for v in values) for kind, values in kinds.items()} for name, kinds in times.items()}
         result["all_s"] = {name: {kind: [round(v[index], 2) for v in values] for kind, values in kinds.items()} for name, kinds in times.items()}
-        until = "the curve chart drawn" if moment == "chart" else "the full page (chart, table, script done)"
         print(f"page render in Chromium until {until}, {label}, fresh browser per session (medians; cold of {args.cold}, warm of {args.cold * args.sessions}):", flush=True)
         for kind, what in (("warm", "new session, warm server"), ("returning", "  same, browser seen it before"), ("cold", "first session, cold process")):
             print(_line(what, result, kind, args, 30) + f"   (floor {result['floor'][kind]:.2f} s)", flush=True)
         figures[moment] = result
     return figures
+
+
+def scale_figures(size: str, args) -> dict:
+    """A store of many runs (--scale 10000x20) behind `mlflow server`: a fresh `streamlit run
+    app/dashboard.py` and the floor page, each opened by its first visitor, then once more (a new
+    session of the warm server); seconds until the verdicts (the forest plot), the curve chart and
+    the full page, and the peak resident memory of the dashboard's server process."""
+    runs, epochs = (int(n) for n in size.lower().split("x"))
+    floor = args.store / "baseline_page.py"
+    floor.write_text(BASELINE_PAGE)
+    result = {"runs": runs, "epochs": epochs}
+    with mlflow_server(build_store(args.store / f"runs{runs}-epochs{epochs}.db", runs, epochs), workdir=args.store) as http_uri:
+        for name, script in (("this", REPO / "app" / "dashboard.py"), ("floor", floor)):
+            started: list = []
+            with dashboard_server(http_uri, log_dir=args.store, script=script, started=started) as url:
+                first = open_session(url, timeout_ms=600_000)
+                again = open_session(url, timeout_ms=600_000)
+                result[name] = {"first": first, "again": again, "peak_rss_mb": peak_rss(started[0].pid) / 2**20}
+    this, base = result["this"], result["floor"]
+    print(f"{runs} runs x {epochs} epochs behind mlflow server, fresh `streamlit run`, seconds until (first visitor | a new session of the warm server):", flush=True)
+    for index, until in enumerate(MOMENTS.values()):
+        print(f"  {until:<48} this {this['first'][index]:6.1f} | {this['again'][index]:5.1f}   floor {base['first'][index]:5.1f} | {base['again'][index]:5.1f}", flush=True)
+    print(f"  peak resident memory of the streamlit process: this {this['peak_rss_mb']:.0f} MB, floor {base['peak_rss_mb']:.0f} MB", flush=True)
+    return result
 
 
 def main(argv=None) -> int:
@@ -293,6 +367,7 @@ def main(argv=None) -> int:
     parser.add_argument("--old-rev", default=OLD_REV, help="git revision of the dashboard to compare with ('' for none)")
     parser.add_argument("--skip-loaders", action="store_true", help="only the page render")
     parser.add_argument("--no-browser", action="store_true", help="the page script's time only, no Chromium ('--render none': neither)")
+    parser.add_argument("--scale", action="append", default=[], metavar="RUNSxEPOCHS", help="a large store's page: verdicts, chart, full page and server memory (e.g. 10000x20)")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     args = parser.parse_args(argv)
     # The machine may be shared: the ratios measured side by side hold, the seconds move with the load.
@@ -320,6 +395,7 @@ def main(argv=None) -> int:
             with mlflow_server(build_store(db, runs, epochs), workdir=args.store) as http_uri:
                 label = f"{runs} runs x {epochs} epochs"
                 results["render"][size] = render_figures(label, http_uri, args, args.store)
+    results["scale"] = {size: scale_figures(size, args) for size in args.scale}
     results["load_average_end"] = os.getloadavg()
     print("load average (1, 5, 15 min) at the end: {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()), flush=True)
     if args.json:

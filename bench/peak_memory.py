@@ -7,7 +7,7 @@ process that had trained a model reports that parent's peak; VmHWM is the proces
 from pathlib import Path
 
 
-def peak_rss() -> int:
-    """Bytes: this process's peak resident set (Linux /proc/self/status, VmHWM)."""
-    status = Path("/proc/self/status").read_text()
+def peak_rss(pid: int | str = "self") -> int:
+    """Bytes: the peak resident set of this process (or of `pid`) (Linux /proc/PID/status, VmHWM)."""
+    status = Path(f"/proc/{pid}/status").read_text()
     return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) * 1024

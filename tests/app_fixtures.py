@@ -238,8 +238,9 @@ def load(uri: str, experiment: str = contract.DEFAULT_EXPERIMENT):
 
 
 @contextlib.contextmanager
-def dashboard_server(tracking_uri: str, *, log_dir: Path, env: dict[str, str] | None = None, script: Path | None = None):
-    """`streamlit run app/dashboard.py` (or `script`) on a free port, reading `tracking_uri`; yields the page's URL."""
+def dashboard_server(tracking_uri: str, *, log_dir: Path, env: dict[str, str] | None = None, script: Path | None = None, started: list | None = None):
+    """`streamlit run app/dashboard.py` (or `script`) on a free port, reading `tracking_uri`; yields the page's URL
+    (and appends its process to `started`: the benchmark reads its memory)."""
     port = free_port()
     command = [
         str(Path(sys.executable).parent / "streamlit"), "run", str(script or REPO / "app" / "dashboard.py"),
@@ -249,6 +250,8 @@ def dashboard_server(tracking_uri: str, *, log_dir: Path, env: dict[str, str] | 
     log = log_dir / f"streamlit-{port}.log"
     with open(log, "w") as out:
         process = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, **(env or {})})
+    if started is not None:
+        started.append(process)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
