@@ -24,9 +24,9 @@ import click
 import pandas as pd
 from mlflow.exceptions import MlflowException
 
-from app.analysis import curve_data, frames, stats
+from app.analysis import curve_data, stats
 from app.data import histories, run_search, store
-from app.page import views
+from app.page import first_chart, views
 from train import contract, csv_safe
 from train.messages import first_line
 
@@ -281,9 +281,9 @@ def command(experiments, filter_string, metric, smoothing, group, join, statisti
     runs = _search(client, list(chosen["experiment_id"]), filter_string, uri)
     if runs.empty:
         raise ReportError("no runs match; nothing to report")
-    history = frames.tidy_history(histories.HistoryCache().load(client, runs), runs)
     options = curve_data.CurveOptions(metric=metric, smoothing=smoothing, group=group, join=join, log_y=metric == contract.LOSS)
-    built = views.build(runs, history, options, now_ms=time.time() * 1000, stale_after_s=600, ui_base=store.ui_base_url(uri))
+    # As the page: histories read only where a figure or a summary needs them (`first_chart.build_views`).
+    built = first_chart.build_views(client, histories.HistoryCache(), runs, runs, options, uri=uri, now_ms=time.time() * 1000, stale_after_s=600, ui_base=store.ui_base_url(uri))
     context = context_lines(uri, list(chosen["name"]), {"filter": filter_string, "metric": metric, "smoothing": smoothing, "margin": margin})
     context["runs"] = runs_line(runs, built.training)
     title = f"Learning-rate study: {', '.join(chosen['name'])}"
