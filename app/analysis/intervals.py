@@ -103,3 +103,16 @@ def seeds_needed(difference: float, a: Summary, b: Summary, margin: float = 0.0,
         return math.inf if variance > 0 else math.nan
     z = scipy_stats.norm.ppf(0.5 + confidence / 2) + scipy_stats.norm.ppf(power)
     return float(max(2, math.ceil(2 * z**2 * variance / max(distances) ** 2)))
+
+
+def against(best: Summary, other: Summary, higher_is_better: bool, margin: float, is_best: bool) -> dict:
+    """verdict, difference (how far `other` falls short of `best`, positive = worse), its interval, seeds_needed."""
+    if is_best:
+        return {"verdict": BEST, "difference": 0.0, "difference_low": math.nan, "difference_high": math.nan, "seeds_needed": math.nan}
+    shortfall = welch(best, other) if higher_is_better else welch(other, best)
+    decision = verdict(best, other, shortfall, margin)
+    needed = seeds_needed(shortfall.value, best, other, margin) if decision == WITHIN_NOISE else math.nan  # decided: none
+    return {
+        "verdict": decision, "difference": shortfall.value, "difference_low": shortfall.low,
+        "difference_high": shortfall.high, "seeds_needed": needed,
+    }  # fmt: skip
