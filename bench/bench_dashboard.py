@@ -200,6 +200,13 @@ def open_session(url: str, page=None, timeout_ms: int = 120_000) -> tuple[float,
         return answer, chart, time.perf_counter() - started
 
 
+def page_env(script: Path) -> dict[str, str]:
+    """The environment a page runs in: an old page extracted by `old_dashboard` imports its own
+    `app` and `train` (its folder first on the path), not this checkout's."""
+    root = script.resolve().parents[1]
+    return {} if root == REPO else {"PYTHONPATH": str(root)}
+
+
 def old_dashboard(rev: str, folder: Path) -> Path | None:
     """The dashboard at `rev` (with the contract it read), extracted under `folder`; None without git."""
     target = folder / f"dashboard-{rev}"
@@ -225,7 +232,7 @@ def render_side_by_side(http_uri: str, pages: dict[str, Path], log_dir: Path, *,
         with contextlib.ExitStack() as stack:
             urls = {}
             for name, script in pages.items():  # one fresh server at a time: its start-up competes with no other's
-                urls[name] = stack.enter_context(dashboard_server(http_uri, log_dir=log_dir, script=script))
+                urls[name] = stack.enter_context(dashboard_server(http_uri, log_dir=log_dir, script=script, env=page_env(script)))
                 times[name]["cold"].append(open_session(url=urls[name]))
             for _ in range(sessions):
                 for name, url in urls.items():
@@ -270,8 +277,9 @@ def script_runs(http_uri: str, script: Path, sessions: int) -> list[list[float]]
     import os
 
     code = SCRIPT_RUNS.format(sessions=sessions, script=str(script), experiment=EXPERIMENT)
-    env = {**os.environ, "MLFLOW_TRACKING_URI": http_uri}
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": http_uri, **page_env(script)}
+    root = Path(page_env(script).get("PYTHONPATH", REPO))  # `python -c` puts its folder first on the path
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=600)
     line = next((ln for ln in done.stdout.splitlines() if ln.startswith("SECONDS ")), None)
     if done.returncode or line is None:
         raise RuntimeError(f"{script}: {done.stderr[-2000:]}")
