@@ -224,8 +224,6 @@ def _publish_url() -> None:
 def _draw(built: views.Views, options: curve_data.CurveOptions) -> None:
     """The page below the title: notes and the answer, the curve chart, then the chosen view. A
     store failure while a view reads its histories is a message in its place."""
-    for note in built.notes:
-        st.warning(note)
     _state_notes(built)
     comparison_view.answer(built)  # "is the difference real?", per stage, above the chart
     try:
@@ -248,6 +246,8 @@ def _curves(built: views.Views, options: curve_data.CurveOptions) -> None:
         st.info(plain(f"None of the {len(built.drawn)} run(s) drawn has logged {options.metric} yet."))
         return
     _chart(built.page_spec("curves"))
+    for note in built.notes:  # about what the chart draws (a joined run's missing predecessor)
+        st.warning(note)
     if built.hidden:
         st.caption(
             f"Drawing the {len(built.drawn)} runs of best validation accuracy; {built.hidden} more are in the table. "
