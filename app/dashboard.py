@@ -242,10 +242,11 @@ def _draw(built: views.Views, options: curve_data.CurveOptions) -> None:
 
 def _curves(built: views.Views, options: curve_data.CurveOptions) -> None:
     """The curve chart and what it leaves out."""
-    if built.curves.points.empty:
+    spec = built.page_spec("curves")  # waits while another session (or the warm-up) builds it
+    if spec is None:
         st.info(plain(f"None of the {len(built.drawn)} run(s) drawn has logged {options.metric} yet."))
         return
-    _chart(built.page_spec("curves"))
+    _chart(spec)
     for note in built.notes:  # about what the chart draws (a joined run's missing predecessor)
         st.warning(note)
     if built.hidden:

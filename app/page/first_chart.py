@@ -71,9 +71,9 @@ _BUILDING: dict[tuple, threading.Event] = {}  # memo keys being built, set when 
 
 
 def cached_views(key: str, client, cache, selected: pd.DataFrame, runs_all: pd.DataFrame, options: curve_data.CurveOptions, *, clock: int = 0, curves: bool = False, **kwargs) -> views.Views:
-    """`build_views`, prepared (the answer computed; with `curves` the curve chart too), or the very
-    one built before for the same store, runs, options and `clock`; while another thread builds that
-    one (the warm-up, as the first visitor arrives), wait for it instead."""
+    """`build_views`, prepared (the answer computed; with `curves` the curve chart too, after it is
+    shared), or the very one built before for the same store, runs, options and `clock`; while another
+    thread prepares that one (the warm-up, as the first visitor arrives), wait for it instead."""
     memo = (key, run_search.runs_version(selected), run_search.runs_version(runs_all), dataclasses.astuple(options), kwargs.get("ui_base"), kwargs.get("stale_after_s"), clock)
     with _BUILT_LOCK:
         building = _BUILDING.get(memo)
@@ -86,18 +86,18 @@ def cached_views(key: str, client, cache, selected: pd.DataFrame, runs_all: pd.D
             return _BUILT[memo]
     try:
         built = build_views(client, cache, selected, runs_all, options, **kwargs).prepare()
-        if curves:
-            built.page_spec("curves")
         with _BUILT_LOCK:
             _BUILT[memo] = built
             while len(_BUILT) > _BUILT_MAX:
                 _BUILT.popitem(last=False)
-        return built
     finally:
         with _BUILT_LOCK:
             done = _BUILDING.pop(memo, None)
         if done is not None:
-            done.set()
+            done.set()  # a visitor waiting draws the answer now; the curve chart it asks for next waits on `built`
+    if curves:
+        built.page_spec("curves")
+    return built
 
 
 def default_options(runs_all: pd.DataFrame) -> curve_data.CurveOptions:

@@ -6,6 +6,7 @@ a report shows what the page shows.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -64,6 +65,8 @@ class Views:
         # The views that are about learning rates colour them so whatever the curves are coloured by.
         self.lr_colors = self.colors if options.color == contract.PARAM_LR else charts.color_scale(all_runs, contract.PARAM_LR)
         self._page_specs: dict[str, dict | None] = {}
+        # Shared by sessions (and the warm-up): one builds a chart while the others wait for it.
+        self._building = threading.RLock()
         self._comparisons: dict[tuple[str, float], stats.Comparison] = {}
         # Set by whoever loaded the history (the page): what the load read, and when and how long the build took.
         self.load_stats = None
@@ -260,13 +263,16 @@ class Views:
     def page_spec(self, name: str) -> dict | None:
         """The chart `name` (curves, sensitivity, sensitivity_minmax, schedule, lr_finder) as the page sends it
         (`app.charts.spec.page_spec`: data inline, long curves thinned); None when there is nothing to draw."""
-        if name not in self._page_specs:
-            if name == "curves" and self.thinned:
-                chart = self._curves_chart(charts.PAGE_MAX_POINTS)
-            else:
-                chart = getattr(self, f"{name}_chart")
-            self._page_specs[name] = spec.page_spec(chart) if chart is not None else None
-        return self._page_specs[name]
+        with self._building:
+            if name not in self._page_specs:
+                if name == "curves" and self.curves.points.empty:
+                    chart = None
+                elif name == "curves" and self.thinned:
+                    chart = self._curves_chart(charts.PAGE_MAX_POINTS)
+                else:
+                    chart = getattr(self, f"{name}_chart")
+                self._page_specs[name] = spec.page_spec(chart) if chart is not None else None
+            return self._page_specs[name]
 
     def prepare(self) -> Views:
         """Compute the answer (summary, notes, the forest plot) now, from the run search: done once
