@@ -13,18 +13,22 @@ A store of 200 runs x 100 epochs x 7 metrics behind a real `mlflow server`:
          browser that has shown the page before (files cached);
        - cold: the first session of a fresh `streamlit run`, opened as soon as the server answers
          (`app/dashboard.py` is an st.App: the server imports the page's modules before it answers,
-         and its warm-up reads and builds the first chart, then every other history, meanwhile);
-     this checkout's dashboard against the one at --old-rev (the page before cross-session caching
-     and inline chart data, extracted with `git archive`), sessions alternating between the two
+         and its warm-up builds the default page meanwhile: the answer, then the curve chart);
+     this checkout's dashboard against the one at --old-rev (extracted with `git archive`, run on
+     its own packages), sessions alternating between the two
      servers so both see the same machine load; beside them `streamlit run app/serve.py` (the same
      page, the store read by its warm-up as the server starts) and a page with one 10-point chart
-     and a 10-row table (the floor of this browser set-up). Each session is timed until the curve
-     chart has drawn and until the full page (script done, every table drawn).
+     and a 10-row table (the floor of this browser set-up). Each session is timed until the first
+     chart has drawn (the verdicts' forest plot), the curve chart, and the full page (script done,
+     every table drawn);
+  5. with --scale 10000x20: a store of that many runs (the first visitor and a new session of a
+     fresh `streamlit run`, beside the floor page) and the dashboard server's peak resident memory.
 
     python -m bench.bench_dashboard [--runs 200] [--epochs 100] [--repeats 3]
-        [--render 40x50 --render 200x100] [--sessions 4] [--cold 2] [--old-rev REV] [--skip-loaders] [--json out.json]
+        [--render 40x50 --render 200x100] [--sessions 4] [--cold 2] [--old-rev REV] [--skip-loaders]
+        [--scale 10000x20] [--json out.json]
 
-Stores are built once under --store (default /tmp/lrlab-bench) and reused.
+Stores are written once under --store (default /tmp/lrlab-bench) with bulk SQL inserts and reused.
 """
 
 from __future__ import annotations
@@ -54,9 +58,9 @@ from train import contract
 REPO = Path(__file__).resolve().parents[1]
 
 EXPERIMENT = "bench"
-# The dashboard before this benchmark's render figures were improved: per-session chart building,
-# chart data as Arrow tables the browser unpacks cell by cell, the sidebar before the chart.
-OLD_REV = "0465035"
+# The dashboard before run-level metrics and bounded curves: every history of the experiment read
+# (the curve chart's keys first), the verdicts computed from them.
+OLD_REV = "5ea3b48"
 
 
 def build_store(path: Path, runs: int, epochs: int) -> str:
