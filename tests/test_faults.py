@@ -303,6 +303,31 @@ def test_ctrl_c_twice_during_an_epoch_ends_the_run_killed(tracking_uri, tmp_path
     assert f"continue it with --resume {run_id}" in log.read_text()
 
 
+LATE_SECOND_CTRL_C = """
+import os, signal, sys
+from train.errors import TrainingInterrupted
+from train.run.interrupt import GracefulStop
+
+stops = []
+try:
+    with GracefulStop(on_stop=stops.append) as stopper:
+        os.kill(os.getpid(), signal.SIGINT)
+        stopper.check()
+except TrainingInterrupted as stop:
+    os.kill(os.getpid(), signal.SIGINT)  # the second Ctrl-C lands after the stop was recorded
+    print("leaving with", 128 + stop.signum, "after", len(stops), "stop")
+    sys.exit(128 + stop.signum)
+"""
+
+
+def test_a_second_ctrl_c_after_the_stop_was_recorded_does_not_kill_the_leaving_process():
+    """CI once saw the process die by SIGINT (status -2) after printing its stop: Python's own handler,
+    back in place once the run had ended, turned the late second Ctrl-C into a KeyboardInterrupt."""
+    done = subprocess.run([sys.executable, "-c", LATE_SECOND_CTRL_C], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 128 + signal.SIGINT, done.stderr[-2000:]
+    assert done.stdout.strip() == "leaving with 130 after 1 stop"
+
+
 def test_a_broken_epochs_file_is_ignored_with_a_warning_not_a_traceback(tmp_path, monkeypatch, capsys):
     from train.run import interrupt
 

@@ -21,7 +21,7 @@ import keras
 
 from train.config import cache_root
 from train.errors import TrainingInterrupted
-from train.run.signals import stop_signals_to
+from train.run.signals import absorb_stop_signals, stop_signals_to
 
 
 class GracefulStop(keras.callbacks.Callback):
@@ -36,7 +36,8 @@ class GracefulStop(keras.callbacks.Callback):
 
     A second signal (Ctrl-C twice) means "now": it raises TrainingInterrupted at once, or, once
     the run is already being stopped, sets `hurry` so the stop skips what can wait (sending the
-    checkpoint) but still ends the run KILLED. Signals during `on_stop` never cut it short.
+    checkpoint) but still ends the run KILLED. Signals during `on_stop` never cut it short, nor,
+    once a stop has ended the block, the process's way out (absorb_stop_signals).
     """
 
     def __init__(self, on_stop=None):
@@ -54,13 +55,18 @@ class GracefulStop(keras.callbacks.Callback):
         return self
 
     def __exit__(self, exc_type, exc, traceback):
+        stopped = isinstance(exc, TrainingInterrupted | KeyboardInterrupt)
         try:
-            if isinstance(exc, TrainingInterrupted | KeyboardInterrupt) and self.on_stop is not None:
+            if stopped and self.on_stop is not None:
                 self.stopping = True
                 self.signum = self.signum or signal.SIGINT  # a KeyboardInterrupt from before the handler was in place
                 self.on_stop(self)
         finally:
-            self._routing.close()
+            if stopped:  # the stop is recorded and the process leaves: a late signal must not kill it on the way
+                self._routing.pop_all()
+                absorb_stop_signals()
+            else:
+                self._routing.close()
         return False
 
     @property

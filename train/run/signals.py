@@ -22,3 +22,19 @@ def stop_signals_to(handler):
     finally:
         for signum, old in previous.items():
             signal.signal(signum, old)
+
+
+def _absorb(signum, frame):
+    """A stop signal that came after the stop was done: the process is already on its way out."""
+
+
+def absorb_stop_signals() -> None:
+    """From now on SIGTERM and SIGINT do nothing (main thread only, like `stop_signals_to`).
+
+    For a process that has handled its stop and is exiting: Python's own handlers would turn a
+    late second Ctrl-C into a KeyboardInterrupt on the way out, and the process would die by the
+    signal, its exit status and last line lost. A Python no-op rather than SIG_IGN: a signal
+    already pending when the handler changes would otherwise print "ignored due to race condition"."""
+    if threading.current_thread() is threading.main_thread():
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, _absorb)
