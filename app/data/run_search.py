@@ -15,9 +15,11 @@ from mlflow.entities import ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+from mlflow.utils.rest_utils import http_request, verify_rest_response
 
 from app.analysis import numbers
 from train import contract
+from train.tracking import mlflow_private
 
 SEARCH_PAGE = 1000
 ACTIVE_STATUSES = ("RUNNING", "SCHEDULED")
@@ -37,9 +39,23 @@ def list_experiments(client: MlflowClient) -> pd.DataFrame:
 
 
 def search_runs(client: MlflowClient, experiment_ids: list[str], filter_string: str = "", max_runs: int = 10_000) -> pd.DataFrame:
-    """Every active run of the experiments that matches `filter_string`, one row each (see `runs_frame`)."""
+    """Every active run of the experiments that matches `filter_string`, one row each (see `runs_frame`).
+
+    Behind `mlflow server` the REST search is read as JSON straight into the rows (`_search_rest`):
+    MlflowClient turns the same answer into protobuf and then entities first, which for 1,000 runs
+    costs as much CPU as the server's own query. Any other store goes through MlflowClient."""
     if not experiment_ids:
         return runs_frame([], {})
+    store = mlflow_private.tracking_store(client)
+    if mlflow_private.is_rest_store(store):
+        rows = _search_rest(store.get_host_creds(), [str(e) for e in experiment_ids], filter_string or "", max_runs)
+    else:
+        rows = [_run_row(run) for run in _search_client(client, experiment_ids, filter_string, max_runs)]
+    names = {e.experiment_id: e.name for e in _experiments_by_id(client, experiment_ids)}
+    return _frame(rows, names)
+
+
+def _search_client(client: MlflowClient, experiment_ids, filter_string: str, max_runs: int) -> list:
     runs, token = [], None
     while len(runs) < max_runs:
         page = client.search_runs(
@@ -53,8 +69,64 @@ def search_runs(client: MlflowClient, experiment_ids: list[str], filter_string: 
         token = page.token
         if not token:
             break
-    names = {e.experiment_id: e.name for e in _experiments_by_id(client, experiment_ids)}
-    return runs_frame(runs, names)
+    return runs
+
+
+SEARCH_ENDPOINT = "/api/2.0/mlflow/runs/search"  # MLflow's public REST API (the call MlflowClient.search_runs makes)
+HTTP_TIMEOUT_SECONDS = 60
+
+
+def _search_rest(creds, experiment_ids: list[str], filter_string: str, max_runs: int) -> list[tuple]:
+    """The REST search's pages (`SEARCH_PAGE` runs each, up to `max_runs`), the request MlflowClient
+    sends, read as JSON into `_run_row`'s rows. `http_request` is MLflow's own: credentials
+    (MLFLOW_TRACKING_USERNAME/PASSWORD, MLFLOW_TRACKING_TOKEN, auth plugins), TLS settings and
+    retries as the client applies them; `verify_rest_response` raises the client's errors."""
+    rows, token = [], None
+    while len(rows) < max_runs:
+        body = {"experiment_ids": experiment_ids, "filter": filter_string, "run_view_type": "ACTIVE_ONLY", "max_results": min(SEARCH_PAGE, max_runs - len(rows))}
+        if token:
+            body["page_token"] = token
+        response = http_request(creds, SEARCH_ENDPOINT, "POST", json=body, timeout=HTTP_TIMEOUT_SECONDS)
+        verify_rest_response(response, SEARCH_ENDPOINT)
+        answer = response.json()
+        rows += [_json_row(run) for run in answer.get("runs", ())]
+        token = answer.get("next_page_token")
+        if not token:
+            break
+    return rows
+
+
+def _number(value, default=0.0) -> float:
+    """A JSON double as protobuf's JSON reader takes it: a number, or "NaN", "Infinity", "-Infinity"."""
+    return default if value is None else float(value)
+
+
+def _json_row(run: dict) -> tuple:
+    """`_run_row` of a run in the REST API's JSON (proto2: a field never set is absent; as in
+    MLflow's entities it reads as "", 0, and an end time of 0 as None)."""
+    info, data = run.get("info", {}), run.get("data", {})
+    metrics, stamps = {}, [0]
+    for metric in data.get("metrics", ()):
+        metrics[metric.get("key", "")] = _number(metric.get("value"))
+        stamps.append(int(metric.get("timestamp") or 0))
+    run_id = info.get("run_id") or info.get("run_uuid", "")
+    return (
+        run_id, info.get("run_name", ""), info.get("experiment_id", ""), info.get("status", "RUNNING"),
+        int(info.get("start_time") or 0), int(info.get("end_time") or 0) or None,
+        {p.get("key", ""): p.get("value", "") for p in data.get("params", ())},
+        {t.get("key", ""): t.get("value", "") for t in data.get("tags", ())},
+        metrics, max(stamps),
+    )  # fmt: skip
+
+
+def _run_row(run) -> tuple:
+    """What a row is made of, from an MLflow `Run`: run_id, run_name, experiment_id, status,
+    start_time, end_time, params, tags, latest metrics, newest metric timestamp."""
+    info = run.info
+    return (
+        info.run_id, info.run_name, info.experiment_id, info.status, info.start_time, info.end_time,
+        dict(run.data.params), dict(run.data.tags), dict(run.data.metrics), max([0, *(m.timestamp or 0 for m in run.data._metric_objs)]),
+    )  # fmt: skip
 
 
 def _experiments_by_id(client: MlflowClient, experiment_ids):
@@ -135,22 +207,27 @@ RUN_COLUMNS = [
 
 
 def runs_frame(runs, experiment_names: dict[str, str]) -> pd.DataFrame:
-    """One row per run: info, the contract's params and tags as columns, and all params, tags and
-    latest metrics as dicts (`params`, `tags`, `metrics`). Times are milliseconds since the epoch;
-    `last_update` is the run's latest start, end or metric time."""
-    rows = []
-    for run in runs:
-        params, tags, metrics = dict(run.data.params), dict(run.data.tags), finite_metrics(run.data.metrics)
+    """One row per run (MLflow `Run`s): info, the contract's params and tags as columns, and all
+    params, tags and latest metrics as dicts (`params`, `tags`, `metrics`). Times are milliseconds
+    since the epoch; `last_update` is the run's latest start, end or metric time."""
+    return _frame([_run_row(run) for run in runs], experiment_names)
+
+
+def _frame(rows: list[tuple], experiment_names: dict[str, str]) -> pd.DataFrame:
+    """`runs_frame` of `_run_row`s."""
+    out = []
+    for run_id, run_name, experiment_id, status, start_time, end_time, params, tags, raw_metrics, newest in rows:
+        metrics = finite_metrics(raw_metrics)
         lr = to_float(params.get(contract.PARAM_LR))
-        rows.append({
-            "run_id": run.info.run_id,
-            "run_name": run.info.run_name or run.info.run_id[:8],
-            "experiment_id": run.info.experiment_id,
-            "experiment": experiment_names.get(run.info.experiment_id, run.info.experiment_id),
-            "status": run.info.status,
-            "start_time": run.info.start_time,
-            "end_time": run.info.end_time,
-            "last_update": max([run.info.start_time or 0, run.info.end_time or 0, *(m.timestamp or 0 for m in run.data._metric_objs)]),
+        out.append({
+            "run_id": run_id,
+            "run_name": run_name or run_id[:8],
+            "experiment_id": experiment_id,
+            "experiment": experiment_names.get(experiment_id, experiment_id),
+            "status": status,
+            "start_time": start_time,
+            "end_time": end_time,
+            "last_update": max(start_time or 0, end_time or 0, newest or 0),
             "lr": lr,
             "lr_label": format_lr(lr),
             "stage": params.get(contract.PARAM_STAGE, ""),
@@ -168,7 +245,7 @@ def runs_frame(runs, experiment_names: dict[str, str]) -> pd.DataFrame:
             "tags": {k: v for k, v in tags.items() if not k.startswith("mlflow.")},
             "metrics": metrics,
         })
-    frame = pd.DataFrame(rows, columns=RUN_COLUMNS)
+    frame = pd.DataFrame(out, columns=RUN_COLUMNS)
     frame["lr"] = frame["lr"].astype(float)
     return frame
 
