@@ -96,13 +96,14 @@ def _fetch_rest(store, run_ids, keys, start_step) -> pd.DataFrame:
     creds = store.get_host_creds()
     calls = [(key, run_ids[i : i + BULK_MAX_RUNS]) for key in keys for i in range(0, len(run_ids), BULK_MAX_RUNS)]
     read = _interval_reader(creds, start_step) if start_step is not None else _bulk_reader(creds)
-    try:
-        first = read(calls[0])
-    except _EndpointMissing:
-        read = _interval_reader(creds, None)
-        first = read(calls[0])
+    # Every call in flight at once, the first too (it used to go alone, to learn whether the server
+    # has the bulk endpoint: one call's wait more on every first chart); a server without it
+    # answers 404 to each, and they are all asked again of the interval endpoint.
     with ThreadPoolExecutor(max_workers=min(BULK_WORKERS, len(calls))) as pool:
-        results = [first, *pool.map(read, calls[1:])]
+        try:
+            results = list(pool.map(read, calls))
+        except _EndpointMissing:
+            results = list(pool.map(_interval_reader(creds, None), calls))
     return pd.DataFrame([row for rows in results for row in rows], columns=HISTORY_COLUMNS)
 
 
