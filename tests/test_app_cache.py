@@ -124,7 +124,7 @@ def test_warm_up_fills_the_shared_cache_so_the_first_session_reads_no_history(ma
     """What `streamlit run app/serve.py` does as the server starts: afterwards, the first session
     of the page asks the server for the run list only."""
     from app.data import histories, store
-    from app.page import warmup
+    from app.page import views, warmup
 
     uri = make_store()
     client = MlflowClient(tracking_uri=uri)
@@ -137,6 +137,10 @@ def test_warm_up_fills_the_shared_cache_so_the_first_session_reads_no_history(ma
         assert summary["experiments"] == [contract.DEFAULT_EXPERIMENT] and summary["runs"] == 2
         assert len(histories.shared_history_cache(store.store_key(served)).entries) == 2
         before = server_requests(served, tmp_path)
+        # The curve chart's histories were read once (one bulk call per key), in a thread while the
+        # answer was computed, and the curve chart found them cached.
+        assert len(history_calls(before)) == len(views.needed_keys(contract.ACCURACY)), history_calls(before)
+        assert 0 < summary["searched_s"] <= summary["answer_s"] <= summary["seconds"]
         page = session(monkeypatch, served, contract.DEFAULT_EXPERIMENT)
         assert not history_calls(server_requests(served, tmp_path)[len(before) :])
         assert built(page)["built_at"].startswith("warm-up")  # the page is the one the warm-up built (and read for)

@@ -85,6 +85,22 @@ def test_grouped_curves_read_at_most_k_runs_per_group(scale_store):
     assert sample == {"groups": len(GRID), "groups_drawn": len(GRID), "largest": SEEDS, "largest_drawn": views.GROUP_RUNS_DRAWN}
 
 
+def test_the_curves_sample_is_read_while_the_answer_is_computed(scale_store):
+    """What the warm-up starts before computing the answer (`first_chart.read_curves_meanwhile`): the
+    histories of exactly the runs and keys the curve chart draws, so the chart then reads nothing."""
+    client, runs = runs_of(scale_store["uri"], scale_store["experiment_id"])
+    cache = histories.HistoryCache()
+    built = first_chart.build_views(client, cache, runs, runs, curve_data.CurveOptions(group=True), **KWARGS)
+    first_chart.read_curves_meanwhile(built).join()
+    assert set(cache.entries) == set(built.drawn["run_id"]) and len(cache.entries) == len(GRID) * views.GROUP_RUNS_DRAWN
+    assert {entry.keys for entry in cache.entries.values()} == {frozenset(views.needed_keys(contract.ACCURACY))}
+    read = built.load_stats.full
+    built.prepare().page_spec("curves")
+    assert built.load_stats.full == read and built.load_stats.cached == len(cache.entries)  # the chart found them all cached
+    joined = first_chart.build_views(client, cache, runs, runs, curve_data.CurveOptions(group=True, join=True), **KWARGS)
+    assert first_chart.read_curves_meanwhile(joined) is None  # a joined view follows predecessors first: not started
+
+
 def test_each_column_draws_at_most_the_best_groups(scale_store, monkeypatch):
     client, runs = runs_of(scale_store["uri"], scale_store["experiment_id"])
     monkeypatch.setattr(views, "GROUPS_DRAWN", 2)

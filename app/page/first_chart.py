@@ -54,6 +54,29 @@ def build_views(client, cache, selected: pd.DataFrame, runs_all: pd.DataFrame, o
     return built
 
 
+def read_curves_meanwhile(built: views.Views) -> threading.Thread | None:
+    """Start reading the histories the curve chart draws (its bounded sample, `views.Views.drawn`),
+    into the shared cache, in a thread: the read mostly waits for the server, which meanwhile has a
+    core of its own, while this process computes the answer. The curve chart then finds them
+    cached. None when there is nothing to start: no reader, or a joined view (it follows the
+    runs' predecessors first). A failure is left for the curve chart's own read to report."""
+    reader = getattr(built, "_reader", None)
+    if not isinstance(reader, CacheReader) or built.options.join:
+        return None
+    drawn = built.drawn  # computed here, before the thread: cached properties are not built twice
+
+    def read() -> None:
+        try:
+            if not drawn.empty:
+                reader(drawn, needed_keys(built.metric))
+        except Exception:  # noqa: BLE001 - the curve chart reads again and says what is wrong
+            pass
+
+    thread = threading.Thread(target=read, name="lrlab-curves-read", daemon=True)
+    thread.start()
+    return thread
+
+
 def chart_spec(client, cache, selected: pd.DataFrame, runs_all: pd.DataFrame, options: curve_data.CurveOptions, **kwargs) -> dict | None:
     """The curve chart of `selected` in its page form, from the histories it draws only; None when no
     run has logged the metric yet."""
@@ -70,10 +93,11 @@ _BUILT_LOCK = threading.Lock()
 _BUILDING: dict[tuple, threading.Event] = {}  # memo keys being built, set when done
 
 
-def cached_views(key: str, client, cache, selected: pd.DataFrame, runs_all: pd.DataFrame, options: curve_data.CurveOptions, *, clock: int = 0, curves: bool = False, **kwargs) -> views.Views:
+def cached_views(key: str, client, cache, selected: pd.DataFrame, runs_all: pd.DataFrame, options: curve_data.CurveOptions, *, clock: int = 0, curves: bool = False, on_answer=None, **kwargs) -> views.Views:
     """`build_views`, prepared (the answer computed; with `curves` the curve chart too, after it is
-    shared), or the very one built before for the same store, runs, options and `clock`; while another
-    thread prepares that one (the warm-up, as the first visitor arrives), wait for it instead."""
+    shared, its histories read while the answer is computed), or the very one built before for the
+    same store, runs, options and `clock`; while another thread prepares that one (the warm-up, as
+    the first visitor arrives), wait for it instead. `on_answer()` is called once the answer is shared."""
     memo = (key, run_search.runs_version(selected), run_search.runs_version(runs_all), dataclasses.astuple(options), kwargs.get("ui_base"), kwargs.get("stale_after_s"), clock)
     with _BUILT_LOCK:
         building = _BUILDING.get(memo)
@@ -84,8 +108,12 @@ def cached_views(key: str, client, cache, selected: pd.DataFrame, runs_all: pd.D
     with _BUILT_LOCK:
         if memo in _BUILT:
             return _BUILT[memo]
+    reading = None
     try:
-        built = build_views(client, cache, selected, runs_all, options, **kwargs).prepare()
+        built = build_views(client, cache, selected, runs_all, options, **kwargs)
+        if curves:  # the curve chart follows at once: its histories are read while the answer is computed
+            reading = read_curves_meanwhile(built)
+        built.prepare()
         with _BUILT_LOCK:
             _BUILT[memo] = built
             while len(_BUILT) > _BUILT_MAX:
@@ -95,7 +123,11 @@ def cached_views(key: str, client, cache, selected: pd.DataFrame, runs_all: pd.D
             done = _BUILDING.pop(memo, None)
         if done is not None:
             done.set()  # a visitor waiting draws the answer now; the curve chart it asks for next waits on `built`
+    if on_answer is not None:
+        on_answer()
     if curves:
+        if reading is not None:
+            reading.join()
         built.page_spec("curves")
     return built
 
