@@ -304,7 +304,7 @@ def test_ctrl_c_twice_during_an_epoch_ends_the_run_killed(tracking_uri, tmp_path
 
 
 LATE_SECOND_CTRL_C = """
-import os, signal, sys
+import os, signal, subprocess, sys, time
 from train.errors import TrainingInterrupted
 from train.run.interrupt import GracefulStop
 
@@ -315,6 +315,11 @@ try:
         stopper.check()
 except TrainingInterrupted as stop:
     os.kill(os.getpid(), signal.SIGINT)  # the second Ctrl-C lands after the stop was recorded
+    # and more keep coming while the process exits (through Python's finalization, which puts
+    # back the default disposition of every signal that had a Python handler)
+    spam = f"i=0; while [ $i -lt 400 ] && kill -INT {os.getpid()} 2>/dev/null; do i=$((i+1)); sleep 0.002; done"
+    subprocess.Popen(["sh", "-c", spam], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.2)
     print("leaving with", 128 + stop.signum, "after", len(stops), "stop")
     sys.exit(128 + stop.signum)
 """

@@ -14,6 +14,7 @@ from train import config as config_module
 from train.config import ConfigError, TrainConfig
 from train.errors import TrainingError, TrainingInterrupted
 from train.run.preflight import preflight
+from train.run.signals import absorb_stop_signals
 from train.tracking import runs as tracking
 from train.tracking import store as tracking_store
 
@@ -73,6 +74,7 @@ def main(argv: list[str] | None = None, command: click.Command = command, prog_n
         print(f"error: {error}", file=sys.stderr)
         return 1
     except TrainingInterrupted as stop:
+        absorb_stop_signals()  # a sweep's handlers are back in place by now: one more signal must not kill it on the way out
         print(f"error: {stop}", file=sys.stderr)
         return 128 + stop.signum
     except Exception as error:  # a server that refuses a write or stops answering mid-way: one line, not a traceback

@@ -62,11 +62,9 @@ class GracefulStop(keras.callbacks.Callback):
                 self.signum = self.signum or signal.SIGINT  # a KeyboardInterrupt from before the handler was in place
                 self.on_stop(self)
         finally:
+            self._routing.close()
             if stopped:  # the stop is recorded and the process leaves: a late signal must not kill it on the way
-                self._routing.pop_all()
                 absorb_stop_signals()
-            else:
-                self._routing.close()
         return False
 
     @property

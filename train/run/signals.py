@@ -24,17 +24,14 @@ def stop_signals_to(handler):
             signal.signal(signum, old)
 
 
-def _absorb(signum, frame):
-    """A stop signal that came after the stop was done: the process is already on its way out."""
-
-
 def absorb_stop_signals() -> None:
-    """From now on SIGTERM and SIGINT do nothing (main thread only, like `stop_signals_to`).
+    """From now on SIGTERM and SIGINT are ignored (main thread only, like `stop_signals_to`).
 
-    For a process that has handled its stop and is exiting: Python's own handlers would turn a
-    late second Ctrl-C into a KeyboardInterrupt on the way out, and the process would die by the
-    signal, its exit status and last line lost. A Python no-op rather than SIG_IGN: a signal
-    already pending when the handler changes would otherwise print "ignored due to race condition"."""
+    For a process that has recorded its stop and is leaving. Python's own SIGINT handler, put back
+    when the block ends, turns a late second Ctrl-C into a KeyboardInterrupt on the way out; and
+    Python's finalization puts back the default disposition of every signal that has a Python
+    handler, so a signal in that last moment kills the process (status -2), its exit status lost.
+    SIG_IGN is the one disposition finalization leaves in place."""
     if threading.current_thread() is threading.main_thread():
         for signum in STOP_SIGNALS:
-            signal.signal(signum, _absorb)
+            signal.signal(signum, signal.SIG_IGN)
