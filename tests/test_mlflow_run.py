@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import TINY_MODEL, copy_store, mlflow_run, run_train_cli, tiny_args
+from tests.conftest import TINY_MODEL, copy_store, mlflow_run
 from train import contract
 
 pytestmark = pytest.mark.slow
@@ -40,11 +40,3 @@ def test_bad_parameter_under_mlflow_run_leaves_no_run_running(tracking_uri):
     assert done.returncode != 0
     assert "error: lr must be a number greater than 0 (got -1.0)" in done.stderr
     assert [run.info.status for run in _runs(tracking_uri)] == ["FAILED"]
-
-
-def test_mirrored_strategy_on_two_logical_cpus(tracking_uri):
-    done = run_train_cli(tiny_args(strategy="mirrored", experiment="tests"), tracking_uri)
-    assert done.returncode == 0, done.stderr[-3000:]
-    (run,) = _runs(tracking_uri)
-    assert "2 replicas" in run.data.params["device"]
-    assert run.info.status == "FINISHED"

@@ -79,21 +79,22 @@ def assert_all_complete(client: MlflowClient, experiment: str, results, n: int):
     return runs
 
 
-def test_three_trainings_at_once_on_postgres_behind_auth(team_server, tmp_path, monkeypatch):
+def test_two_trainings_at_once_on_postgres_behind_auth(team_server, tmp_path, monkeypatch):
+    """Two at once are enough to race (the run inserts, the same data set logged twice): each more costs a minute."""
     uri, artifacts, _ = team_server
-    results = train_at_once(3, uri, "team", tmp_path, as_user(ALICE))
+    results = train_at_once(2, uri, "team", tmp_path, as_user(ALICE))
     for key, value in as_user(ALICE).items():
         monkeypatch.setenv(key, value)
-    runs = assert_all_complete(MlflowClient(uri), "team", results, 3)
+    runs = assert_all_complete(MlflowClient(uri), "team", results, 2)
     logged = {p.name for p in artifacts.rglob("*") if p.is_file()}
     assert {"model.keras", contract.HISTORY_FILE, contract.DATA_REPORT_FILE} <= logged, "artifacts land in --artifacts-destination"
     assert {run.data.tags["mlflow.user"] for run in runs} == {ALICE[0]}
 
 
-def test_three_trainings_at_once_on_one_sqlite_file(tmp_path):
+def test_two_trainings_at_once_on_one_sqlite_file(tmp_path):
     uri = f"sqlite:///{tmp_path / 'shared.db'}"
-    results = train_at_once(3, uri, "team", tmp_path)
-    assert_all_complete(MlflowClient(uri), "team", results, 3)
+    results = train_at_once(2, uri, "team", tmp_path)
+    assert_all_complete(MlflowClient(uri), "team", results, 2)
 
 
 def test_wrong_password_is_one_line_before_training(team_server, tmp_path):
