@@ -6,17 +6,19 @@ from __future__ import annotations
 
 import math
 import sqlite3
+import threading
 import time
 
 import pandas as pd
 import pytest
 from mlflow.entities import Metric, Param, RunTag, ViewType
 from mlflow.tracking import MlflowClient
+from streamlit.testing.v1 import AppTest
 
 from app.data import run_search, store
 from bench.bench_dashboard import _run_rows
 from tests.app_fixtures import *  # noqa: F403
-from tests.app_fixtures import EDGE_EXPERIMENT, fill_edge_cases, mlflow_server
+from tests.app_fixtures import EDGE_EXPERIMENT, REPO, fill_edge_cases, mlflow_server, server_requests
 from train import contract
 
 MANY = 1_050  # over one page of the search (1,000 runs)
@@ -63,7 +65,8 @@ def searched_store(store_template, tmp_path_factory):
     nameless = client.create_run(edges).info.run_id
     client.set_tag(nameless, "mlflow.runName", "")
     with mlflow_server(uri, workdir=folder) as served:
-        yield {"remote": store.open_client(served), "local": MlflowClient(tracking_uri=uri), "many": many, "edges": edges, "deleted": edge_ids["deleted"], "odd": odd}
+        yield {"remote": store.open_client(served), "local": MlflowClient(tracking_uri=uri), "many": many, "edges": edges, "deleted": edge_ids["deleted"], "odd": odd,
+               "served": served, "folder": folder}  # fmt: skip
 
 
 @pytest.mark.parametrize("which", [["many"], ["edges"], ["edges", "many"]])
@@ -98,3 +101,24 @@ def test_json_search_pages_past_a_thousand_runs_and_keeps_the_cap(searched_store
     filtered = run_search.search_runs(remote, [many, searched_store["edges"]], only)
     pd.testing.assert_frame_equal(filtered, client_frame(remote, [many, searched_store["edges"]], only))
     assert set(filtered["stage"]) == {"full"} and searched_store["odd"] in set(filtered["run_id"])
+
+
+def test_the_first_visitor_waits_for_the_warm_ups_search_instead_of_searching_too(searched_store, monkeypatch):
+    """A fresh server's first visitor arrives while the warm-up still searches 1,050 runs: the page
+    takes the warm-up's runs; the server is asked for them once, not twice at the same time."""
+    from app.page import warmup
+
+    served, folder = searched_store["served"], searched_store["folder"]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", served)
+    monkeypatch.setenv(warmup.ENV_EXPERIMENTS, "many")
+    before = len(server_requests(served, folder))
+    warming = threading.Thread(target=warmup.warm_up, args=(served,))
+    warming.start()
+    page = AppTest.from_file(str(REPO / "app" / "dashboard.py"), default_timeout=120)
+    page.query_params["exp"] = "many"
+    page.run()
+    warming.join()
+    assert not page.exception and not page.error, [e.value for e in (*page.exception, *page.error)]
+    searches = [r for r in server_requests(served, folder)[before:] if "/runs/search" in r]
+    assert len(searches) == 2, searches  # one search: 1,050 runs in two pages
+    assert page.session_state["_served"]["built_at"].startswith("warm-up")

@@ -7,7 +7,8 @@ the server answers at once: it imports the page's modules and builds the default
 (`first_chart.cached_views`: the answer from the run search, the curve chart from the histories
 it draws, read into the history cache every session shares) of the experiment a page opens on
 without `?exp=` (`run_search.default_experiments`), or of `LRLAB_WARM_EXPERIMENTS` (comma-separated
-names). A session that arrives while it builds waits for it and then takes what it built. A store
+names). A session that arrives while it searches or builds waits for it and then takes what it
+found and built, rather than asking the server the same at the same time. A store
 that is down is left for the page to report.
 """
 
@@ -31,8 +32,19 @@ _LOCK = threading.Lock()
 SEARCH_REUSE_SECONDS = 30  # the page's own run search is cached for a minute: as fresh as that
 
 
+# Set once the warm-up of a store (by `store_key`) is past its run search, done or failed.
+_SEARCHING: dict[str, threading.Event] = {}
+SEARCH_WAIT_SECONDS = 60  # beyond it a visitor searches on its own (MLflow's request timeout is 30 s)
+
+
 def searched(key: str, experiment_ids: tuple[str, ...]):
-    """The runs the warm-up found for these experiments (once, and only if recent), else None."""
+    """The runs the warm-up found for these experiments (once, and only if recent), else None.
+    While the warm-up of this store is still searching, wait for it: the first visitor of a fresh
+    server would otherwise ask the server for the same 1,000 runs at the same time."""
+    with _LOCK:
+        searching = _SEARCHING.get(key)
+    if searching is not None:
+        searching.wait(timeout=SEARCH_WAIT_SECONDS)
     with _LOCK:
         found = _SEARCHED.pop((key, tuple(experiment_ids)), None)
     return found[1] if found and time.monotonic() - found[0] < SEARCH_REUSE_SECONDS else None
@@ -47,6 +59,9 @@ def warm_up(uri: str | None = None) -> dict:
 
     store.fail_fast()
     uri = uri or store.tracking_uri()
+    searching = threading.Event()
+    with _LOCK:
+        _SEARCHING[store.store_key(uri)] = searching
     try:
         client = store.open_client(uri)
         experiments = run_search.list_experiments(client)
@@ -56,6 +71,7 @@ def warm_up(uri: str | None = None) -> dict:
         searched_at = time.perf_counter() - started
         with _LOCK:  # the first visitor's page asks the same a moment later: it takes this answer
             _SEARCHED[(store.store_key(uri), tuple(ids))] = (time.monotonic(), runs)
+        searching.set()
         cache = histories.shared_history_cache(store.store_key(uri))
         # The default page's views, curve chart included, as the page asks for them (`loaders.views_of`):
         # a visitor who arrives meanwhile waits for them. Only the histories they draw are read.
@@ -71,6 +87,11 @@ def warm_up(uri: str | None = None) -> dict:
     except Exception as error:  # noqa: BLE001 - the page says what is wrong with the store
         log.warning("warm-up of %s skipped: %s", store.display_uri(uri), messages.first_line(error))
         return {"experiments": [], "runs": 0, "seconds": time.perf_counter() - started}
+    finally:
+        searching.set()  # a visitor waiting for the search goes on, with the runs or without
+        with _LOCK:
+            if _SEARCHING.get(store.store_key(uri)) is searching:
+                del _SEARCHING[store.store_key(uri)]
     summary = {"experiments": wanted, "runs": len(runs), "seconds": time.perf_counter() - started, "searched_s": searched_at, "answer_s": answered_at}
     log.warning(
         "warm-up: %d run(s) of %s read in %.1f s (runs searched at %.1f s, the answer at %.1f s)",
