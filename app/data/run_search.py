@@ -15,7 +15,6 @@ from mlflow.entities import ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
-from mlflow.utils.rest_utils import http_request, verify_rest_response
 
 from app.analysis import numbers
 from train import contract
@@ -78,17 +77,14 @@ HTTP_TIMEOUT_SECONDS = 60
 
 def _search_rest(creds, experiment_ids: list[str], filter_string: str, max_runs: int) -> list[tuple]:
     """The REST search's pages (`SEARCH_PAGE` runs each, up to `max_runs`), the request MlflowClient
-    sends, read as JSON into `_run_row`'s rows. `http_request` is MLflow's own: credentials
-    (MLFLOW_TRACKING_USERNAME/PASSWORD, MLFLOW_TRACKING_TOKEN, auth plugins), TLS settings and
-    retries as the client applies them; `verify_rest_response` raises the client's errors."""
+    sends, read as JSON into `_run_row`'s rows, through MLflow's own request code
+    (`mlflow_private.rest_request`: credentials, TLS settings, retries and errors as the client's)."""
     rows, token = [], None
     while len(rows) < max_runs:
         body = {"experiment_ids": experiment_ids, "filter": filter_string, "run_view_type": "ACTIVE_ONLY", "max_results": min(SEARCH_PAGE, max_runs - len(rows))}
         if token:
             body["page_token"] = token
-        response = http_request(creds, SEARCH_ENDPOINT, "POST", json=body, timeout=HTTP_TIMEOUT_SECONDS)
-        verify_rest_response(response, SEARCH_ENDPOINT)
-        answer = response.json()
+        answer = mlflow_private.rest_request(creds, SEARCH_ENDPOINT, "POST", json=body, timeout=HTTP_TIMEOUT_SECONDS).json()
         rows += [_json_row(run) for run in answer.get("runs", ())]
         token = answer.get("next_page_token")
         if not token:
