@@ -27,6 +27,7 @@ from train.config import ConfigError, TrainConfig
 from train.data.pipeline import make_datasets
 from train.data.scan import DataReport
 from train.errors import TrainingError
+from train.model import fused_adam
 from train.model.build import auto_bn_momentum, build_model, unfreeze_for_finetune
 from train.model.device import set_up_devices
 from train.model.pool import ModelPool, graph_key
@@ -233,7 +234,7 @@ def optimizer_for(config: TrainConfig) -> keras.optimizers.Optimizer:
         return keras.optimizers.SGD(learning_rate=config.lr, momentum=0.9)
     if config.optimizer == "rmsprop":
         return keras.optimizers.RMSprop(learning_rate=config.lr)
-    return keras.optimizers.Adam(learning_rate=config.lr)
+    return fused_adam.fuse(keras.optimizers.Adam(learning_rate=config.lr))  # the same Adam, traced in half the time
 
 
 def _log_data(report: DataReport) -> None:
