@@ -74,3 +74,16 @@ def test_a_saved_model_loads_anywhere_as_a_plain_keras_adam(tmp_path):
 @pytest.mark.parametrize("optimizer", [keras.optimizers.Adam(amsgrad=True), keras.optimizers.Adam(weight_decay=0.01), keras.optimizers.SGD()])
 def test_what_it_cannot_fuse_keeps_keras_own_update(optimizer):
     assert "_backend_update_step" not in vars(fused_adam.fuse(optimizer))
+
+
+def test_under_mixed_precision_the_loss_scaled_update_is_fused_and_matches_too():
+    """A GPU run with mixed_precision on wraps the Adam in Keras's LossScaleOptimizer (float32 variables, float16 compute)."""
+    keras.mixed_precision.set_dtype_policy("mixed_float16")
+    try:
+        ours = _trained(keras.optimizers.LossScaleOptimizer(fused_adam.fuse(keras.optimizers.Adam(1e-2))))
+        theirs = _trained(keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam(1e-2)))
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+    assert "_backend_update_step" in vars(ours.optimizer.inner_optimizer)
+    for mine, keras_own in zip(ours.weights, theirs.weights, strict=True):
+        np.testing.assert_allclose(np.asarray(mine), np.asarray(keras_own), rtol=1e-3, atol=1e-4, err_msg=mine.path)
