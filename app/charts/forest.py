@@ -50,8 +50,15 @@ def forest_frame(table: pd.DataFrame, rows_per_panel: int = ROWS_PER_PANEL) -> t
     return shown[COLUMNS].reset_index(drop=True), len(frame) - len(shown)
 
 
-def forest_chart(table: pd.DataFrame, *, colors: builders.ColorScale, margin: float, label: str, width: int = builders.FULL_WIDTH, bounds: tuple[float, float] | None = None):
-    """The forest plot of a comparison's table (`stats.Comparison.table`); None when it is empty."""
+def forest_spec(table: pd.DataFrame, *, colors: builders.ColorScale, margin: float, label: str, width: int = builders.FULL_WIDTH, bounds: tuple[float, float] | None = None) -> dict | None:
+    """The forest plot of a comparison's table (`stats.Comparison.table`) as the Vega-Lite dict the
+    page sends (`app.charts.spec.page_spec`'s form: each view's data inline, typed); None when it is empty.
+
+    Written as the dict itself, not through Altair: Altair validated each layer's encodings against
+    the schema and deep-copied every layer at each composition, 0.6-0.9 s for four panels on the
+    first visitor's path (the warm-up computes the answer before the page can draw it); this takes
+    milliseconds. The spec is the one Altair wrote for the same chart (tests/test_forest_spec.py
+    compares them), so the picture is the same."""
     frame, _ = forest_frame(table)
     if frame.empty:
         return None
@@ -60,8 +67,13 @@ def forest_chart(table: pd.DataFrame, *, colors: builders.ColorScale, margin: fl
     plot_width = int(min(MAX_PANEL_WIDTH, width / per_row - LABEL_WIDTH - 16))
     rows = int(frame.groupby("panel").size().max())
     height = rows * ROW_HEIGHT + 8
-    charts = [_panel(frame[frame["panel"] == panel], colors, margin, label, plot_width, height, bounds) for panel in panels]
-    return alt.concat(*charts, columns=per_row, spacing=16).configure_view(stroke=None).configure_axis(labelFontSize=11, titleFontSize=11)
+    scale = {"domain": colors.domain, "range": colors.range}
+    views = [_panel(frame[frame["panel"] == panel], scale, margin, label, plot_width, height, bounds) for panel in panels]
+    return {
+        "$schema": alt.SCHEMA_URL,
+        "config": {"view": {"continuousWidth": 300, "continuousHeight": 300, "stroke": None}, "axis": {"labelFontSize": 11, "titleFontSize": 11}},
+        "concat": views, "columns": per_row, "spacing": 16,
+    }  # fmt: skip
 
 
 def x_domain(part: pd.DataFrame, margin: float, bounds: tuple[float, float] | None = None) -> list[float]:
@@ -78,39 +90,62 @@ def x_domain(part: pd.DataFrame, margin: float, bounds: tuple[float, float] | No
     return [low, high + span * BADGE_ROOM / (1 - BADGE_ROOM)]
 
 
-def _panel(part: pd.DataFrame, colors: builders.ColorScale, margin: float, label: str, width: int, height: int, bounds):
+def _panel(part: pd.DataFrame, color_scale: dict, margin: float, label: str, width: int, height: int, bounds) -> dict:
     best = part.iloc[0]
     domain = x_domain(part, margin, bounds)
     if bounds is not None:  # an interval past what the statistic can take is drawn to its edge
         part = part.assign(ci_low=part["ci_low"].clip(*bounds), ci_high=part["ci_high"].clip(*bounds), right=part["right"].clip(*bounds))
-    order = list(part["group"])
-    x = alt.X("mean:Q", scale=alt.Scale(domain=domain, nice=False, zero=False), title=label, axis=alt.Axis(tickCount=4, format=".3~f"))
-    y = alt.Y("group:N", sort=order, title=None, axis=alt.Axis(labelLimit=LABEL_WIDTH, labelFontSize=11, ticks=False, domain=False))
-    color = alt.Color("lr_label:N", scale=alt.Scale(domain=colors.domain, range=colors.range), legend=None)
+    rows = {"values": records(part), "format": {"parse": None}}  # one list, shared by the views that draw the rows
+    scale = {"domain": domain, "nice": False, "zero": False}
+    y = {"field": "group", "type": "nominal", "sort": list(part["group"]), "title": None, "axis": {"labelLimit": LABEL_WIDTH, "labelFontSize": 11, "ticks": False, "domain": False}}
+    color = {"field": "lr_label", "type": "nominal", "scale": color_scale, "legend": None}
     tooltip = [
-        alt.Tooltip("group:N", title="group"), alt.Tooltip("n:Q", title="runs"), alt.Tooltip("mean:Q", format=".4f"),
-        alt.Tooltip("ci_low:Q", title="95% CI low", format=".4f"), alt.Tooltip("ci_high:Q", title="95% CI high", format=".4f"),
-        alt.Tooltip("verdict:N"), alt.Tooltip("difference:Q", title="short of the best", format=".4f"),
+        {"field": "group", "type": "nominal", "title": "group"}, {"field": "n", "type": "quantitative", "title": "runs"},
+        {"field": "mean", "type": "quantitative", "format": ".4f"},
+        {"field": "ci_low", "type": "quantitative", "title": "95% CI low", "format": ".4f"},
+        {"field": "ci_high", "type": "quantitative", "title": "95% CI high", "format": ".4f"},
+        {"field": "verdict", "type": "nominal"}, {"field": "difference", "type": "quantitative", "title": "short of the best", "format": ".4f"},
     ]  # fmt: skip
-    base = alt.Chart(part).encode(y=y)
-    is_best = alt.FieldEqualPredicate(field="verdict", equal=stats.BEST)
-    band = pd.DataFrame({"low": [max(best["mean"] - margin, domain[0])], "high": [min(best["mean"] + margin, domain[1])]})
+    is_best = {"field": "verdict", "equal": stats.BEST}
+    best_mean = float(best["mean"])
+    band = {"low": float(max(best_mean - margin, domain[0])), "high": float(min(best_mean + margin, domain[1]))}
     layers = [
-        alt.Chart(band).mark_rect(color="#d9d9d9", opacity=0.55).encode(x=alt.X("low:Q", scale=alt.Scale(domain=domain, nice=False, zero=False)), x2="high:Q"),
-        alt.Chart(pd.DataFrame({"mean": [best["mean"]]})).mark_rule(color="#555", strokeDash=[3, 3], strokeWidth=1).encode(x="mean:Q"),
-        base.mark_rule(strokeWidth=2.6).encode(x=alt.X("ci_low:Q", scale=alt.Scale(domain=domain, nice=False, zero=False, clamp=True)), x2="ci_high:Q", color=color, tooltip=tooltip),
-        base.mark_point(filled=True, size=70, opacity=1).encode(
-            x=x, color=color, tooltip=tooltip,
-            shape=alt.condition(alt.FieldEqualPredicate(field="verdict", equal=stats.BEST), alt.value("diamond"), alt.value("circle")),
-            size=alt.condition(alt.FieldEqualPredicate(field="verdict", equal=stats.BEST), alt.value(150), alt.value(60)),
-            stroke=alt.condition(alt.FieldEqualPredicate(field="verdict", equal=stats.BEST), alt.value("#111"), alt.value("white")),
-        ),  # fmt: skip
+        {"data": {"values": [band], "format": {"parse": None}}, "mark": {"type": "rect", "color": "#d9d9d9", "opacity": 0.55},
+         "encoding": {"x": {"field": "low", "type": "quantitative", "scale": scale}, "x2": {"field": "high"}}},
+        {"data": {"values": [{"mean": best_mean}], "format": {"parse": None}}, "mark": {"type": "rule", "color": "#555", "strokeDash": [3, 3], "strokeWidth": 1},
+         "encoding": {"x": {"field": "mean", "type": "quantitative"}}},
+        {"data": rows, "mark": {"type": "rule", "strokeWidth": 2.6},
+         "encoding": {"x": {"field": "ci_low", "type": "quantitative", "scale": {**scale, "clamp": True}}, "x2": {"field": "ci_high"}, "y": y, "color": color, "tooltip": tooltip}},
+        {"data": rows, "mark": {"type": "point", "filled": True, "size": 70, "opacity": 1},
+         "encoding": {
+             "x": {"field": "mean", "type": "quantitative", "scale": scale, "title": label, "axis": {"tickCount": 4, "format": ".3~f"}}, "y": y,
+             "color": color, "tooltip": tooltip,
+             "shape": {"condition": {"test": is_best, "value": "diamond"}, "value": "circle"},
+             "size": {"condition": {"test": is_best, "value": 150}, "value": 60},
+             "stroke": {"condition": {"test": is_best, "value": "#111"}, "value": "white"},
+         }},
         *(
-            base.mark_text(align="left", dx=10, fontSize=11, fontWeight=weight)
-            .encode(x=alt.X("right:Q", scale=alt.Scale(domain=domain, nice=False, zero=False)), text="badge:N",
-                    color=alt.condition(alt.FieldEqualPredicate(field="verdict", equal=stats.WORSE), alt.value("#8a8a8a"), alt.value("#222")))
-            .transform_filter(predicate)
+            {"data": rows, "mark": {"type": "text", "align": "left", "dx": 10, "fontSize": 11, "fontWeight": weight},
+             "encoding": {"x": {"field": "right", "type": "quantitative", "scale": scale}, "y": y, "text": {"field": "badge", "type": "nominal"},
+                          "color": {"condition": {"test": {"field": "verdict", "equal": stats.WORSE}, "value": "#8a8a8a"}, "value": "#222"}},
+             "transform": [{"filter": predicate}]}
             for weight, predicate in (("bold", is_best), ("normal", {"not": is_best}))
-        ),  # fmt: skip
-    ]
-    return alt.layer(*layers).properties(width=width, height=height, title=alt.TitleParams(str(best["panel"]), anchor="start", fontSize=13))
+        ),
+    ]  # fmt: skip
+    return {"layer": layers, "width": width, "height": height, "title": {"text": str(best["panel"]), "anchor": "start", "fontSize": 13}}
+
+
+def records(frame: pd.DataFrame) -> list[dict]:
+    """`frame`'s rows as JSON-ready dicts, as Altair writes a DataFrame's (Python numbers; a missing or
+    infinite number is None)."""
+    columns = {}
+    for name, column in frame.items():
+        if pd.api.types.is_bool_dtype(column):
+            columns[name] = [bool(v) for v in column]
+        elif pd.api.types.is_integer_dtype(column):
+            columns[name] = [int(v) for v in column]
+        elif pd.api.types.is_float_dtype(column):
+            columns[name] = [float(v) if np.isfinite(v) else None for v in column]
+        else:
+            columns[name] = [None if value is None or (isinstance(value, float) and np.isnan(value)) else value for value in column.astype(object)]
+    return [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]

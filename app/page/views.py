@@ -209,8 +209,7 @@ class Views:
         if key not in self._page_specs:
             comparison = self.comparison(statistic, margin)
             bounds = (0.0, 1.0) if "accuracy" in comparison.statistic.name else None  # an accuracy lies in [0, 1]
-            chart = forest.forest_chart(comparison.table, colors=self.lr_colors, margin=margin, label=comparison.statistic.label, bounds=bounds)
-            self._page_specs[key] = spec.page_spec(chart) if chart is not None else None
+            self._page_specs[key] = forest.forest_spec(comparison.table, colors=self.lr_colors, margin=margin, label=comparison.statistic.label, bounds=bounds)
         return self._page_specs[key]
 
     @cached_property
