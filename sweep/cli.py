@@ -16,6 +16,7 @@ import click
 
 from sweep import plan as plans
 from sweep import racing
+from sweep.plan_values import check_quotable
 from train.config import ConfigError, check_register_as
 from train.errors import TrainingError
 from train.messages import first_line, redact_uri, scrub
@@ -47,7 +48,7 @@ def command(ctx, plan, lrs, stages, schedules, repeats, max_repeats, margin, tri
             overrides[name] = value
     chosen = build_plan(plan, overrides, repeats, trials, max_repeats, margin)
     check_register_as(register_as, "register_as")  # before the first child trains, not after the last
-    plans.check_quotable(study, "study")
+    check_quotable(study, "study")
     if storage:
         check_storage(storage)
     print(f"sweep '{chosen.name}': {chosen.size()} configurations in {len(chosen.phases)} phase(s): "

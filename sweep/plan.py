@@ -15,10 +15,9 @@ run (by best_val_accuracy) of an earlier phase, optionally filtered by params.
         grid: {lr: [1e-6, 1e-7]}
         init_from: {phase: stages, stage: head}
 
-Values are typed at load, in their TrainConfig field's type (`lr: [1e-4]`, which YAML reads
-as text, and `-P lr=1e-4` are the same float, so they make the same sweep key and a resumed
-sweep skips what it trained). What can be bounded is, each with one line: the file's size,
-its YAML nodes with aliases expanded (an alias bomb), and the configurations a plan expands to.
+Values are typed at load, in their TrainConfig field's type (sweep/plan_values.py); the file
+is read safely (sweep/plan_file.py: its size, its YAML nodes with aliases expanded); and the
+configurations a plan expands to are bounded, each with one line.
 """
 
 from __future__ import annotations
@@ -32,29 +31,22 @@ from dataclasses import asdict, dataclass, field
 import yaml
 
 from sweep import plan_file
-from train.config import ConfigError, TrainConfig, fields
+from sweep.plan_values import (
+    Range,
+    as_list,
+    check_quotable,
+    check_values,
+    convert,
+    parse_range,
+    typed,
+    typed_values,
+)
+from train.config import ConfigError, TrainConfig
 
-CONFIG_FIELDS = {spec.name: spec for spec in fields()}
-# Set by the sweep itself, never by a plan.
-RESERVED = {"init_model", "resume", "run_name", "experiment", "register_as"}
 ALIASES = {"lrs": "lr", "stages": "stage", "schedules": "schedule", "seeds": "seed", "models": "model"}
 MAX_CONFIGURATIONS = 10_000  # per sweep: weeks of training at a minute each
 DEFAULT_MARGIN = 0.01  # of accuracy: closer than this is `equivalent` (app/analysis/stats.py)
 PLAN_KEYS = ("name", "description", "fixed", "phases", "repeats", "max_repeats", "margin")
-TYPE_WORDS = {"float": "a number", "int": "a whole number", "bool": "true or false", "str": "text (quote it)"}
-
-
-@dataclass(frozen=True)
-class Range:
-    """An open range Optuna samples from: `low..high` or `low..high:log`."""
-
-    low: float
-    high: float
-    log: bool = False
-    integer: bool = False
-
-    def __str__(self) -> str:
-        return f"{self.low:g}..{self.high:g}{':log' if self.log else ''}"
 
 
 @dataclass
@@ -136,18 +128,11 @@ def load_plan(plan: str) -> Plan:
     return plan_from_dict(data, default_name=path.stem)
 
 
-def check_quotable(text: str, what: str) -> str:
-    """Names go into MLflow filter strings; a name holding both quote characters cannot."""
-    if "'" in text and '"' in text:
-        raise ConfigError(f"{what} '{text}' holds both ' and \"; use at most one kind of quote")
-    return text
-
-
 def plan_from_dict(data: dict, default_name: str) -> Plan:
     unknown = set(data) - set(PLAN_KEYS)
     if unknown:
         raise ConfigError(f"plan {default_name}: unknown key(s) {', '.join(sorted(unknown))}; use {', '.join(PLAN_KEYS)}")
-    shared = _typed_values(data.get("fixed") or {}, f"plan {default_name} fixed")
+    shared = typed_values(data.get("fixed") or {}, f"plan {default_name} fixed")
     phases = [_phase(raw, shared, index) for index, raw in enumerate(data["phases"])]
     names = [phase.name for phase in phases]
     if len(set(names)) != len(names):
@@ -189,18 +174,18 @@ def _phase(raw: dict, shared: dict, index: int) -> Phase:
     if unknown:
         raise ConfigError(f"phase '{name}': unknown key(s) {', '.join(sorted(unknown))}")
     where = f"phase '{name}'"
-    grid = {key: [typed(key, item, f"{where} grid") for item in _as_list(value)] for key, value in _check_values(raw.get("grid") or {}, f"{where} grid").items()}
+    grid = {key: [typed(key, item, f"{where} grid") for item in as_list(value)] for key, value in check_values(raw.get("grid") or {}, f"{where} grid").items()}
     variants = raw.get("variants") or [{}]
     if not isinstance(variants, list):
         raise ConfigError(f"{where} variants must be a list of parameter sets, e.g. [{{schedule: constant}}, {{schedule: cosine}}]")
-    variants = [_typed_values(variant, f"{where} variants") for variant in variants]
-    search = {key: parse_range(str(value), key) for key, value in _check_values(raw.get("search") or {}, f"{where} search").items()}
-    fixed = {**shared, **_typed_values(raw.get("fixed") or {}, f"{where} fixed")}
+    variants = [typed_values(variant, f"{where} variants") for variant in variants]
+    search = {key: parse_range(str(value), key) for key, value in check_values(raw.get("search") or {}, f"{where} search").items()}
+    fixed = {**shared, **typed_values(raw.get("fixed") or {}, f"{where} fixed")}
     init_from = raw.get("init_from")
     if init_from is not None:
         if not isinstance(init_from, dict) or "phase" not in init_from:
             raise ConfigError(f"phase '{name}': init_from must be a mapping with 'phase' (and optional param filters)")
-        _typed_values({k: v for k, v in init_from.items() if k != "phase"}, f"phase '{name}' init_from")
+        typed_values({k: v for k, v in init_from.items() if k != "phase"}, f"phase '{name}' init_from")
     trials = raw.get("trials", 10)
     if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:
         raise ConfigError(f"{where}: trials must be a whole number of at least 1 (got {trials!r})")
@@ -214,76 +199,6 @@ def _drop_fixed_shadowed(phase: Phase) -> None:
         phase.fixed.pop(key, None)
 
 
-def _check_values(values, where: str) -> dict:
-    if not isinstance(values, dict):
-        raise ConfigError(f"{where} must be a mapping of parameter: value")
-    for key in values:
-        if key not in CONFIG_FIELDS:
-            raise ConfigError(f"{where}: '{key}' is not a training parameter (see `python -m train --help`)")
-        if key in RESERVED:
-            raise ConfigError(f"{where}: '{key}' is set by the sweep itself; remove it from the plan")
-    return dict(values)
-
-
-def _typed_values(values, where: str) -> dict:
-    return {key: typed(key, value, where) for key, value in _check_values(values, where).items()}
-
-
-def typed(name: str, value, where: str):
-    """A plan's value in the type of its TrainConfig field; one line naming it otherwise."""
-    kind = CONFIG_FIELDS[name].type
-    if isinstance(value, str):
-        return convert(name, value)
-    if isinstance(value, bool):
-        ok = kind == "bool"
-    elif isinstance(value, int):
-        ok = kind in ("int", "float")
-    else:
-        ok = isinstance(value, float) and kind == "float"
-    if not ok:
-        raise ConfigError(f"{where}: {name} must be {TYPE_WORDS.get(kind, kind)} (got {value!r})")
-    return float(value) if kind == "float" else value
-
-
-def _as_list(value) -> list:
-    return list(value) if isinstance(value, (list, tuple)) else [value]
-
-
-def parse_range(text: str, name: str) -> Range:
-    """`1e-7..1e-2:log` -> Range(1e-7, 1e-2, log=True)."""
-    spec, _, scale = text.partition(":")
-    low, sep, high = spec.partition("..")
-    try:
-        if not sep or scale not in ("", "log"):
-            raise ValueError
-        bounds = float(low), float(high)
-    except ValueError:
-        raise ConfigError(f"{name}={text} is not a range; write LOW..HIGH or LOW..HIGH:log, e.g. 1e-7..1e-2:log") from None
-    if not (math.isfinite(bounds[0]) and math.isfinite(bounds[1]) and bounds[0] < bounds[1]) or (scale == "log" and bounds[0] <= 0):
-        raise ConfigError(f"{name}={text}: need LOW < HIGH (and LOW > 0 for :log)")
-    integer = CONFIG_FIELDS[name].type == "int"
-    return Range(bounds[0], bounds[1], scale == "log", integer)
-
-
-def convert(name: str, text) -> object:
-    """A command-line value in the type of the TrainConfig field."""
-    kind = CONFIG_FIELDS[name].type
-    if not isinstance(text, str):
-        return text
-    try:
-        if kind == "float":
-            return float(text)
-        if kind == "int":
-            return int(text)
-        if kind == "bool":
-            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError
-            return text.lower() in ("true", "1", "yes")
-    except ValueError:
-        raise ConfigError(f"{name}={text} is not a {kind}") from None
-    return text
-
-
 def apply_overrides(plan: Plan, overrides: dict[str, str]) -> Plan:
     """`-P key=value` (or `-P phase.key=value`) replaces that key in every phase (or one phase).
 
@@ -294,7 +209,7 @@ def apply_overrides(plan: Plan, overrides: dict[str, str]) -> Plan:
     for raw_key, text in ordered:
         phase_name, _, key = raw_key.rpartition(".")
         key = ALIASES.get(key, key)
-        _check_values({key: text}, f"-P {raw_key}")
+        check_values({key: text}, f"-P {raw_key}")
         targets = [p for p in plan.phases if not phase_name or p.name == phase_name]
         if phase_name and not targets:
             raise ConfigError(f"-P {raw_key}: no phase named '{phase_name}' (phases: {', '.join(p.name for p in plan.phases)})")

@@ -25,7 +25,8 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from sweep import best, racing
 from sweep.claims import DONE, FAILED, Claims
 from sweep.filters import quoted
-from sweep.plan import DEFAULT_MARGIN, Phase, Plan, Range, config_key, make_config
+from sweep.plan import DEFAULT_MARGIN, Phase, Plan, config_key, make_config
+from sweep.plan_values import Range
 from sweep.progress import Progress, print_ranking
 from sweep.pruning import ClaimLost, ClaimWatch, TrialReporter, make_pruner
 from train import contract

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sweep import plan as plans
-from sweep import plan_file
+from sweep import plan_file, plan_values
 from sweep.cli import build_plan, main, parse_overrides
 from train.config import ConfigError
 
@@ -53,7 +53,7 @@ def test_overrides_global_phase_specific_grid_and_range():
     assert plan.size() == 3 * 2 * 2 + 2
 
     sampled = build_plan("", {"lr": "1e-7..1e-2:log", "stage": "head"}, repeats=1, trials=5)
-    assert sampled.phases[0].search["lr"] == plans.Range(1e-7, 1e-2, log=True)
+    assert sampled.phases[0].search["lr"] == plan_values.Range(1e-7, 1e-2, log=True)
     assert sampled.size() == 5
 
 
