@@ -5,6 +5,7 @@ st.App) before it starts the server, so whatever that import loads is off the fi
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,8 +18,9 @@ REPO = Path(__file__).resolve().parents[1]
 def modules_after_import(entry: str) -> set[str]:
     """The modules loaded by importing the entry file as `streamlit run` does (its folder on sys.path,
     the file by its stem), in a fresh interpreter."""
-    code = f"import importlib, json, sys; sys.path.insert(0, 'app'); importlib.import_module({entry!r}); print(json.dumps(sorted(sys.modules)))"
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300, check=True)
+    code = f"import importlib, json, sys; importlib.import_module({entry!r}); print(json.dumps(sorted(sys.modules)))"
+    env = {**os.environ, "PYTHONPATH": str(REPO / "app")}  # the entry's folder first on the path, as streamlit puts it
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=True)
     return set(json.loads(done.stdout.splitlines()[-1]))
 
 
