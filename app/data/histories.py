@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 from mlflow.tracking import MlflowClient
-from mlflow.utils.rest_utils import http_request, verify_rest_response
 
 from app.data.run_search import ACTIVE_STATUSES
 from train import contract
@@ -112,10 +111,8 @@ class _EndpointMissing(Exception):
 
 
 def _get(creds, endpoint: str, params: dict) -> list[dict]:
-    response = http_request(creds, endpoint, "GET", params=params, max_retries=1, timeout=HTTP_TIMEOUT_SECONDS)
-    if response.status_code == 404 and endpoint == BULK_ENDPOINT:
-        raise _EndpointMissing(endpoint)
-    verify_rest_response(response, endpoint)
+    missing = _EndpointMissing if endpoint == BULK_ENDPOINT else None
+    response = mlflow_private.rest_request(creds, endpoint, "GET", when_missing=missing, params=params, max_retries=1, timeout=HTTP_TIMEOUT_SECONDS)
     return response.json().get("metrics", [])
 
 

@@ -59,9 +59,10 @@ def warm_up(uri: str | None = None) -> dict:
 
     store.fail_fast()
     uri = uri or store.tracking_uri()
+    key = store.store_key(uri)
     searching = threading.Event()
     with _LOCK:
-        _SEARCHING[store.store_key(uri)] = searching
+        _SEARCHING[key] = searching
     try:
         client = store.open_client(uri)
         experiments = run_search.list_experiments(client)
@@ -70,15 +71,15 @@ def warm_up(uri: str | None = None) -> dict:
         runs = run_search.search_runs(client, ids)
         searched_at = time.perf_counter() - started
         with _LOCK:  # the first visitor's page asks the same a moment later: it takes this answer
-            _SEARCHED[(store.store_key(uri), tuple(ids))] = (time.monotonic(), runs)
+            _SEARCHED[(key, tuple(ids))] = (time.monotonic(), runs)
         searching.set()
-        cache = histories.shared_history_cache(store.store_key(uri))
+        cache = histories.shared_history_cache(key)
         # The default page's views, curve chart included, as the page asks for them (`loaders.views_of`):
         # a visitor who arrives meanwhile waits for them. Only the histories they draw are read.
         active = bool(runs["status"].isin(run_search.ACTIVE_STATUSES).any())
         answered = []  # when the answer is shared: a visitor draws it then
         built = first_chart.cached_views(
-            store.store_key(uri), client, cache, runs, runs, first_chart.default_options(runs), clock=int(time.time() // 30) if active else 0,
+            key, client, cache, runs, runs, first_chart.default_options(runs), clock=int(time.time() // 30) if active else 0,
             curves=True, on_answer=lambda: answered.append(time.perf_counter() - started),
             uri=uri, now_ms=time.time() * 1000, stale_after_s=float(url_state.SPEC["stale"][1] * 60), ui_base=store.ui_base_url(uri),
         )  # fmt: skip
@@ -90,8 +91,8 @@ def warm_up(uri: str | None = None) -> dict:
     finally:
         searching.set()  # a visitor waiting for the search goes on, with the runs or without
         with _LOCK:
-            if _SEARCHING.get(store.store_key(uri)) is searching:
-                del _SEARCHING[store.store_key(uri)]
+            if _SEARCHING.get(key) is searching:
+                del _SEARCHING[key]
     summary = {"experiments": wanted, "runs": len(runs), "seconds": time.perf_counter() - started, "searched_s": searched_at, "answer_s": answered_at}
     log.warning(
         "warm-up: %d run(s) of %s read in %.1f s (runs searched at %.1f s, the answer at %.1f s)",
