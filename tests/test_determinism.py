@@ -10,6 +10,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import subprocess_env
+from tests.data_fixtures import cache_dir_fixture, random_images  # noqa: F401 - fixture
 from train import contract
 
 # Timings differ from run to run by nature; everything else the epoch logs must not.
@@ -34,3 +35,29 @@ def test_same_seed_and_deterministic_give_identical_metrics(tmp_path):
     assert all(len(values) == 2 for values in curves[0].values())
     assert curves[0] == curves[1]  # exactly: not within a tolerance
     assert curves[0][contract.LOSS][0] != curves[0][contract.LOSS][1]  # the runs trained: the curves are no constant
+
+
+def test_a_runs_batch_order_does_not_depend_on_what_the_process_seeded_before(tmp_path, cache_dir):
+    """A sweep child trains in a process where anything (an earlier child, a notebook's
+    keras.utils.set_random_seed) may have set TensorFlow's global seed, which the seeded shuffle
+    folds in: the same run seed must give the same batches as a run in a fresh process."""
+    import keras
+
+    from train.data.cache import open_report_images
+    from train.data.pipeline import make_datasets
+    from train.data.scan import scan
+    from train.model.seeding import seed_run
+
+    random_images(tmp_path / "data" / "a", 8, 1)
+    random_images(tmp_path / "data" / "b", 8, 2)
+    report = scan(tmp_path / "data", 0.25, 42, 24)
+    images = open_report_images(report, 24, "memory")
+
+    def batch_labels() -> list[list[int]]:
+        seed_run(7)
+        train, _ = make_datasets(report, images, 4, seed=7, augment=False)
+        return [labels.numpy().tolist() for _, labels in train]
+
+    first = batch_labels()
+    keras.utils.set_random_seed(3)  # what a notebook or another library may do between two runs
+    assert batch_labels() == first
