@@ -34,11 +34,10 @@ def _compiled(config, bn_momentum=0.9):
     import keras
 
     from train.model.build import build_model
-    from train.run.trainer import optimizer_for
+    from train.run.trainer import compile_for
 
     model = build_model(6, config, bn_momentum)
-    model.compile(optimizer=optimizer_for(config), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.optimizer.build(model.trainable_variables)
+    compile_for(model, config, metrics=["accuracy"])  # as training compiles it: the optimizer's slots built
     return model, keras
 
 

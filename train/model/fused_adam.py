@@ -4,7 +4,8 @@ Keras 3's Adam builds its update out of some 25 small TensorFlow ops per variabl
 powers, square roots, three reads and assigns, each under the strategy's update wrapper):
 for MobileNetV2 that is 17,000 of the 28,000 ops of the training step, and tracing them is
 most of a run's first epoch on a CPU (a cProfile of the first `fit` at 64 px, alpha 0.35: 27.8 s,
-against 12.9 s with SGD, whose update is two ops a variable; `bench/bench_trace.py` measures it).
+against 12.9 s with SGD, whose update is two ops a variable; `bench/bench_trace.py` measures it
+beside Keras's Adam).
 TensorFlow has the whole update as one kernel, `ResourceApplyAdam`, with the same formula
 (lr_t = lr * sqrt(1 - beta_2^t) / (1 - beta_1^t); m, v, then var -= lr_t * m / (sqrt(v) + eps)).
 

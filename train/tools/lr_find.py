@@ -119,7 +119,7 @@ def run_lr_find(config: TrainConfig, checked, min_lr: float, max_lr: float, step
     from train.data.pipeline import make_datasets
     from train.model.device import set_up_devices
     from train.model.seeding import seed_run
-    from train.run.trainer import bn_momentum_for, model_for, optimizer_for
+    from train.run.trainer import bn_momentum_for, compile_for, model_for
     from train.tracking import runs as tracking
 
     devices = set_up_devices(config)
@@ -127,7 +127,7 @@ def run_lr_find(config: TrainConfig, checked, min_lr: float, max_lr: float, step
     train_data, _ = make_datasets(checked.report, checked.images, config.batch_size, config.seed, config.augment)
     with devices.strategy.scope():
         model = model_for(config, checked.report, bn_momentum_for(config, len(checked.report.train)))  # as training builds it
-        model.compile(optimizer=optimizer_for(config), loss="sparse_categorical_crossentropy", jit_compile=config.xla)
+        compile_for(model, config)
     with mlflow.start_run(run_name=f"lr_find {config.stage}", tags={contract.TAG_KIND: contract.KIND_LR_FIND}) as run:
         params = {**config.as_params(), "min_lr": min_lr, "max_lr": max_lr, "steps": steps, "diverge": diverge, "rule": rule}
         params["bn_momentum_used"] = ",".join(f"{m:g}" for m in _bn_momenta(model)) if config.stage == "scratch" else "not trained"
