@@ -12,11 +12,16 @@ from __future__ import annotations
 import hashlib
 import math
 import sys
+from typing import TYPE_CHECKING
 
 import mlflow
 
 from sweep.filters import quoted
 from train import contract
+from train.config import ConfigError, same_param
+
+if TYPE_CHECKING:
+    from sweep.plan import Phase
 
 
 def experiment_ids() -> list[str]:
@@ -134,3 +139,18 @@ def evaluate_on_test(study: str, margin: float, claims) -> None:
 
 def _ticket(what: str, runs) -> str:
     return f"{what}-" + hashlib.sha256(",".join(sorted(run.info.run_id for run in runs)).encode()).hexdigest()[:12]
+
+
+def start_model_uri(study: str, phase: Phase, margin: float = contract.DEFAULT_MARGIN) -> str:
+    """runs:/ID/model of the best run of the best group (over its seeds) of the phase named in
+    init_from (and its filters): with racing, the decided best."""
+    source = dict(phase.init_from)
+    source_phase = source.pop("phase")
+    runs = [run for run in best_runs(study, f"tags.{contract.TAG_SWEEP_PHASE} = {quoted(source_phase)}") if all(same_param(run.data.params.get(k), v, k) for k, v in source.items())]
+    if not runs:
+        wanted = ", ".join(f"{k}={v}" for k, v in source.items()) or "any"
+        raise ConfigError(f"phase '{phase.name}' fine-tunes the best run of phase '{source_phase}' ({wanted}) but none FINISHED")
+    (chosen,) = best_of_groups(runs, margin)
+    print(f"sweep: phase '{phase.name}' starts from run {chosen.info.run_id} ({chosen.info.run_name}, best_val_accuracy "
+          f"{chosen.data.metrics[contract.BEST_VAL_ACCURACY]:.4f}; best group {describe_group(chosen, runs, margin)})", flush=True)
+    return f"runs:/{chosen.info.run_id}/{contract.MODEL_ARTIFACT}"

@@ -41,11 +41,12 @@ from sweep.plan_values import (
     typed,
     typed_values,
 )
+from train import contract
 from train.config import ConfigError, TrainConfig
 
 ALIASES = {"lrs": "lr", "stages": "stage", "schedules": "schedule", "seeds": "seed", "models": "model"}
 MAX_CONFIGURATIONS = 10_000  # per sweep: weeks of training at a minute each
-DEFAULT_MARGIN = 0.01  # of accuracy: closer than this is `equivalent` (app/analysis/stats.py)
+DEFAULT_MARGIN = contract.DEFAULT_MARGIN  # of accuracy: closer than this is `equivalent` (app/analysis/stats.py)
 PLAN_KEYS = ("name", "description", "fixed", "phases", "repeats", "max_repeats", "margin")
 
 

@@ -20,17 +20,15 @@ from dataclasses import dataclass, field
 import mlflow
 import optuna
 from mlflow.tracking import MlflowClient
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
-from sweep import best, racing
+from sweep import best, children, racing
 from sweep.claims import DONE, FAILED, Claims
 from sweep.filters import quoted
-from sweep.plan import DEFAULT_MARGIN, Phase, Plan, config_key, make_config
+from sweep.plan import Phase, Plan, config_key, make_config
 from sweep.plan_values import Range
 from sweep.progress import Progress, print_ranking
 from sweep.pruning import ClaimLost, ClaimWatch, TrialReporter, make_pruner
 from train import contract
-from train.config import ConfigError, same_param
 from train.errors import TrainingInterrupted
 from train.messages import first_line, redact_uri
 from train.model.pool import ModelPool
@@ -89,7 +87,7 @@ def run_sweep(options: SweepOptions) -> SweepResult:
             return _run_plan(options, parent)
         except TrainingInterrupted as stop:
             with stop_signals_to(signal.SIG_IGN):  # a second signal must not cut the bookkeeping short
-                _close_children(parent.info.run_id, f"{stop}; launch the same sweep again to resume")
+                children.close_children(parent.info.run_id, f"{stop}; launch the same sweep again to resume")
                 mlflow.set_tag(contract.TAG_STOP_REASON, "interrupted; launch the same sweep again to resume")
                 mlflow.end_run("KILLED")
             print("sweep interrupted: launch the same command again to resume it (finished runs are skipped)", file=sys.stderr, flush=True)
@@ -140,7 +138,7 @@ def _run_phase(phase: Phase, options: SweepOptions, claims: Claims, result: Swee
     if phase.init_from:
         source = options.plan.phases[[p.name for p in options.plan.phases].index(phase.init_from["phase"])]
         _wait_for_phase(source, claims, options)
-        init_model = _best_model_uri(options.study_name, phase, options.plan.margin)
+        init_model = best.start_model_uri(options.study_name, phase, options.plan.margin)
     study = _study(options, phase)
     _train(phase, _work(phase), init_model, study, claims, options, result, progress)
     if options.plan.racing and not phase.sampled:
@@ -148,7 +146,7 @@ def _run_phase(phase: Phase, options: SweepOptions, claims: Claims, result: Swee
 
 
 def _train(phase: Phase, work, init_model: str, study: optuna.Study, claims: Claims, options: SweepOptions, result: SweepResult, progress: Progress) -> None:
-    finished = _finished_keys(options.study_name, phase.name)
+    finished = children.finished_keys(options.study_name, phase.name)
     for key, values in work:
         if key in finished:
             result.skipped += 1
@@ -217,7 +215,7 @@ def _run_child(phase: Phase, key: str, values: dict | None, init_model: str, stu
     trial.set_user_attr(contract.TAG_SWEEP_CONFIG, key)
     if values is None:
         values = _sample(trial, phase)
-    child_id = _create_child(options.study_name, phase, key, values)
+    child_id = children.create_child(options.study_name, phase, key, values)
     trial.set_user_attr("run_id", child_id)
     started = time.monotonic()
     reporter = TrialReporter(trial)
@@ -266,7 +264,7 @@ def _give_up_child(child_id: str, key: str, error: BaseException | None, claims:
     try:
         interrupt.remove_checkpoint(child_id)
         if error is not None:
-            _record_failure(child_id, error)
+            children.record_failure(child_id, error)
     finally:
         claims.finish(key, FAILED)
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
@@ -314,40 +312,6 @@ def _suggest(trial: optuna.Trial, name: str, bounds: Range):
     return trial.suggest_float(name, bounds.low, bounds.high, log=bounds.log)
 
 
-def _create_child(study: str, phase: Phase, key: str, values: dict) -> str:
-    """The child run, created up front so a configuration that fails before training is recorded too."""
-    parent = mlflow.active_run()
-    name = phase.label(values)
-    tags = {
-        MLFLOW_PARENT_RUN_ID: parent.info.run_id,
-        MLFLOW_RUN_NAME: name.strip(),
-        contract.TAG_KIND: contract.KIND_TRAIN,
-        contract.TAG_SWEEP_STUDY: study,
-        contract.TAG_SWEEP_PHASE: phase.name,
-        contract.TAG_SWEEP_CONFIG: key,
-    }
-    return MlflowClient().create_run(parent.info.experiment_id, tags=tags, run_name=name.strip()).info.run_id
-
-
-def _record_failure(child_id: str, error: Exception) -> None:
-    client = MlflowClient()
-    client.set_tag(child_id, contract.TAG_STOP_REASON, f"failed: {first_line(error)}"[:500])
-    if client.get_run(child_id).info.status == "RUNNING":  # failed before training started
-        client.set_terminated(child_id, "FAILED")
-    if mlflow.active_run() and mlflow.active_run().info.run_id == child_id:
-        mlflow.end_run("FAILED")
-
-
-def _close_children(parent_id: str, reason: str) -> None:
-    """KILLED for this worker's children still RUNNING: one stopped before its training began."""
-    client = MlflowClient()
-    for run in client.search_runs([mlflow.active_run().info.experiment_id], f"tags.{MLFLOW_PARENT_RUN_ID} = '{parent_id}' AND attributes.status = 'RUNNING'"):
-        client.set_tag(run.info.run_id, contract.TAG_STOP_REASON, reason[:500])
-        client.set_terminated(run.info.run_id, "KILLED")
-    while mlflow.active_run() and mlflow.active_run().info.run_id != parent_id:  # a child the trainer did not end
-        mlflow.end_run("KILLED")
-
-
 def _release_models(options: SweepOptions) -> None:
     """The sweep's end: the kept model and Keras' global state go. Not between children:
     clear_session clears TensorFlow's kernel caches, which the kept model's traced steps use."""
@@ -358,31 +322,7 @@ def _release_models(options: SweepOptions) -> None:
         keras.backend.clear_session()
 
 
-def _finished_keys(study: str, phase: str) -> set[str]:
-    runs = mlflow.search_runs(
-        experiment_ids=best.experiment_ids(),
-        filter_string=f"tags.{contract.TAG_SWEEP_STUDY} = {quoted(study)} AND tags.{contract.TAG_SWEEP_PHASE} = {quoted(phase)} AND attributes.status = 'FINISHED'",
-        output_format="list",
-    )
-    return {run.data.tags[contract.TAG_SWEEP_CONFIG] for run in runs}
-
-
 def _wait_for_phase(phase: Phase, claims: Claims, options: SweepOptions) -> None:
     """Block until no worker is still training a configuration (or racing seed) of `phase`."""
     keys = [key for arm in racing.arms(phase, options.plan.max_repeats) for key in arm.keys] if options.plan.racing and not phase.sampled else [key for key, _ in _work(phase)]
     claims.wait_for(keys, f"phase '{phase.name}'", options.wait_timeout)
-
-
-def _best_model_uri(study: str, phase: Phase, margin: float = DEFAULT_MARGIN) -> str:
-    """runs:/ID/model of the best run of the best group (over its seeds) of the phase named in
-    init_from (and its filters): with racing, the decided best."""
-    source = dict(phase.init_from)
-    source_phase = source.pop("phase")
-    runs = [run for run in best.best_runs(study, f"tags.{contract.TAG_SWEEP_PHASE} = {quoted(source_phase)}") if all(same_param(run.data.params.get(k), v, k) for k, v in source.items())]
-    if not runs:
-        wanted = ", ".join(f"{k}={v}" for k, v in source.items()) or "any"
-        raise ConfigError(f"phase '{phase.name}' fine-tunes the best run of phase '{source_phase}' ({wanted}) but none FINISHED")
-    (chosen,) = best.best_of_groups(runs, margin)
-    print(f"sweep: phase '{phase.name}' starts from run {chosen.info.run_id} ({chosen.info.run_name}, best_val_accuracy "
-          f"{chosen.data.metrics[contract.BEST_VAL_ACCURACY]:.4f}; best group {best.describe_group(chosen, runs, margin)})", flush=True)
-    return f"runs:/{chosen.info.run_id}/{contract.MODEL_ARTIFACT}"

@@ -121,11 +121,9 @@ def test_a_later_phase_starts_from_the_decided_best_group_not_the_luckiest_seed(
     (phase,) = plan.phases
     lucky = {3e-3: [0.80, 0.81, 0.80], 1e-2: [0.90, 0.50, 0.52]}
     train_round(client, experiment_id, phase, [(k, v) for arm in racing.arms(phase, 3) for k, v in (arm.work(0), arm.work(1), arm.work(2))], lucky)
-    from sweep.runner import _best_model_uri
-
     with mlflow.start_run(experiment_id=experiment_id):
         runs = best.best_runs(STUDY)
-        uri = _best_model_uri(STUDY, Phase("finetune", init_from={"phase": phase.name}))
+        uri = best.start_model_uri(STUDY, Phase("finetune", init_from={"phase": phase.name}))
     chosen = next(run for run in runs if uri == f"runs:/{run.info.run_id}/model")
     assert float(chosen.data.params["lr"]) == 3e-3 and chosen.data.metrics[contract.BEST_VAL_ACCURACY] == 0.81
     mlflow.set_tracking_uri(None)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import mlflow
 import pytest
 
-from sweep import best, runner
+from sweep import best
 from sweep.plan import Phase
 from train import contract
 from train.config import same_param
@@ -38,9 +38,9 @@ def test_a_pruned_run_is_never_the_best(sweep_runs):
     ids, _ = sweep_runs
     assert [run.info.run_id for run in best.best_runs(STUDY)] == [ids["good"], ids["worse"]]
     finetune = Phase("finetune", init_from={"phase": "head"})
-    assert runner._best_model_uri(STUDY, finetune) == f"runs:/{ids['good']}/{contract.MODEL_ARTIFACT}"
+    assert best.start_model_uri(STUDY, finetune) == f"runs:/{ids['good']}/{contract.MODEL_ARTIFACT}"
     only_low_lr = Phase("finetune", init_from={"phase": "head", contract.PARAM_LR: 1e-4})
-    assert runner._best_model_uri(STUDY, only_low_lr) == f"runs:/{ids['worse']}/{contract.MODEL_ARTIFACT}"
+    assert best.start_model_uri(STUDY, only_low_lr) == f"runs:/{ids['worse']}/{contract.MODEL_ARTIFACT}"
 
 
 @pytest.mark.parametrize(("logged", "wanted", "same"), [("1e-06", 1e-6, True), ("1e-6", "0.000001", True), ("true", True, True),

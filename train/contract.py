@@ -107,6 +107,9 @@ STAGES = ("scratch", "full", "head", "finetune")
 MODELS = ("mobilenet_v2", "efficientnet_b0")
 SCHEDULES = ("constant", "exponential", "step", "cosine")
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
+# The equivalence margin's default: two groups whose difference lies inside ±this (of accuracy) are
+# `equivalent` (the dashboard, a sweep's verdicts and racing, a plan's `margin`).
+DEFAULT_MARGIN = 0.01
 
 
 def tracking_uri() -> str:

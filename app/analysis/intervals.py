@@ -13,9 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as scipy_stats
 
+from train import contract
+
 CONFIDENCE = 0.95
 POWER = 0.80  # of the seeds-needed estimate: the chance to see a real difference of the observed size
-DEFAULT_MARGIN = 0.01  # of the statistic (accuracy): closer than this is practically the same
+DEFAULT_MARGIN = contract.DEFAULT_MARGIN  # of the statistic (accuracy): closer than this is practically the same
 
 BEST, WORSE, EQUIVALENT, WITHIN_NOISE, CANNOT_TELL = "best", "worse", "equivalent", "within_noise", "cannot_tell"
 VERDICTS = (BEST, WORSE, EQUIVALENT, WITHIN_NOISE, CANNOT_TELL)
