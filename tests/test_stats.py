@@ -32,6 +32,20 @@ def test_three_seeds_give_the_t_interval_not_the_z_one():
     assert got.ci_high - got.mean == pytest.approx(4.302653 / math.sqrt(3), rel=1e-6)  # t(0.975, 2), not z = 1.96
 
 
+def test_an_accuracy_interval_is_cut_at_its_bounds_and_the_verdicts_stay_as_they_were():
+    """Two seeds near 1: the t interval reaches past 1 (an accuracy cannot); the page reads it cut at 1.
+    Only the group's own interval is cut: differences and verdicts come from the unchanged spread."""
+    values = [0.96, 0.99]
+    raw, cut = stats.describe(values), stats.describe(values, bounds=stats.ACCURACY_BOUNDS)
+    assert raw.ci_high > 1 and cut.ci_high == 1.0 and cut.ci_low == raw.ci_low and (cut.n, cut.mean, cut.std) == (raw.n, raw.mean, raw.std)
+    runs = pd.DataFrame({"run_id": list("abcd"), "run_name": list("abcd"), "stage": "full", "model": "mobilenet_v2",
+                         "params": [{"lr": "0.001", "seed": "1"}, {"lr": "0.001", "seed": "2"}, {"lr": "0.01", "seed": "1"}, {"lr": "0.01", "seed": "2"}],
+                         "value": [0.96, 0.99, 0.70, 0.72], "test_accuracy": math.nan})  # fmt: skip
+    table = stats.compare(runs).table
+    assert (table["ci_high"] <= 1.0).all() and (table["ci_low"] >= 0.0).all()
+    assert list(table["verdict"]) == [stats.BEST, stats.WORSE]
+
+
 @pytest.mark.parametrize(("a", "b"), SAMPLES)
 def test_difference_interval_is_scipys_welch(a, b):
     got = stats.welch(stats.describe(a), stats.describe(b))

@@ -85,10 +85,12 @@ class Statistic:
     name: str
     label: str
     higher_is_better: bool
+    bounds: tuple[float, float] | None = None  # the values it can take: a group's interval never reaches past them
 
 
-BEST_VAL_ACCURACY = Statistic(contract.BEST_VAL_ACCURACY, "best validation accuracy", True)
-FINAL_VAL_ACCURACY = Statistic("final_val_accuracy", "final validation accuracy", True)
+ACCURACY_BOUNDS = (0.0, 1.0)
+BEST_VAL_ACCURACY = Statistic(contract.BEST_VAL_ACCURACY, "best validation accuracy", True, ACCURACY_BOUNDS)
+FINAL_VAL_ACCURACY = Statistic("final_val_accuracy", "final validation accuracy", True, ACCURACY_BOUNDS)
 LOWEST_VAL_LOSS = Statistic("lowest_val_loss", "lowest validation loss", False)
 STATISTICS = {s.name: s for s in (BEST_VAL_ACCURACY, FINAL_VAL_ACCURACY, LOWEST_VAL_LOSS)}
 
@@ -288,7 +290,7 @@ def _ranked(part: pd.DataFrame, statistic: Statistic, vary, params: list[str], m
             label = f"lr {param_text(contract.PARAM_LR, configuration[contract.PARAM_LR])}"
         tests = members["test_accuracy"][finite(members["test_accuracy"])]
         groups.append({
-            "key": key, "configuration": configuration, "summary": describe(members["value"]), "label": label,
+            "key": key, "configuration": configuration, "summary": describe(members["value"], bounds=statistic.bounds), "label": label,
             "lr": numbers.to_float(configuration.get(contract.PARAM_LR)),
             **{p: param_text(p, configuration[p]) if p in configuration else "" for p in params},
             "runs": "; ".join(members["run_name"].astype(str)), "run_ids": list(members["run_id"]),

@@ -208,8 +208,8 @@ class Views:
         key = f"forest:{statistic}:{margin}"
         if key not in self._page_specs:
             comparison = self.comparison(statistic, margin)
-            bounds = (0.0, 1.0) if "accuracy" in comparison.statistic.name else None  # an accuracy lies in [0, 1]
-            self._page_specs[key] = forest.forest_spec(comparison.table, colors=self.lr_colors, margin=margin, label=comparison.statistic.label, bounds=bounds)
+            self._page_specs[key] = forest.forest_spec(comparison.table, colors=self.lr_colors, margin=margin, label=comparison.statistic.label,
+                                                       bounds=comparison.statistic.bounds)  # fmt: skip
         return self._page_specs[key]
 
     @cached_property
