@@ -12,11 +12,6 @@ import dataclasses
 import time
 from pathlib import Path
 
-from app.data import rest_search  # the standard library only
-
-if __name__ != "__main__":  # imported to be served (`streamlit run` finds `app` at the end; app/serve.py):
-    rest_search.start()  # the store's first run search runs while the imports below do (app/data/rest_search.py)
-
 import pandas as pd
 import streamlit as st
 
@@ -63,7 +58,7 @@ def main() -> None:
         return
     names = experiments["name"].tolist()
     if not state["exp"] or not set(state["exp"]) & set(names):
-        state["exp"] = rest_search.default_experiments(names)
+        state["exp"] = run_search.default_experiments(names)
     state["exp"] = [name for name in state["exp"] if name in names]
     ids = tuple(experiments.loc[experiments["name"].isin(state["exp"]), "experiment_id"])
     runs_all = _search(key, uri, ids, token)

@@ -12,7 +12,7 @@ from mlflow.server import get_app_client
 from mlflow.tracking import MlflowClient
 from streamlit.testing.v1 import AppTest
 
-from app.data import rest_search, run_search, synthetic
+from app.data import run_search, synthetic
 from tests.app_fixtures import *  # noqa: F403
 from tests.app_fixtures import REPO, chart_data, curve_chart, free_port, mlflow_server, server_requests
 from tests.servers import basic_auth_env
@@ -91,23 +91,3 @@ def test_refused_credentials_are_one_line(auth_server, monkeypatch, user):
 def test_a_server_that_does_not_answer_is_one_line(monkeypatch):
     text = one_line_error(open_page(monkeypatch, f"http://127.0.0.1:{free_port()}", ALICE))
     assert "does not answer" in text
-
-
-@pytest.mark.parametrize("user", [ALICE, (ALICE[0], "wrong"), None])
-def test_the_early_search_sends_the_credentials_and_leaves_a_refusal_to_the_page(auth_server, monkeypatch, user):
-    """The dashboard server's search before its imports (`rest_search.start`) sends
-    MLFLOW_TRACKING_USERNAME/PASSWORD as MLflow's client does; refused, it finds nothing, and the
-    warm-up and the page then ask through MLflow's client, which words the refusal."""
-    uri, _ = auth_server
-    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-    if user:
-        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", user[0])
-        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", user[1])
-    monkeypatch.setenv(rest_search.ENV_EXPERIMENTS, "secret")
-    assert rest_search.start(uri)
-    found = rest_search.take(uri)
-    if user == ALICE:
-        assert found is not None and len(found.runs) == len(RATES)
-    else:
-        assert found is None

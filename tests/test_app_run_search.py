@@ -1,7 +1,6 @@
-"""The run search behind `mlflow server` read as JSON (`run_search._search_rest`, and the dashboard
-server's early search, `rest_search.start`) gives the very frame MlflowClient's search gives: on a
-real store with params, tags, awkward metrics, running and deleted runs, over several experiments,
-a filter, the run cap, and more than one page (over 1,000 runs)."""
+"""The run search behind `mlflow server` read as JSON (`run_search._search_rest`) gives the very frame
+MlflowClient's search gives: on a real store with params, tags, awkward metrics, running and deleted
+runs, over several experiments, a filter, the run cap, and more than one page (over 1,000 runs)."""
 
 from __future__ import annotations
 
@@ -16,7 +15,7 @@ from mlflow.entities import Metric, Param, RunTag, ViewType
 from mlflow.tracking import MlflowClient
 from streamlit.testing.v1 import AppTest
 
-from app.data import rest_search, run_search, store
+from app.data import run_search, store
 from bench.bench_dashboard import _run_rows
 from tests.app_fixtures import *  # noqa: F403
 from tests.app_fixtures import EDGE_EXPERIMENT, REPO, fill_edge_cases, mlflow_server, server_requests
@@ -111,7 +110,7 @@ def test_the_first_visitor_waits_for_the_warm_ups_search_instead_of_searching_to
 
     served, folder = searched_store["served"], searched_store["folder"]
     monkeypatch.setenv("MLFLOW_TRACKING_URI", served)
-    monkeypatch.setenv(rest_search.ENV_EXPERIMENTS, "many")
+    monkeypatch.setenv(warmup.ENV_EXPERIMENTS, "many")
     before = len(server_requests(served, folder))
     warming = threading.Thread(target=warmup.warm_up, args=(served,))
     warming.start()
@@ -123,50 +122,3 @@ def test_the_first_visitor_waits_for_the_warm_ups_search_instead_of_searching_to
     searches = [r for r in server_requests(served, folder)[before:] if "/runs/search" in r]
     assert len(searches) == 2, searches  # one search: 1,050 runs in two pages
     assert page.session_state["_served"]["built_at"].startswith("warm-up")
-
-
-@pytest.mark.parametrize("warm", ["many", "many,edges", ""])
-def test_the_early_search_reads_what_the_client_reads(searched_store, monkeypatch, warm):
-    """`rest_search.start` (the standard library, before the page's imports) finds the experiments and
-    the runs MlflowClient finds: the same frames, for LRLAB_WARM_EXPERIMENTS or the default experiment."""
-    served, remote = searched_store["served"], searched_store["remote"]
-    monkeypatch.setenv(rest_search.ENV_EXPERIMENTS, warm)
-    assert rest_search.start(served)
-    found = rest_search.take(served)
-    assert found is not None and rest_search.take(served) is None, "taken once"
-    experiments = run_search.list_experiments(remote)
-    pd.testing.assert_frame_equal(run_search.experiments_of_early_search(found), experiments)
-    wanted = rest_search.warm_experiments(experiments["name"].tolist())
-    assert wanted == ([name for name in warm.split(",") if name] or [experiments["name"].iloc[0]])
-    ids = list(experiments.loc[experiments["name"].isin(wanted), "experiment_id"])
-    assert found.experiment_ids == ids
-    pd.testing.assert_frame_equal(run_search.frame_of_early_search(found), run_search.search_runs(remote, ids))
-
-
-def test_the_early_search_stays_out_where_mlflow_settings_it_does_not_know_apply(searched_store, monkeypatch):
-    assert not rest_search.start(searched_store["local"].tracking_uri), "a SQLite store is read through MLflow"
-    monkeypatch.setenv("MLFLOW_TRACKING_SERVER_CERT_PATH", "/etc/ssl/certs/team.pem")
-    assert not rest_search.start(searched_store["served"])
-    assert rest_search.take(searched_store["served"]) is None
-
-
-def test_a_served_dashboard_searches_while_it_imports_and_the_warm_up_takes_it(searched_store, monkeypatch):
-    """What `streamlit run app/dashboard.py` does, in a fresh process: import the page as a module (the
-    early search starts before pandas and MLflow), then the warm-up. The server is asked for the runs
-    once (two pages), and the warm-up says it used the early search."""
-    import json
-    import subprocess
-    import sys
-
-    from tests.conftest import subprocess_env
-
-    served, folder = searched_store["served"], searched_store["folder"]
-    before = len(server_requests(served, folder))
-    code = "import json, app.dashboard; from app.page import warmup; print('SUMMARY', json.dumps(warmup.warm_up()))"
-    env = {**subprocess_env(served), rest_search.ENV_EXPERIMENTS: "many"}
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    summary = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("SUMMARY ")).removeprefix("SUMMARY "))
-    assert summary["searched_early"] and summary["runs"] == MANY and summary["experiments"] == ["many"]
-    searches = [r for r in server_requests(served, folder)[before:] if "/runs/search" in r]
-    assert len(searches) == 2, searches

@@ -17,10 +17,10 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from app.analysis import numbers
-from app.data import rest_search
 from train import contract
 from train.tracking import mlflow_private
 
+SEARCH_PAGE = 1000
 ACTIVE_STATUSES = ("RUNNING", "SCHEDULED")
 
 
@@ -61,7 +61,7 @@ def _search_client(client: MlflowClient, experiment_ids, filter_string: str, max
             experiment_ids=list(experiment_ids),
             filter_string=filter_string or "",
             run_view_type=ViewType.ACTIVE_ONLY,
-            max_results=min(rest_search.SEARCH_PAGE, max_runs - len(runs)),
+            max_results=min(SEARCH_PAGE, max_runs - len(runs)),
             page_token=token,
         )
         runs += list(page)
@@ -71,26 +71,25 @@ def _search_client(client: MlflowClient, experiment_ids, filter_string: str, max
     return runs
 
 
+SEARCH_ENDPOINT = "/api/2.0/mlflow/runs/search"  # MLflow's public REST API (the call MlflowClient.search_runs makes)
+HTTP_TIMEOUT_SECONDS = 60
+
+
 def _search_rest(creds, experiment_ids: list[str], filter_string: str, max_runs: int) -> list[tuple]:
-    """The REST search's pages (`rest_search.search_pages`: the request MlflowClient sends) read
-    as JSON into `_run_row`'s rows, through MLflow's own request code (`mlflow_private.rest_request`:
-    credentials, TLS settings, retries and errors as the client's)."""
-
-    def post(endpoint: str, body: dict) -> dict:
-        return mlflow_private.rest_request(creds, endpoint, "POST", json=body, timeout=rest_search.HTTP_TIMEOUT_SECONDS).json()
-
-    return [_json_row(run) for run in rest_search.search_pages(post, experiment_ids, filter_string, max_runs)]
-
-
-def frame_of_early_search(found: rest_search.Found) -> pd.DataFrame:
-    """`search_runs`' frame of the runs `rest_search.start` read before the page's imports."""
-    names = {experiment_id: name for experiment_id, name, _ in found.experiments}
-    return _frame([_json_row(run) for run in found.runs], {i: names[i] for i in found.experiment_ids})
-
-
-def experiments_of_early_search(found: rest_search.Found) -> pd.DataFrame:
-    """`list_experiments`' frame of the experiments `rest_search.start` read."""
-    return pd.DataFrame(found.experiments, columns=["experiment_id", "name", "last_update_time"])
+    """The REST search's pages (`SEARCH_PAGE` runs each, up to `max_runs`), the request MlflowClient
+    sends, read as JSON into `_run_row`'s rows, through MLflow's own request code
+    (`mlflow_private.rest_request`: credentials, TLS settings, retries and errors as the client's)."""
+    rows, token = [], None
+    while len(rows) < max_runs:
+        body = {"experiment_ids": experiment_ids, "filter": filter_string, "run_view_type": "ACTIVE_ONLY", "max_results": min(SEARCH_PAGE, max_runs - len(rows))}
+        if token:
+            body["page_token"] = token
+        answer = mlflow_private.rest_request(creds, SEARCH_ENDPOINT, "POST", json=body, timeout=HTTP_TIMEOUT_SECONDS).json()
+        rows += [_json_row(run) for run in answer.get("runs", ())]
+        token = answer.get("next_page_token")
+        if not token:
+            break
+    return rows
 
 
 def _number(value, default=0.0) -> float:
@@ -256,3 +255,7 @@ def runs_version(runs: pd.DataFrame) -> str:
     return hashlib.sha1(text.encode()).hexdigest()
 
 
+def default_experiments(names: list[str]) -> list[str]:
+    """The experiment(s) a page opens on when its URL names none: the contract's default
+    experiment when the store has it, else the most recently updated (`names` is newest first)."""
+    return [contract.DEFAULT_EXPERIMENT] if contract.DEFAULT_EXPERIMENT in names else names[:1]

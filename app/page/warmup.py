@@ -6,23 +6,23 @@ the histories its curve chart draws. The warm-up does both as the server starts,
 the server answers at once: it imports the page's modules and builds the default page's views
 (`first_chart.cached_views`: the answer from the run search, the curve chart from the histories
 it draws, read into the history cache every session shares) of the experiment a page opens on
-without `?exp=` (`rest_search.default_experiments`), or of `LRLAB_WARM_EXPERIMENTS` (comma-separated
-names). Behind `mlflow server` the run search itself started before the page's imports
-(`rest_search.start`, from app/dashboard.py); the warm-up takes what it found. A session that
-arrives while it searches or builds waits for it and then takes what it found and built, rather
-than asking the server the same at the same time. A store that is down is left for the page to
-report.
+without `?exp=` (`run_search.default_experiments`), or of `LRLAB_WARM_EXPERIMENTS` (comma-separated
+names). A session that arrives while it searches or builds waits for it and then takes what it
+found and built, rather than asking the server the same at the same time. A store
+that is down is left for the page to report.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 
 from train import messages
 
+ENV_EXPERIMENTS = "LRLAB_WARM_EXPERIMENTS"
 log = logging.getLogger("lrlab.warmup")
 
 
@@ -54,7 +54,7 @@ def warm_up(uri: str | None = None) -> dict:
     """Load what a page will ask for first; a summary of what was read (also logged)."""
     started = time.perf_counter()
     from app import report  # noqa: F401 - imported now, not by the first visitor
-    from app.data import histories, rest_search, run_search, store
+    from app.data import histories, run_search, store
     from app.page import first_chart, url_state
 
     store.fail_fast()
@@ -64,16 +64,11 @@ def warm_up(uri: str | None = None) -> dict:
     with _LOCK:
         _SEARCHING[key] = searching
     try:
-        client = store.open_client(uri)  # a store that is down or refuses the credentials: its own error, first
-        found = rest_search.take(uri)  # the search app/dashboard.py started before its imports, if any
-        if found is not None:
-            experiments, runs = run_search.experiments_of_early_search(found), run_search.frame_of_early_search(found)
-            ids = found.experiment_ids
-        else:
-            experiments = run_search.list_experiments(client)
-            ids = list(experiments.loc[experiments["name"].isin(rest_search.warm_experiments(experiments["name"].tolist())), "experiment_id"])
-            runs = run_search.search_runs(client, ids)
-        wanted = list(experiments.loc[experiments["experiment_id"].isin(ids), "name"])
+        client = store.open_client(uri)
+        experiments = run_search.list_experiments(client)
+        wanted = [n.strip() for n in os.environ.get(ENV_EXPERIMENTS, "").split(",") if n.strip()] or run_search.default_experiments(experiments["name"].tolist())
+        ids = list(experiments.loc[experiments["name"].isin(wanted), "experiment_id"])
+        runs = run_search.search_runs(client, ids)
         searched_at = time.perf_counter() - started
         with _LOCK:  # the first visitor's page asks the same a moment later: it takes this answer
             _SEARCHED[(key, tuple(ids))] = (time.monotonic(), runs)
@@ -98,12 +93,10 @@ def warm_up(uri: str | None = None) -> dict:
         with _LOCK:
             if _SEARCHING.get(key) is searching:
                 del _SEARCHING[key]
-    summary = {"experiments": wanted, "runs": len(runs), "seconds": time.perf_counter() - started, "searched_s": searched_at, "answer_s": answered_at,
-               "searched_early": found is not None}  # fmt: skip
+    summary = {"experiments": wanted, "runs": len(runs), "seconds": time.perf_counter() - started, "searched_s": searched_at, "answer_s": answered_at}
     log.warning(
-        "warm-up: %d run(s) of %s read in %.1f s (runs searched at %.1f s%s, the answer at %.1f s)",
-        summary["runs"], ", ".join(wanted) or "no experiment", summary["seconds"], searched_at,
-        ", the search started before the page's imports" if found is not None else "", answered_at,
+        "warm-up: %d run(s) of %s read in %.1f s (runs searched at %.1f s, the answer at %.1f s)",
+        summary["runs"], ", ".join(wanted) or "no experiment", summary["seconds"], searched_at, answered_at,
     )  # fmt: skip
     return summary
 
