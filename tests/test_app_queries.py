@@ -25,7 +25,7 @@ from train.tracking import mlflow_private
 def test_runs_frame_has_the_contract_columns(lab_store):
     _, runs, _ = load(lab_store["uri"])
     assert len(runs) == sum(len(v) for v in lab_store["lab"].values())
-    row = runs[runs["stage"] == "full"].iloc[0]
+    row = runs[(runs["stage"] == "full") & (runs["kind"] == contract.KIND_TRAIN)].iloc[0]  # not the lab's lr_find run (full, 1e-7)
     assert row["lr"] == float(row["params"][contract.PARAM_LR])
     assert row["lr_label"] == run_search.format_lr(row["lr"]) and row["lr_label"] in {"1e-3", "1e-4", "1e-5"}
     assert set(runs["kind"]) == {contract.KIND_TRAIN, contract.KIND_LR_FIND}
