@@ -81,5 +81,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {variant}: first epoch {ours['first']:.1f} s = {ours['first'] / keras_own['first']:.2f}x; second {ours['second']:.1f} s = {ours['second'] / keras_own['second']:.2f}x")
     return 0 if medians["lrlab"]["first"] < keras_own["first"] else 1
 
+
 if __name__ == "__main__":
     sys.exit(main())

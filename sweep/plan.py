@@ -46,7 +46,6 @@ from train.config import ConfigError, TrainConfig
 
 ALIASES = {"lrs": "lr", "stages": "stage", "schedules": "schedule", "seeds": "seed", "models": "model"}
 MAX_CONFIGURATIONS = 10_000  # per sweep: weeks of training at a minute each
-DEFAULT_MARGIN = contract.DEFAULT_MARGIN  # of accuracy: closer than this is `equivalent` (app/analysis/stats.py)
 PLAN_KEYS = ("name", "description", "fixed", "phases", "repeats", "max_repeats", "margin")
 
 
@@ -90,7 +89,7 @@ class Plan:
     description: str = ""
     repeats: int = 1  # seeds per configuration in the first round
     max_repeats: int = 0  # racing: seeds an undecided comparison's groups may grow to; 0 = repeats (off)
-    margin: float = DEFAULT_MARGIN  # a difference inside ±margin is `equivalent`
+    margin: float = contract.DEFAULT_MARGIN  # a difference inside ±margin is `equivalent`
 
     @property
     def racing(self) -> bool:
@@ -146,7 +145,7 @@ def plan_from_dict(data: dict, default_name: str) -> Plan:
     plan = Plan(check_quotable(str(data.get("name") or default_name), "plan name"), phases, str(data.get("description") or ""))
     plan.repeats = _whole(data.get("repeats", 1), f"plan {default_name} repeats")
     plan.max_repeats = _whole(data.get("max_repeats", 0), f"plan {default_name} max_repeats", low=0)
-    plan.margin = check_margin(data.get("margin", DEFAULT_MARGIN), f"plan {default_name} margin")
+    plan.margin = check_margin(data.get("margin", contract.DEFAULT_MARGIN), f"plan {default_name} margin")
     return plan
 
 

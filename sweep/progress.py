@@ -7,7 +7,6 @@ import math
 import time
 
 from sweep.filters import quoted
-from sweep.plan import DEFAULT_MARGIN
 from train import contract
 from train.messages import first_line
 
@@ -73,7 +72,7 @@ class Progress:
                 + (f", {c['lost']} stopped as another worker took their claim" if c["lost"] else ""))
 
 
-def print_ranking(study: str, experiment_ids: list[str], margin: float = DEFAULT_MARGIN) -> None:
+def print_ranking(study: str, experiment_ids: list[str], margin: float = contract.DEFAULT_MARGIN) -> None:
     """The closing summary of the sweep `study`: every training child (all workers'), per stage, then across stages."""
     import mlflow
 
@@ -86,7 +85,7 @@ def print_ranking(study: str, experiment_ids: list[str], margin: float = DEFAULT
         print(line, flush=True)
 
 
-def ranking_lines(runs, margin: float = DEFAULT_MARGIN) -> list[str]:
+def ranking_lines(runs, margin: float = contract.DEFAULT_MARGIN) -> list[str]:
     """The closing summary of a sweep's training runs (MLflow `Run`s): per stage and model the groups
     of repeats, best first, each with n, mean [95% interval] of best validation accuracy and its
     verdict against the stage's best; then a warning wherever the winner is undecided against the
