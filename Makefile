@@ -34,13 +34,11 @@ demo-sweep: $(STAMP)
 dashboard: $(STAMP)
 	$(RUN) streamlit run app/serve.py
 
-# Two workers: most slow tests train in one process that keeps about one core busy.
 # -m "": every test, slow, browser and PostgreSQL ones included (a bare pytest leaves them out).
-# --no-loadscope-reorder: files start in tests/conftest.py's order (longest first), not xdist's
-# (most tests first, which left the long few-test files for the end).
+# Both run two workers, a file each at a time, longest files first (pyproject.toml's addopts).
 test: $(STAMP)
 	bash .ci/system-deps.sh
-	$(RUN) pytest -m "" -n 2 --dist loadfile --no-loadscope-reorder --durations=15
+	$(RUN) pytest -m "" --durations=15
 
 test-fast: $(STAMP)
 	$(RUN) pytest
