@@ -9,7 +9,7 @@ import pandas as pd
 from streamlit.testing.v1 import AppTest
 
 from app.analysis import stats
-from app.charts import forest
+from app.charts import builders, forest
 from tests.app_fixtures import *  # noqa: F403
 from tests.app_fixtures import ANSWER_EXPERIMENT, ANSWER_WINNER, REPO, inline_values
 
@@ -78,6 +78,19 @@ def test_the_forest_frame_keeps_each_stages_best_and_counts_what_it_leaves_out()
     assert frame.iloc[0]["verdict"] == stats.BEST
     low, high = forest.x_domain(frame, 0.01)
     assert low < frame["ci_low"].min() and high > frame["ci_high"].max()
+
+
+def test_an_accuracys_forest_axis_stops_at_1_and_the_badges_sit_right_of_the_plot():
+    rows = [{"stage": "full", "model": "m", "lr": 10.0**-k, "group": f"lr {k}", "n": 2, "mean": 0.99 - k / 100, "ci_low": 0.95 - k / 100,
+             "ci_high": 1.03 - k / 100, "verdict": stats.BEST if k == 1 else stats.WORSE, "difference": (k - 1) / 100} for k in range(1, 4)]  # fmt: skip
+    table = pd.DataFrame(rows)
+    low, high = forest.x_domain(forest.forest_frame(table)[0], 0.01, bounds=(0.0, 1.0))
+    assert high == 1.0 and low < 0.93
+    colors = builders.ColorScale(["1e-1", "1e-2", "1e-3"], builders.ordered_colors(3), "learning rate")
+    (panel,) = forest.forest_spec(table, colors=colors, margin=0.01, label="acc", bounds=(0.0, 1.0))["concat"]
+    badges = [layer for layer in panel["layer"] if layer["mark"]["type"] == "text"]
+    scale_end = panel["layer"][0]["encoding"]["x"]["scale"]["range"][1]  # where the x scale, and so every interval and the band, ends
+    assert badges and all(layer["encoding"]["x"] == {"value": scale_end} for layer in badges) and scale_end < panel["width"]
 
 
 def test_with_repeats_the_curves_are_groups_by_default_and_runs_a_click_away(answer_store, monkeypatch):

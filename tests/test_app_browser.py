@@ -91,6 +91,16 @@ def label_and_mark_boxes(page, chart_index: int = -1) -> tuple[list[dict], list[
     return texts, marks
 
 
+def forest_badge_and_line_boxes(page) -> tuple[list[dict], list[dict]]:
+    """In the forest plot (the page's first chart): the "n=3 worse" badges' boxes, and those of the
+    intervals, the best's dashed line and the margin band."""
+    chart = page.locator("[data-testid='stVegaLiteChart']").first
+    box = "e => { const r = e.getBoundingClientRect(); return {x: r.x, y: r.y, w: r.width, h: r.height}; }"
+    badges = chart.evaluate(f"c => [...c.querySelectorAll('g.mark-text text')].filter(t => t.textContent.startsWith('n=')).map({box})")
+    lines = chart.evaluate(f"c => [...c.querySelectorAll('g.mark-rule line, g.mark-rule path, g.mark-rect path')].map({box})")
+    return badges, lines
+
+
 def overlap(a: dict, b: dict, slack: float = 0.5) -> bool:
     return a["x"] + slack < b["x"] + b["w"] and b["x"] + slack < a["x"] + a["w"] and a["y"] + slack < b["y"] + b["h"] and b["y"] + slack < a["y"] + a["h"]
 
@@ -117,6 +127,11 @@ def test_the_answer_is_above_the_fold_and_the_curves_read(answer_store, tmp_path
         forest = page.locator("[data-testid='stVegaLiteChart']").first.bounding_box()
         assert forest["y"] + forest["height"] <= FOLD[1], forest
         assert forest["height"] < 300, "compact: a row per group"
+        badges, lines = forest_badge_and_line_boxes(page)
+        assert len(badges) >= 6 and lines
+        assert not [(b, line) for b in badges for line in lines if overlap(b, line)], "a badge over an interval, the best line or the band"
+        ticks = page.locator("[data-testid='stVegaLiteChart']").first.evaluate("c => [...c.querySelectorAll('g.role-axis-label text')].map(t => t.textContent)")
+        assert ticks and max(float(t) for t in ticks if t.replace(".", "").isdigit()) <= 1, ticks  # an accuracy's axis stops at 1
         texts, marks = label_and_mark_boxes(page)
         assert len(texts) >= 6 and marks
         for i, a in enumerate(texts):

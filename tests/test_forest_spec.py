@@ -38,8 +38,9 @@ def _altair_panel(part, colors, margin, label, width, height, bounds):
     best = part.iloc[0]
     domain = forest.x_domain(part, margin, bounds)
     if bounds is not None:
-        part = part.assign(ci_low=part["ci_low"].clip(*bounds), ci_high=part["ci_high"].clip(*bounds), right=part["right"].clip(*bounds))
-    scale = {"domain": domain, "nice": False, "zero": False}
+        part = part.assign(ci_low=part["ci_low"].clip(*bounds), ci_high=part["ci_high"].clip(*bounds))
+    badge_x = round(width * (1 - forest.BADGE_SHARE))
+    scale = {"domain": domain, "range": [0, badge_x], "nice": False, "zero": False}
     x = alt.X("mean:Q", scale=alt.Scale(**scale), title=label, axis=alt.Axis(tickCount=4, format=".3~f"))
     y = alt.Y("group:N", sort=list(part["group"]), title=None, axis=alt.Axis(labelLimit=forest.LABEL_WIDTH, labelFontSize=11, ticks=False, domain=False))
     color = alt.Color("lr_label:N", scale=alt.Scale(domain=colors.domain, range=colors.range), legend=None)
@@ -62,8 +63,8 @@ def _altair_panel(part, colors, margin, label, width, height, bounds):
             stroke=alt.condition(is_best, alt.value("#111"), alt.value("white")),
         ),  # fmt: skip
         *(
-            base.mark_text(align="left", dx=10, fontSize=11, fontWeight=weight)
-            .encode(x=alt.X("right:Q", scale=alt.Scale(**scale)), text="badge:N",
+            base.mark_text(align="left", dx=8, fontSize=11, fontWeight=weight)
+            .encode(x=alt.value(badge_x), text="badge:N",
                     color=alt.condition(alt.FieldEqualPredicate(field="verdict", equal=stats.WORSE), alt.value("#8a8a8a"), alt.value("#222")))
             .transform_filter(predicate)
             for weight, predicate in (("bold", is_best), ("normal", {"not": is_best}))

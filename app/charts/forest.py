@@ -21,7 +21,7 @@ PANELS_PER_ROW = 4
 ROWS_PER_PANEL = 8  # the best groups of a stage; the Groups view lists every one
 ROW_HEIGHT = 19
 LABEL_WIDTH = 150  # the group names left of each panel (longer ones are cut, the tooltip has them whole)
-BADGE_ROOM = 0.42  # the share of a panel's x range right of the intervals, for "n=3 worse"
+BADGE_SHARE = 0.42  # the share of a panel's width right of its x scale, where "n=3 worse" is written
 MAX_PANEL_WIDTH = 420
 BADGES = {
     stats.BEST: "best",
@@ -30,7 +30,7 @@ BADGES = {
     stats.WITHIN_NOISE: "undecided",
     stats.CANNOT_TELL: "one run",
 }
-COLUMNS = ["panel", "group", "lr_label", "n", "mean", "ci_low", "ci_high", "verdict", "difference", "badge", "right", "row"]
+COLUMNS = ["panel", "group", "lr_label", "n", "mean", "ci_low", "ci_high", "verdict", "difference", "badge", "row"]
 
 
 def forest_frame(table: pd.DataFrame, rows_per_panel: int = ROWS_PER_PANEL) -> tuple[pd.DataFrame, int]:
@@ -46,7 +46,7 @@ def forest_frame(table: pd.DataFrame, rows_per_panel: int = ROWS_PER_PANEL) -> t
     frame = frame.assign(row=frame.groupby("panel", sort=False).cumcount())
     shown = frame[frame["row"] < rows_per_panel]
     badge = shown["verdict"].map(BADGES).fillna(shown["verdict"])
-    shown = shown.assign(badge=("n=" + shown["n"].astype(int).astype(str) + "  " + badge), right=shown["ci_high"].where(np.isfinite(shown["ci_high"].astype(float)), shown["mean"]))
+    shown = shown.assign(badge=("n=" + shown["n"].astype(int).astype(str) + "  " + badge))
     return shown[COLUMNS].reset_index(drop=True), len(frame) - len(shown)
 
 
@@ -77,8 +77,9 @@ def forest_spec(table: pd.DataFrame, *, colors: builders.ColorScale, margin: flo
 
 
 def x_domain(part: pd.DataFrame, margin: float, bounds: tuple[float, float] | None = None) -> list[float]:
-    """A panel's x range: every interval and the margin band (within `bounds`, those an accuracy
-    can take: two seeds' interval can reach past 1), then room on the right for the badges."""
+    """A panel's x range: every interval and the margin band, with a little room either side, within
+    `bounds` (those an accuracy can take: two seeds' interval can reach past 1, an axis reading 1.05
+    would too). The badges have their own column right of the plot, never over a line."""
     best = part.iloc[0]["mean"]
     values = np.concatenate([part["mean"].to_numpy(float), part["ci_low"].to_numpy(float), part["ci_high"].to_numpy(float), [best - margin, best + margin]])
     values = values[np.isfinite(values)]
@@ -86,17 +87,20 @@ def x_domain(part: pd.DataFrame, margin: float, bounds: tuple[float, float] | No
         values = np.clip(values, *bounds)
     low, high = float(values.min()), float(values.max())
     span = high - low or max(abs(high) * 0.05, 0.01)
-    low -= span * 0.04
-    return [low, high + span * BADGE_ROOM / (1 - BADGE_ROOM)]
+    low, high = low - span * 0.04, high + span * 0.04
+    if bounds is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    return [low, high]
 
 
 def _panel(part: pd.DataFrame, color_scale: dict, margin: float, label: str, width: int, height: int, bounds) -> dict:
     best = part.iloc[0]
     domain = x_domain(part, margin, bounds)
     if bounds is not None:  # an interval past what the statistic can take is drawn to its edge
-        part = part.assign(ci_low=part["ci_low"].clip(*bounds), ci_high=part["ci_high"].clip(*bounds), right=part["right"].clip(*bounds))
+        part = part.assign(ci_low=part["ci_low"].clip(*bounds), ci_high=part["ci_high"].clip(*bounds))
     rows = {"values": records(part), "format": {"parse": None}}  # one list, shared by the views that draw the rows
-    scale = {"domain": domain, "nice": False, "zero": False}
+    badge_x = round(width * (1 - BADGE_SHARE))  # the x scale ends here: the badges never sit on a line or the band
+    scale = {"domain": domain, "range": [0, badge_x], "nice": False, "zero": False}
     y = {"field": "group", "type": "nominal", "sort": list(part["group"]), "title": None, "axis": {"labelLimit": LABEL_WIDTH, "labelFontSize": 11, "ticks": False, "domain": False}}
     color = {"field": "lr_label", "type": "nominal", "scale": color_scale, "legend": None}
     tooltip = [
@@ -125,8 +129,8 @@ def _panel(part: pd.DataFrame, color_scale: dict, margin: float, label: str, wid
              "stroke": {"condition": {"test": is_best, "value": "#111"}, "value": "white"},
          }},
         *(
-            {"data": rows, "mark": {"type": "text", "align": "left", "dx": 10, "fontSize": 11, "fontWeight": weight},
-             "encoding": {"x": {"field": "right", "type": "quantitative", "scale": scale}, "y": y, "text": {"field": "badge", "type": "nominal"},
+            {"data": rows, "mark": {"type": "text", "align": "left", "dx": 8, "fontSize": 11, "fontWeight": weight},
+             "encoding": {"x": {"value": badge_x}, "y": y, "text": {"field": "badge", "type": "nominal"},
                           "color": {"condition": {"test": {"field": "verdict", "equal": stats.WORSE}, "value": "#8a8a8a"}, "value": "#222"}},
              "transform": [{"filter": predicate}]}
             for weight, predicate in (("bold", is_best), ("normal", {"not": is_best}))
