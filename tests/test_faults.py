@@ -42,15 +42,17 @@ def _epochs_logged(run_id):
     return len(MlflowClient().get_metric_history(run_id, contract.LOSS))
 
 
-def _run_id_when_epochs_logged(epochs: int, experiment="tests", process=None, log=None, timeout=240):
+def _run_id_when_epochs_logged(epochs: int, experiment="tests", process=None, log=None, timeout=240, run_id=None):
+    """The ID of the experiment's only run (or of `run_id`, when given) once it has `epochs` epochs logged."""
+
     def ready():
         if process is not None and process.poll() is not None:
             raise AssertionError(f"training ended early ({process.returncode}): {log.read_text()[-3000:] if log else ''}")
         try:
-            run = _only_run(experiment)
+            found = run_id or _only_run(experiment).info.run_id
         except (AttributeError, ValueError):
             return None
-        return run.info.run_id if _epochs_logged(run.info.run_id) >= epochs else None
+        return found if _epochs_logged(found) >= epochs else None
 
     return _wait_for(ready, timeout=timeout)
 
@@ -59,51 +61,66 @@ def _steps(run_id):
     return {name: sorted(m.step for m in MlflowClient().get_metric_history(run_id, name)) for name in contract.EPOCH_METRICS}
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("how", ["--run-id", "-P resume"])
-def test_sigterm_in_epoch_3_then_resume_in_the_same_run(tracking_uri, tmp_path, how):
-    """Both ways the README gives: `mlflow run --run-id ID` and `mlflow run -P resume=ID` with the same -P
-    (MLflow logged the empty init_model as ''; the resume check once took that for a change)."""
-    epochs = 4
-    command = [str(VENV_BIN / "mlflow"), "run", str(REPO), "--env-manager", "local", "--experiment-name", "tests"]
-    params = [item for key, value in zip(SLOW_EPOCHS[::2], SLOW_EPOCHS[1::2], strict=True) for item in ("-P", f"{key[2:].replace('-', '_')}={value}")]
-    params += ["-P", f"epochs={epochs}"]
-    log = tmp_path / "first.log"
+def _sigterm_when_epochs_logged(command: list[str], tracking_uri: str, epochs: int, log: Path, run_id: str | None = None) -> str:
+    """Start `command` (an `mlflow run`) and SIGTERM its process group once the run (the experiment's
+    only one, or `run_id`) has `epochs` epochs logged, that is during the next; return the run's ID once it has ended."""
     with open(log, "w") as output:  # a file, not a pipe: a full pipe would block the trainer
-        process = subprocess.Popen(command + params, cwd=Path.cwd(), env=subprocess_env(tracking_uri), start_new_session=True, stdout=output, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, cwd=Path.cwd(), env=subprocess_env(tracking_uri), start_new_session=True, stdout=output, stderr=subprocess.STDOUT)
     try:
-        run_id = _run_id_when_epochs_logged(2, process=process, log=log, timeout=900)  # epochs 0 and 1 are done: we are in the third
+        run_id = _run_id_when_epochs_logged(epochs, process=process, log=log, timeout=900, run_id=run_id)
         os.killpg(process.pid, signal.SIGTERM)  # what a pre-empting scheduler does to the job's processes
         _wait_for(lambda: MlflowClient().get_run(run_id).info.status != "RUNNING", timeout=120)
     finally:
         process.wait(timeout=120)
+    return run_id
+
+
+def _assert_killed_during(run_id: str, epoch: int, log: Path):
     run = MlflowClient().get_run(run_id)
     assert run.info.status == "KILLED", log.read_text()[-3000:]
-    assert run.data.tags[contract.TAG_STOP_REASON].startswith("SIGTERM during epoch 2")
+    assert run.data.tags[contract.TAG_STOP_REASON].startswith(f"SIGTERM during epoch {epoch}"), run.data.tags[contract.TAG_STOP_REASON]
     assert "checkpoint/latest.weights.h5" in {a.path for a in MlflowClient().list_artifacts(run_id, "checkpoint")}
 
-    again = ["--run-id", run_id] if how == "--run-id" else ["-P", f"resume={run_id}"]
-    resumed = subprocess.run(command + again + params, cwd=Path.cwd(), env=subprocess_env(tracking_uri), capture_output=True, text=True, timeout=600)
+
+@pytest.mark.slow
+def test_sigterm_in_epoch_3_then_resume_in_the_same_run(tracking_uri, tmp_path):
+    """Both ways the README gives, one after the other on one run pre-empted twice: `mlflow run -P resume=ID`
+    with the same -P (MLflow logged the empty init_model as ''; the resume check once took that for a
+    change), stopped again in epoch 4, then `mlflow run --run-id ID`."""
+    epochs = 5
+    command = [str(VENV_BIN / "mlflow"), "run", str(REPO), "--env-manager", "local", "--experiment-name", "tests"]
+    params = [item for key, value in zip(SLOW_EPOCHS[::2], SLOW_EPOCHS[1::2], strict=True) for item in ("-P", f"{key[2:].replace('-', '_')}={value}")]
+    params += ["-P", f"epochs={epochs}"]
+    first = tmp_path / "first.log"
+    run_id = _sigterm_when_epochs_logged(command + params, tracking_uri, 2, first)  # epochs 0 and 1 are done: we are in the third
+    _assert_killed_during(run_id, 2, first)
+
+    second = tmp_path / "second.log"  # -P resume: mlflow run's own new run stays empty, the training goes on in run_id
+    _sigterm_when_epochs_logged(command + ["-P", f"resume={run_id}"] + params, tracking_uri, 3, second, run_id=run_id)
+    _assert_killed_during(run_id, 3, second)
+    assert f"resuming run {run_id} after epoch 2/{epochs} (MLflow step 1)" in second.read_text()  # from the checkpoint
+    experiment_id = MlflowClient().get_run(run_id).info.experiment_id
+    (launcher,) = MlflowClient().search_runs([experiment_id], f"tags.{contract.TAG_KIND} = '{contract.KIND_LAUNCHER}'")
+    assert launcher.data.tags[contract.TAG_STOP_REASON].startswith(f"empty: -P resume={run_id}")
+    assert f"mlflow run's own run {launcher.info.run_id} stays empty" in second.read_text()
+
+    resumed = subprocess.run(command + ["--run-id", run_id] + params, cwd=Path.cwd(), env=subprocess_env(tracking_uri), capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming run {run_id} after epoch 3/{epochs} (MLflow step 2)" in resumed.stdout, resumed.stdout[-3000:]
     run = MlflowClient().get_run(run_id)
     assert run.info.status == "FINISHED"
-    assert contract.TAG_STOP_REASON not in run.data.tags  # FINISHED: "SIGTERM during epoch 2" is history
-    experiment_id = run.info.experiment_id
+    assert contract.TAG_STOP_REASON not in run.data.tags  # FINISHED: "SIGTERM during epoch 3" is history
     training = f"tags.{contract.TAG_KIND} = '{contract.KIND_TRAIN}'"
     assert [r.info.run_id for r in MlflowClient().search_runs([experiment_id], training)] == [run_id]  # no empty training run beside it
-    if how == "-P resume":
-        (launcher,) = MlflowClient().search_runs([experiment_id], f"tags.{contract.TAG_KIND} = '{contract.KIND_LAUNCHER}'")
-        assert launcher.data.tags[contract.TAG_STOP_REASON].startswith(f"empty: -P resume={run_id}")
-        assert f"mlflow run's own run {launcher.info.run_id} stays empty" in resumed.stdout + resumed.stderr
-        return  # the curve against an uninterrupted run: once is enough
+    # Each epoch logged once, and each epoch's rate at its step of the schedule: both resumes went on
+    # from the epoch they stopped in, not from 0.
     assert all(steps == list(range(epochs)) for steps in _steps(run_id).values()), _steps(run_id)
     lrs = sorted(MlflowClient().get_metric_history(run_id, contract.LEARNING_RATE), key=lambda m: m.step)
     assert [m.value for m in lrs] == pytest.approx([learning_rate_at(e, tiny_config(lr=1e-3, epochs=epochs, schedule="exponential", decay=0.5)) for e in range(epochs)])
-
-    from train.run.trainer import train
-
-    straight = train(tiny_config(batch_size=8, seed=7, epochs=epochs, schedule="exponential", decay=0.5, experiment="uninterrupted"))
-    assert run.data.metrics[contract.VAL_ACCURACY] == pytest.approx(straight.history[-1][contract.VAL_ACCURACY], abs=0.2)
+    # And from the checkpoint's weights, not fresh ones: a fresh model's first epoch loses about as much
+    # as epoch 0 did (2.08 here, more at the decayed rate); the trained one's epochs 2-4 lose 1.2-1.6.
+    losses = [m.value for m in sorted(MlflowClient().get_metric_history(run_id, contract.LOSS), key=lambda m: m.step)]
+    assert max(losses[2:]) < losses[0] - 0.2, losses
 
 
 @pytest.mark.slow
