@@ -337,6 +337,19 @@ def test_no_label_overlaps_another_or_covers_a_best_point(lab, options):
     assert placed >= 6
 
 
+def test_a_label_takes_the_spot_no_other_curve_crosses():
+    """A's best (0.81 from epoch 3 on) would be labelled right above its point, where curve B (0.82)
+    runs through the text; the spot right below is free of every curve, so the label goes there."""
+    rows = [{"line": "A", "split": "validation", "epoch": e, "value": 0.75 if e < 3 else 0.81, "best": e == 6} for e in range(11)]
+    rows += [{"line": "B", "split": "validation", "epoch": e, "value": 0.82, "best": False} for e in range(11)]
+    points = pd.DataFrame(rows).assign(role="run", facet="f", variant="", lr_label="1e-3", color="1e-3")
+    (note,) = labels.place(points, lower_is_better=False, log_y=False, width=400, height=200, domain=[0.7, 0.9]).itertuples()
+    assert note.note_y < 0.81 and note.note_x > 6  # below the point and right of it: neither curve runs through it
+    ((left, top, right, bottom),) = labels.boxes(pd.DataFrame([note._asdict()]), width=400, height=200, x_range=(0, 10), domain=[0.7, 0.9])
+    for value in (0.81, 0.82):  # A's plateau and B, in pixels
+        assert not top <= 200 - (value - 0.7) / 0.2 * 200 <= bottom
+
+
 def test_the_accuracy_chart_draws_a_dashed_chance_line(lab):
     runs, history = lab
     training = runs[runs["kind"] == contract.KIND_TRAIN]

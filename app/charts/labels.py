@@ -5,9 +5,10 @@ Vega-Lite draws text where it is told and moves nothing out of the way, so the p
 done here, in pixels: the curve chart fixes its y domain (`y_domain`) and lets each column's x
 domain be its epochs exactly (no rounding), so a value and an epoch map to one pixel. Each
 label tries spots around its point (right or left of it, above or below, then further up or
-down); the first spot inside the plot that meets no placed label and no best-point diamond
-wins; a label with no such spot is dropped (its tooltip still says it). The best lines are
-placed first.
+down); of the spots inside the plot that meet no placed label and no best-point diamond, the
+one with the fewest curves through it wins, each step further from the point counting as
+`STEP_COST` of a curve (a label far from its point reads as another curve's); a label with no
+free spot is dropped (its tooltip still says it). The best lines are placed first.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ LINE_PX = 14.0
 MARK_PX = 7.0  # half the side of the box around a best-point diamond (size 90) that no label may touch
 GAP_PX = 8.0  # between a point and its label (more than MARK_PX: a label right above its point clears the diamond)
 LABELS_PER_FACET = 5
+STEP_COST = 0.4  # a label two steps further out beats one a curve runs through
 COLUMNS = ["line", "note", "note_x", "note_y"]
 
 
@@ -77,9 +79,10 @@ def place(points: pd.DataFrame, *, lower_is_better: bool, log_y: bool, width: fl
 
         facet_marks = marks[marks["facet"] == facet]
         diamonds = np.column_stack([px(facet_marks["epoch"]), py(facet_marks["value"].to_numpy(dtype=float))])
+        segments = _segments(points[points["facet"].fillna("") == facet], px, py, log_y)
         placed: list[tuple[float, float, float, float]] = []
         for _, label in column.iterrows():
-            box = _spot(float(px(label["epoch"])), float(py(label["value"])), len(label["note"]) * CHAR_PX, width, height, placed, diamonds)
+            box = _spot(float(px(label["epoch"])), float(py(label["value"])), len(label["note"]) * CHAR_PX, width, height, placed, diamonds, segments)
             if box is None:
                 continue
             placed.append(box)
@@ -89,13 +92,48 @@ def place(points: pd.DataFrame, *, lower_is_better: bool, log_y: bool, width: fl
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def _spot(x: float, y: float, w: float, width: float, height: float, placed, diamonds) -> tuple[float, float, float, float] | None:
-    """The first free box (left, top, right, bottom) for a label of width `w` at point (x, y), or None."""
+def _segments(points: pd.DataFrame, px, py, log_y: bool) -> np.ndarray:
+    """The drawn curves of a column (runs and group means, raw and smoothed) as pixel segments, one
+    row (x1, y1, x2, y2, curve number) each, x1 <= x2: what a label should not sit on."""
+    drawn = points[points["role"].isin(["run", "mean"])].sort_values(["line", "split", "epoch"], kind="stable")
+    found = []
+    for column in ("value", "smoothed"):
+        if column not in drawn:
+            continue
+        values = drawn[column].to_numpy(dtype=float)
+        ok = np.isfinite(values) & ((values > 0) if log_y else True)
+        x, y = px(drawn["epoch"]), np.where(ok, py(np.where(ok, values, 1.0)), np.nan)
+        curve = pd.factorize(drawn["line"].astype(str) + "/" + drawn["split"].astype(str))[0] * 2 + len(found)
+        same = curve[1:] == curve[:-1]
+        pairs = np.column_stack([x[:-1], y[:-1], x[1:], y[1:], curve[1:]])[same]
+        found.append(pairs[np.isfinite(pairs).all(axis=1)])
+    return np.concatenate(found) if found else np.empty((0, 5))
+
+
+def _crossings(box, segments: np.ndarray) -> int:
+    """How many curves pass through `box` (a curve is a function of the epoch: over the box's
+    x span a segment's y runs between its values at the span's ends)."""
+    if not len(segments):
+        return 0
+    x1, y1, x2, y2, curve = segments.T
+    left, right = np.maximum(x1, box[0]), np.minimum(x2, box[2])
+    inside = left <= right
+    slope = np.divide(y2 - y1, x2 - x1, out=np.zeros_like(y1), where=x2 > x1)
+    at_left, at_right = y1 + slope * (left - x1), y1 + slope * (right - x1)
+    through = inside & (np.maximum(at_left, at_right) >= box[1]) & (np.minimum(at_left, at_right) <= box[3])
+    return len(np.unique(curve[through]))
+
+
+def _spot(x: float, y: float, w: float, width: float, height: float, placed, diamonds, segments: np.ndarray) -> tuple[float, float, float, float] | None:
+    """The box (left, top, right, bottom) for a label of width `w` at point (x, y): of the free ones
+    (inside the plot, on no placed label or diamond), the one fewest curves cross, each step away
+    from the point costing `STEP_COST`; None when none is free."""
     right, left = x + GAP_PX, x - GAP_PX - w
     centred = min(max(x - w / 2, 0.0), width - w)  # above or below the point, moved in from the column's edge
     above, below = y - GAP_PX - LINE_PX, y + GAP_PX
-    tops = [above, below] + [t for k in range(1, 7) for t in (above - k * LINE_PX, below + k * LINE_PX)]
-    for top in tops:
+    tops = [(0, above), (0, below)] + [(k, t) for k in range(1, 7) for t in (above - k * LINE_PX, below + k * LINE_PX)]
+    best = None  # (cost, box): the cheapest free spot so far
+    for step, top in tops:
         for side in (right, left, centred):
             box = (side, top, side + w, top + LINE_PX)
             if box[0] < 0 or box[1] < 0 or box[2] > width or box[3] > height:
@@ -104,8 +142,12 @@ def _spot(x: float, y: float, w: float, width: float, height: float, placed, dia
                 continue
             if diamonds.size and ((diamonds[:, 0] + MARK_PX > box[0]) & (diamonds[:, 0] - MARK_PX < box[2]) & (diamonds[:, 1] + MARK_PX > box[1]) & (diamonds[:, 1] - MARK_PX < box[3])).any():
                 continue
-            return box
-    return None
+            cost = _crossings(box, segments) + step * STEP_COST
+            if cost == 0:
+                return box
+            if best is None or cost < best[0]:
+                best = (cost, box)
+    return best[1] if best else None
 
 
 def _overlap(a, b) -> bool:
