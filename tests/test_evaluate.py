@@ -1,8 +1,9 @@
 """`python -m train.tools.evaluate`: its numbers are the Keras model's, its run links the model's run.
 
-One tiny model is trained once for the module (64 px, alpha 0.35, one epoch, registered);
-the tests evaluate it through the command line on the demo data and on a train/val folder,
-and recompute every logged number from mlflow.keras.load_model's own predictions.
+The tests evaluate the session's tiny model (tests/conftest.py's tiny_trained_store: 64 px, alpha
+0.35, one epoch, registered; trained once per pytest process, not here) in this module's copy of its
+store, through the command line on the demo data and on a train/val folder, and recompute every
+logged number from mlflow.keras.load_model's own predictions.
 """
 
 from __future__ import annotations
@@ -18,18 +19,20 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import error_line, sqlite_uri, subprocess_env, tiny_config
+from tests.conftest import TINY_MODEL, copy_store, error_line, subprocess_env, use_store
 from train import contract
 from train.tools.evaluate import main, metrics_of, per_class_table
 
-MODEL_NAME = "evaluated"
-
 
 @pytest.fixture(scope="module")
-def trained(store):
-    from train.run.trainer import train
-
-    return train(tiny_config(epochs=1, batch_size=16, lr=3e-3, register_as=MODEL_NAME))
+def trained(tiny_trained_store, tmp_path_factory):
+    """The session's tiny registered model (run_id, version), in this module's copy of its store."""
+    folder = tmp_path_factory.mktemp("evaluate-store")
+    uri = copy_store(tiny_trained_store.folder, folder)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        with use_store(uri, patch):
+            yield tiny_trained_store
 
 
 def _evaluate_runs(extra_filter: str = "") -> list:
@@ -60,7 +63,7 @@ def _keras_probabilities(model_uri: str, paths: list[str], image_size: int) -> n
 
 
 @pytest.fixture(scope="module")
-def demo_evaluation(trained, store):
+def demo_evaluation(trained):
     """`python -m train.tools.evaluate --model-uri runs:/ID/model --data demo`, in this process."""
     code = main(["--model-uri", f"runs:/{trained.run_id}/model", "--data", "demo", "--experiment", "evaluations"])
     assert code == 0
@@ -128,7 +131,7 @@ def test_run_is_tagged_and_links_the_models_run(trained, demo_evaluation):
 
 
 @pytest.mark.slow  # trains for real
-def test_registered_alias_on_a_val_folder_under_mlflow_run(trained, store, tmp_path, monkeypatch, capsys):
+def test_registered_alias_on_a_val_folder_under_mlflow_run(trained, tmp_path, monkeypatch, capsys):
     """models:/NAME@ALIAS; train/ + val/ evaluates val/ only; a class subset; a broken file; MLFLOW_RUN_ID."""
     from train.data.demo import demo_folder
 
@@ -143,7 +146,7 @@ def test_registered_alias_on_a_val_folder_under_mlflow_run(trained, store, tmp_p
     started = client.create_run(client.get_experiment_by_name("evaluations").experiment_id)  # as `mlflow run` does
     monkeypatch.setenv("MLFLOW_RUN_ID", started.info.run_id)
 
-    model_uri = f"models:/{MODEL_NAME}@scratch"
+    model_uri = f"models:/{TINY_MODEL}@scratch"
     assert main(["--model-uri", model_uri, "--data", str(data), "--batch-size", "4"]) == 0
     out = capsys.readouterr().out
     run = client.get_run(started.info.run_id)
@@ -152,7 +155,7 @@ def test_registered_alias_on_a_val_folder_under_mlflow_run(trained, store, tmp_p
     assert run.data.params["split"] == "val"
     assert run.data.params["evaluated_images"] == "6"
     assert run.data.params["skipped_files"] == "1"
-    assert run.info.run_name == "evaluate models:/evaluated@scratch on shapes/val"
+    assert run.info.run_name == f"evaluate models:/{TINY_MODEL}@scratch on shapes/val"
 
     class_names = json.loads(mlflow.artifacts.load_text(f"runs:/{trained.run_id}/{contract.CLASS_NAMES_FILE}"))
     paths, labels = _images(data / "val", class_names)
@@ -163,7 +166,7 @@ def test_registered_alias_on_a_val_folder_under_mlflow_run(trained, store, tmp_p
     assert "no images of 'cross', 'square', 'stripes', 'triangle'" in out
     assert "optimistic" not in out, "val/ is held out: no training-images note"
     summary = json.loads(mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/{contract.EVALUATION_FILE}"))
-    assert summary["model_version"] == "1"
+    assert summary["model_version"] == str(trained.version)
     assert [s["reason"] for s in summary["skipped"]] == ["empty file (0 bytes)"]
 
 
@@ -227,20 +230,20 @@ def test_bad_input_is_one_line_and_leaves_no_run(case, expected, trained, wrong_
 
 
 @pytest.mark.parametrize("uri", ["http://example.invalid/model", "s3://bucket/model", "mlflow-artifacts:/1/model"])
-def test_a_model_uri_outside_the_tracking_store_is_one_line(store, uri, capsys):
+def test_a_model_uri_outside_the_tracking_store_is_one_line(tracking_uri, uri, capsys):
     assert main(["--model-uri", uri]) == 2
     assert error_line(capsys.readouterr().err) == (f"error: model '{uri}' is not a model in the tracking store; give runs:/RUN_ID/model, "
                                                    "models:/NAME@ALIAS or models:/NAME/VERSION (log or register the model there first)")
 
 
-def test_bad_input_fails_within_seconds_from_the_command_line(store, tmp_path):
+def test_bad_input_fails_within_seconds_from_the_command_line(tracking_uri, tmp_path):
     """`python -m train.tools.evaluate` with bad input stops before TensorFlow loads."""
     import subprocess
     import sys
 
     done = subprocess.run(
         [sys.executable, "-m", "train.tools.evaluate", "--model-uri", "runs:/0123456789abcdef/model", "--data", str(tmp_path / "missing")],
-        cwd=tmp_path, env=subprocess_env(sqlite_uri(store), PYTHONPROFILEIMPORTTIME="1"), capture_output=True, text=True, timeout=300,
+        cwd=tmp_path, env=subprocess_env(tracking_uri, PYTHONPROFILEIMPORTTIME="1"), capture_output=True, text=True, timeout=300,
     )
     # What the process imported (Python's own import log), not a stopwatch a loaded machine breaks.
     imported = {line.rsplit("|", 1)[1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
@@ -251,7 +254,7 @@ def test_bad_input_fails_within_seconds_from_the_command_line(store, tmp_path):
 
 
 @pytest.mark.slow  # trains for real
-def test_a_folder_named_like_mathtext_is_evaluated_and_drawn_as_plain_text(trained, store, tmp_path):
+def test_a_folder_named_like_mathtext_is_evaluated_and_drawn_as_plain_text(trained, tmp_path):
     """The figure's title carries the folder's name: '$\\undefined$' must not reach matplotlib's mathtext."""
     from train.data.demo import demo_folder
 

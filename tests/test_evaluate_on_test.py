@@ -1,6 +1,7 @@
 """evaluate_on_test: a training run's model evaluated once on its data's held-out test/ split.
 
-One tiny model is trained on the demo data (train/, val/ and a held-out test/); the evaluation
+The session's tiny model, trained on the demo data (train/, val/ and a held-out test/) once per
+pytest process (tests/conftest.py's tiny_trained_store), is evaluated in a copy of its store; the evaluation
 runs inside an active run, as at the end of a sweep, and a second call evaluates nothing.
 """
 
@@ -10,7 +11,7 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import tiny_config
+from tests.conftest import copy_store, use_store
 from train import contract
 from train.tools.evaluate import evaluate_on_test, wilson_interval
 
@@ -30,12 +31,19 @@ def test_a_folder_without_a_held_out_test_split_is_not_evaluated(tracking_uri, t
     assert contract.TEST_ACCURACY not in client.get_run(run_id).data.metrics
 
 
-@pytest.mark.slow  # trains for real
-def test_the_best_run_is_evaluated_once_on_test(store):
-    from train.data.demo import demo_folder
-    from train.run.trainer import train
+@pytest.fixture
+def trained(tmp_path, monkeypatch, tiny_trained_store):
+    """The session's tiny trained run (tests/conftest.py), in this test's copy of its store."""
+    uri = copy_store(tiny_trained_store.folder, tmp_path / "store")
+    monkeypatch.chdir(tmp_path)
+    with use_store(uri, monkeypatch):
+        yield tiny_trained_store
 
-    trained = train(tiny_config(epochs=1, batch_size=16, lr=3e-3))
+
+@pytest.mark.slow  # trains for real (once per pytest process: tiny_trained_store)
+def test_the_best_run_is_evaluated_once_on_test(trained):
+    from train.data.demo import demo_folder
+
     client = MlflowClient()
     with mlflow.start_run(run_name="a sweep's parent") as parent:  # the sweep calls it with its parent run active
         result = evaluate_on_test(trained.run_id, "demo")
