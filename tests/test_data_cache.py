@@ -269,8 +269,8 @@ def test_cache_disk_keeps_memory_flat_as_images_are_added_and_memory_grows_by_th
     small = photo_folder(tmp_path / "small", 300, size=(120, 90))
     large = photo_folder(tmp_path / "large", 2000, size=(120, 90))
     added_bytes = (4000 - 600) * size * size * 3  # 94 MB of uint8 images more
-    for folder in (small, large):  # prepare first, so the measured processes only read
-        _peak_rss(folder, "disk", size, tmp_path, repeats=1)
+    for folder in (small, large):  # prepare first (here: no process, no TensorFlow), so the measured processes only read
+        cache.open_images(all_paths(scan(folder, 0.2, 42, size)), size, "disk")
     disk = _peak_rss(large, "disk", size, tmp_path) - _peak_rss(small, "disk", size, tmp_path)
     memory = _peak_rss(large, "memory", size, tmp_path) - _peak_rss(small, "memory", size, tmp_path)
     print(f"peak RSS growth for {added_bytes / 1e6:.0f} MB more images: disk {disk / 1e6:.1f} MB, memory {memory / 1e6:.1f} MB")
