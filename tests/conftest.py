@@ -55,11 +55,11 @@ def pytest_configure(config):
 # `make test` runs two pytest-xdist workers, a file per worker at a time (--dist loadfile), in this
 # order (--no-loadscope-reorder): the files that train the most start first, so the rest fill in
 # beside them rather than after. Measured (seconds of test time per file, `--durations=0`):
-# team_server 364, faults 431 (about 320 since its resume test pre-empts one run twice instead of two
-# runs once, and trains no uninterrupted run beside it: 114 s less side by side), sweep 317,
-# model_pool 246, outage 138, data_cache 131, lr_find 116, training 105, app_browser 96,
-# data_test_split 82, racing 76, app_training_runs 71.
-LONGEST_FILES = ("test_team_server.py", "test_faults.py", "test_sweep.py", "test_model_pool.py", "test_outage.py", "test_data_cache.py",
+# faults 431 (about 320 since its resume test pre-empts one run twice instead of two runs once, and
+# trains no uninterrupted run beside it: 114 s less side by side), sweep 317, team_server 364 (about
+# 250 since its server caches checked passwords: 130 s less side by side), model_pool 246, outage 138,
+# data_cache 131, lr_find 116, training 105, app_browser 96, data_test_split 82, racing 76, app_training_runs 71.
+LONGEST_FILES = ("test_faults.py", "test_sweep.py", "test_team_server.py", "test_model_pool.py", "test_outage.py", "test_data_cache.py",
                  "test_lr_find.py", "test_training.py", "test_app_browser.py", "test_data_test_split.py", "test_racing.py",
                  "test_app_training_runs.py")  # fmt: skip
 
