@@ -35,11 +35,6 @@ def as_user(user):
 def team_server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("team")
     env = basic_auth_env(folder, ADMIN, "team-test-secret")
-    # MLflow's own opt-in credential cache: a password is checked (scrypt, 0.1-0.2 s of server CPU)
-    # once per user and worker, not on each of the ~100 requests a training makes. A wrong
-    # password is never cached, and permissions are still checked on every request.
-    with open(env["MLFLOW_AUTH_CONFIG_PATH"], "a") as config:
-        config.write("auth_cache_ttl_seconds = 3600\n")
     with postgres_server() as database:
         backend = database("mlflow")
         artifacts = folder / "artifacts"
