@@ -25,7 +25,7 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 
 from app.analysis import curve_data, stats
-from app.data import histories, run_search, store
+from app.data import history_cache, run_search, store
 from app.page import first_chart, views
 from train import contract, csv_safe
 from train.messages import first_line
@@ -283,7 +283,7 @@ def command(experiments, filter_string, metric, smoothing, group, join, statisti
         raise ReportError("no runs match; nothing to report")
     options = curve_data.CurveOptions(metric=metric, smoothing=smoothing, group=group, join=join, log_y=metric == contract.LOSS)
     # As the page: histories read only where a figure or a summary needs them (`first_chart.build_views`).
-    built = first_chart.build_views(client, histories.HistoryCache(), runs, runs, options, uri=uri, now_ms=time.time() * 1000, stale_after_s=600, ui_base=store.ui_base_url(uri))
+    built = first_chart.build_views(client, history_cache.HistoryCache(), runs, runs, options, uri=uri, now_ms=time.time() * 1000, stale_after_s=600, ui_base=store.ui_base_url(uri))
     context = context_lines(uri, list(chosen["name"]), {"filter": filter_string, "metric": metric, "smoothing": smoothing, "margin": margin})
     context["runs"] = runs_line(runs, built.training)
     title = f"Learning-rate study: {', '.join(chosen['name'])}"

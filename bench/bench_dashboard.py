@@ -50,7 +50,7 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
-from app.data import histories, run_search, synthetic
+from app.data import histories, history_cache, run_search, synthetic
 from bench.peak_memory import peak_rss
 from tests.app_fixtures import chromium_page, dashboard_server, mlflow_server, wait_for_chart, wait_for_full_page
 from train import contract
@@ -143,7 +143,7 @@ def naive_load(uri: str) -> int:
     return sum(len(client.get_metric_history(run_id, key)) for run_id in runs["run_id"] for key in contract.EPOCH_METRICS)
 
 
-def cached_reload(uri: str, cache: histories.HistoryCache) -> int:
+def cached_reload(uri: str, cache: history_cache.HistoryCache) -> int:
     client = MlflowClient(tracking_uri=uri)
     experiment_id = client.get_experiment_by_name(EXPERIMENT).experiment_id
     runs = run_search.search_runs(client, [experiment_id])
@@ -394,7 +394,7 @@ def main(argv=None) -> int:
         with mlflow_server(sqlite_uri, workdir=args.store) as http_uri:
             results["http"] = side_by_side("mlflow server (HTTP)", http_uri, args.repeats, expected)
             results["sqlite"] = side_by_side("SQLite store", sqlite_uri, args.repeats, expected)
-            cache = histories.HistoryCache()
+            cache = history_cache.HistoryCache()
             cached_reload(http_uri, cache)
             seconds, _ = timed(cached_reload, http_uri, cache)
             results["cached_reload_s"] = seconds

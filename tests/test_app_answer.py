@@ -9,7 +9,8 @@ import pandas as pd
 from streamlit.testing.v1 import AppTest
 
 from app.analysis import stats
-from app.charts import builders, forest
+from app.charts import colors as palette
+from app.charts import forest
 from tests.app_fixtures import *  # noqa: F403
 from tests.app_fixtures import ANSWER_EXPERIMENT, ANSWER_WINNER, REPO, inline_values
 
@@ -86,7 +87,7 @@ def test_an_accuracys_forest_axis_stops_at_1_and_the_badges_sit_right_of_the_plo
     table = pd.DataFrame(rows)
     low, high = forest.x_domain(forest.forest_frame(table)[0], 0.01, bounds=(0.0, 1.0))
     assert high == 1.0 and low < 0.93
-    colors = builders.ColorScale(["1e-1", "1e-2", "1e-3"], builders.ordered_colors(3), "learning rate")
+    colors = palette.ColorScale(["1e-1", "1e-2", "1e-3"], palette.ordered_colors(3), "learning rate")
     (panel,) = forest.forest_spec(table, colors=colors, margin=0.01, label="acc", bounds=(0.0, 1.0))["concat"]
     badges = [layer for layer in panel["layer"] if layer["mark"]["type"] == "text"]
     scale_end = panel["layer"][0]["encoding"]["x"]["scale"]["range"][1]  # where the x scale, and so every interval and the band, ends

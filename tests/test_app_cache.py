@@ -123,7 +123,7 @@ def test_many_runs_draw_the_best_first_and_list_every_one(lab_store, monkeypatch
 def test_warm_up_fills_the_shared_cache_so_the_first_session_reads_no_history(make_store, tmp_path, monkeypatch):
     """What `streamlit run app/serve.py` does as the server starts: afterwards, the first session
     of the page asks the server for the run list only."""
-    from app.data import histories, store
+    from app.data import history_cache, store
     from app.page import views, warmup
 
     uri = make_store()
@@ -135,7 +135,7 @@ def test_warm_up_fills_the_shared_cache_so_the_first_session_reads_no_history(ma
     with mlflow_server(uri, workdir=tmp_path) as served:
         summary = warmup.warm_up(served)
         assert summary["experiments"] == [contract.DEFAULT_EXPERIMENT] and summary["runs"] == 2
-        assert len(histories.shared_history_cache(store.store_key(served)).entries) == 2
+        assert len(history_cache.shared_history_cache(store.store_key(served)).entries) == 2
         before = server_requests(served, tmp_path)
         # The curve chart's histories were read once (one bulk call per key), in a thread while the
         # answer was computed, and the curve chart found them cached.
@@ -158,14 +158,14 @@ def test_the_first_chart_is_the_chart_the_full_views_draw_from_a_fraction_of_the
     """`app.page.first_chart` reads the chart's keys of the runs it draws only, and builds the very chart
     the full views build from every history, whatever the settings."""
     from app.analysis import curve_data
-    from app.data import histories
+    from app.data import history_cache
     from app.page import first_chart, views
 
     client, runs, history = load(lab_store["uri"])
     kwargs = {"now_ms": 1.8e12, "stale_after_s": 600.0, "ui_base": ""}
     for options in (curve_data.CurveOptions(), curve_data.CurveOptions(top=5), curve_data.CurveOptions(metric=contract.LOSS, log_y=True, smoothing=0.5),
                     curve_data.CurveOptions(join=True), curve_data.CurveOptions(group=True, members=True)):  # fmt: skip
-        cache = histories.HistoryCache()
+        cache = history_cache.HistoryCache()
         quick = first_chart.chart_spec(client, cache, runs, runs, options, **kwargs)
         full = views.build(runs, history, options, all_runs=runs, **kwargs).page_spec("curves")
         assert quick == full, options
@@ -180,7 +180,7 @@ def test_the_first_chart_is_the_chart_the_full_views_draw_from_a_fraction_of_the
 
 
 def test_the_history_cache_keeps_a_bounded_number_of_points_the_least_recently_used_go(make_store):
-    from app.data import histories, run_search, store
+    from app.data import history_cache, run_search, store
 
     uri = make_store()
     client = MlflowClient(tracking_uri=uri)
@@ -188,7 +188,7 @@ def test_the_history_cache_keeps_a_bounded_number_of_points_the_least_recently_u
     ids = [synthetic.log_run(client, experiment_id, name=f"full lr={lr:g}", params=synthetic.params_for(lr, "full"), values=synthetic.history(lr, "full", 5)) for lr in (1e-2, 1e-3, 1e-4, 1e-5)]
     runs = run_search.search_runs(store.open_client(uri), [experiment_id]).set_index("run_id").loc[ids].reset_index()
     per_run = 5 * len(contract.EPOCH_METRICS)
-    cache = histories.HistoryCache(max_points=3 * per_run)
+    cache = history_cache.HistoryCache(max_points=3 * per_run)
     cache.load(client, runs.iloc[[0, 1]])
     cache.load(client, runs.iloc[[0]])  # run 0 asked again: run 1 is now the least recently used
     cache.load(client, runs.iloc[[2, 3]])
@@ -197,4 +197,4 @@ def test_the_history_cache_keeps_a_bounded_number_of_points_the_least_recently_u
     assert cache.last.full == 1 and list(cache.entries) == [ids[2], ids[3], ids[1]]
     # A load larger than the bound still returns every run asked for (and keeps them until the next).
     assert cache.load(client, runs)["run_id"].nunique() == 4 and cache.points == 4 * per_run
-    assert histories.HistoryCache().max_points == histories.CACHE_MAX_POINTS
+    assert history_cache.HistoryCache().max_points == history_cache.CACHE_MAX_POINTS

@@ -14,6 +14,7 @@ import vl_convert as vlc
 from app import report
 from app.analysis import curve_data, frames
 from app.charts import builders as charts
+from app.charts import colors as palette
 from app.charts import labels
 from app.page import views
 from tests.app_fixtures import *  # noqa: F403
@@ -68,7 +69,7 @@ def encodings(node, channel) -> list[dict]:
 
 def curves_chart(runs, history, options, all_runs=None):
     curves = curve_data.curves(history, runs, options, all_runs=all_runs)
-    colors = charts.color_scale(all_runs if all_runs is not None else runs, options.color)
+    colors = palette.color_scale(all_runs if all_runs is not None else runs, options.color)
     return curves, charts.curves_chart(curves, metric=options.metric, colors=colors, facet_title=options.facet, smoothing=options.smoothing, log_y=options.log_y)
 
 
@@ -121,11 +122,11 @@ def test_the_same_rate_has_the_same_colour_whatever_the_filter(lab):
 
 def test_ordered_palette_is_distinct_and_ordered():
     for n in range(1, 25):
-        colors = charts.ordered_colors(n)
+        colors = palette.ordered_colors(n)
         assert len(colors) == n == len(set(colors))
-    assert charts.ordered_colors(10) == charts.LR_ANCHORS
+    assert palette.ordered_colors(10) == palette.LR_ANCHORS
     for n in range(2, 9):  # the lowest and the highest rate of a typical study must not both be near-black
-        assert {charts.ordered_colors(n)[0], charts.ordered_colors(n)[-1]}.isdisjoint({charts.LR_ANCHORS[0], charts.LR_ANCHORS[-1]})
+        assert {palette.ordered_colors(n)[0], palette.ordered_colors(n)[-1]}.isdisjoint({palette.LR_ANCHORS[0], palette.LR_ANCHORS[-1]})
 
 
 def test_continued_runs_draw_stage_boundaries(lab):

@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 from streamlit.testing.v1 import AppTest
 
 from app.analysis import curve_data, frames
-from app.data import histories, run_search, store, synthetic
+from app.data import histories, history_cache, run_search, store, synthetic
 from app.data import histories as history_module
 from tests.app_fixtures import *  # noqa: F403
 from tests.app_fixtures import EDGE_EXPERIMENT, REPO, free_port, load, mlflow_server
@@ -66,7 +66,7 @@ def test_cache_reads_finished_runs_once_and_running_runs_from_their_last_step(ma
     values = synthetic.history(1e-3, "full", 5)
     finished = synthetic.log_run(client, experiment_id, name="done", params=synthetic.params_for(1e-3, "full"), values=values)
     running = synthetic.log_run(client, experiment_id, name="running", params=synthetic.params_for(1e-3, "full"), values={k: v[:2] for k, v in values.items()}, status="RUNNING")
-    cache = histories.HistoryCache()
+    cache = history_cache.HistoryCache()
     runs = run_search.search_runs(client, [experiment_id])
     first = cache.load(client, runs)
     assert (cache.last.full, cache.last.cached) == (2, 0)

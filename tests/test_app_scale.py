@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 from streamlit.testing.v1 import AppTest
 
 from app.analysis import curve_data, frames, stats
-from app.data import histories, run_search, store, synthetic
+from app.data import histories, history_cache, run_search, store, synthetic
 from app.page import first_chart, views
 from tests.app_fixtures import *  # noqa: F403
 from tests.app_fixtures import REPO, chart_data, curve_chart
@@ -51,7 +51,7 @@ def runs_of(uri: str, experiment_id: str):
 
 def test_the_answer_and_the_runs_table_read_no_history(scale_store):
     client, runs = runs_of(scale_store["uri"], scale_store["experiment_id"])
-    cache = histories.HistoryCache()
+    cache = history_cache.HistoryCache()
     built = first_chart.build_views(client, cache, runs, runs, curve_data.CurveOptions(group=True), **KWARGS)
     summary, comparison = built.summary, built.comparison()
     assert built.forest_spec() is not None and built.page_spec("sensitivity") is not None
@@ -70,7 +70,7 @@ def test_the_answer_and_the_runs_table_read_no_history(scale_store):
 
 def test_grouped_curves_read_at_most_k_runs_per_group(scale_store):
     client, runs = runs_of(scale_store["uri"], scale_store["experiment_id"])
-    cache = histories.HistoryCache()
+    cache = history_cache.HistoryCache()
     built = first_chart.build_views(client, cache, runs, runs, curve_data.CurveOptions(group=True), **KWARGS)
     points = built.curves.points
     assert set(points["role"]) == {"mean"} and points["n_runs"].max() == views.GROUP_RUNS_DRAWN
@@ -89,7 +89,7 @@ def test_the_curves_sample_is_read_while_the_answer_is_computed(scale_store):
     """What the warm-up starts before computing the answer (`first_chart.read_curves_meanwhile`): the
     histories of exactly the runs and keys the curve chart draws, so the chart then reads nothing."""
     client, runs = runs_of(scale_store["uri"], scale_store["experiment_id"])
-    cache = histories.HistoryCache()
+    cache = history_cache.HistoryCache()
     built = first_chart.build_views(client, cache, runs, runs, curve_data.CurveOptions(group=True), **KWARGS)
     first_chart.read_curves_meanwhile(built).join()
     assert set(cache.entries) == set(built.drawn["run_id"]) and len(cache.entries) == len(GRID) * views.GROUP_RUNS_DRAWN
@@ -104,7 +104,7 @@ def test_the_curves_sample_is_read_while_the_answer_is_computed(scale_store):
 def test_each_column_draws_at_most_the_best_groups(scale_store, monkeypatch):
     client, runs = runs_of(scale_store["uri"], scale_store["experiment_id"])
     monkeypatch.setattr(views, "GROUPS_DRAWN", 2)
-    built = first_chart.build_views(client, histories.HistoryCache(), runs, runs, curve_data.CurveOptions(group=True), **KWARGS)
+    built = first_chart.build_views(client, history_cache.HistoryCache(), runs, runs, curve_data.CurveOptions(group=True), **KWARGS)
     drawn = built.curves.points.drop_duplicates("line")
     best = built.comparison().table.groupby("stage").head(2)  # ranked best first per stage
     assert sorted(zip(drawn["stage"], drawn["lr"], strict=True)) == sorted(zip(best["stage"], best["lr"], strict=True))
@@ -124,7 +124,7 @@ def test_a_running_run_and_an_older_runs_summary_come_from_their_own_history(sca
     best = max(range(EPOCHS), key=lambda e: values[contract.VAL_ACCURACY][e])
     client.log_batch(older, metrics=[Metric(contract.BEST_VAL_ACCURACY, values[contract.VAL_ACCURACY][best], 0, 0), Metric(contract.BEST_EPOCH, best, 0, 0)])
     client, runs = runs_of(uri, experiment_id)
-    cache = histories.HistoryCache()
+    cache = history_cache.HistoryCache()
     built = first_chart.build_views(store.open_client(uri), cache, runs, runs, curve_data.CurveOptions(), **KWARGS)
     table = built.summary.set_index("run_id")
     assert set(cache.entries) == {running, older}  # only those two, only the summary's keys

@@ -10,7 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from app.analysis import curve_data, frames
-from app.data import histories, run_search, store
+from app.data import history_cache, run_search, store
 from app.page import views
 from tests.app_fixtures import *  # noqa: F403
 from tests.app_fixtures import REPO, chart_data, curve_chart
@@ -41,7 +41,7 @@ def test_loaders_read_what_training_logged(trained_store):
     runs = run_search.search_runs(client, [experiment_id])
     assert sorted(runs["lr_label"]) == sorted(run_search.format_lr(float(lr)) for lr in RATES)
     assert set(runs["stage"]) == {"scratch"} and set(runs["kind"]) == {contract.KIND_TRAIN}
-    raw = histories.HistoryCache().load(client, runs)
+    raw = history_cache.HistoryCache().load(client, runs)
     history = frames.tidy_history(raw, runs)
     assert set(contract.EPOCH_METRICS) <= set(history["key"])
     assert set(history["epoch"]) == {0, 1}

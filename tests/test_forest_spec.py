@@ -14,6 +14,7 @@ import pytest
 
 from app.analysis import stats
 from app.charts import builders, forest, spec
+from app.charts import colors as palette
 from app.data import synthetic
 from train import contract
 
@@ -90,7 +91,7 @@ def comparison(seeds: int = 4, stages=STAGES, models=("mobilenet_v2",), one_run:
 
 
 def both(comp: stats.Comparison, **kwargs) -> tuple[dict | None, dict | None]:
-    colors = builders.ColorScale([stats.lr_text(lr) for lr in sorted(RATES)], builders.ordered_colors(len(RATES)), "learning rate")
+    colors = palette.ColorScale([stats.lr_text(lr) for lr in sorted(RATES)], palette.ordered_colors(len(RATES)), "learning rate")
     args = {"colors": colors, "margin": comp.margin, "label": comp.statistic.label, **kwargs}
     reference = altair_forest(comp.table, **args)
     return forest.forest_spec(comp.table, **args), (spec.page_spec(reference) if reference is not None else None)
@@ -133,7 +134,7 @@ def test_the_forest_dict_of_a_thousand_runs_takes_milliseconds():
     """1,000 runs (4 stages x 5 rates x 50 seeds): Altair's chart took 0.6-0.9 s on this machine."""
     comp = comparison(seeds=50)
     assert comp.table["n"].sum() == 1000
-    colors = builders.ColorScale([stats.lr_text(lr) for lr in sorted(RATES)], builders.ordered_colors(len(RATES)), "learning rate")
+    colors = palette.ColorScale([stats.lr_text(lr) for lr in sorted(RATES)], palette.ordered_colors(len(RATES)), "learning rate")
     times = []
     for _ in range(3):
         started = time.perf_counter()

@@ -1,34 +1,26 @@
 """Altair chart builders: pure functions from the frames in `app.analysis.frames` to charts.
 
-One chart per question. The learning rate has one colour everywhere: an ordered palette,
-cool for small rates and warm for large ones, over every rate of the experiment (not only
-the filtered runs), so a filter never repaints a curve. Run names, params and tags only
-ever travel as data values, never as field names or expressions, so nothing a user typed
-into a run name is evaluated by Vega.
+One chart per question; the learning rate has one colour everywhere (`app.charts.colors`). Run
+names, params and tags only ever travel as data values, never as field names or expressions, so
+nothing a user typed into a run name is evaluated by Vega.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import altair as alt
-import numpy as np
 import pandas as pd
 
 from app.analysis import curve_data, frames
 from app.charts import labels
+from app.charts.colors import ColorScale, natural_order, ordered_colors
 from train import contract
 
 # Curves carry up to a few hundred thousand points by design; Altair's 5,000-row guard would refuse them.
 alt.data_transformers.disable_max_rows()
 
-# Ordered, cool to warm, each distinct from its neighbours on white; sampled evenly for n rates.
-LR_ANCHORS = ["#3b0f70", "#4a3aa8", "#1f6fd1", "#0a9fb0", "#1f9e4a", "#c9a100", "#f07f13", "#d9412b", "#b5123c", "#6b0f2a"]
-CATEGORY_COLORS = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"]
 SPLIT_DASH = alt.Scale(domain=[frames.TRAIN, frames.VALIDATION], range=[[5, 3], [1, 0]])
 SPLIT_LEGEND = alt.Legend(orient="top", direction="horizontal", symbolOpacity=1, symbolStrokeWidth=2, symbolStrokeColor="#333", symbolSize=300)
 LR_AXIS = alt.Axis(format="~e", values=[10.0**k for k in range(-12, 3)])
-NOT_TRAINING = (contract.KIND_LR_FIND, contract.KIND_EVALUATE, contract.KIND_SWEEP)  # no training curves, or an lr that is no training rate
 HEIGHT = 320
 # The width the curve chart fills: the main area of a 1600 px wide page beside the open sidebar (a
 # faceted chart cannot follow the browser's width: Vega-Lite sizes facets in pixels only).
@@ -39,60 +31,6 @@ VARIANT_DASHES = [[1, 0], [8, 4], [2, 3], [10, 3, 2, 3], [4, 2], [14, 5]]
 SPLIT_WIDTH = alt.Scale(domain=[frames.TRAIN, frames.VALIDATION], range=[1.0, 2.6])
 # Points per line and split the page draws; longer curves are thinned for the browser (exports keep all).
 PAGE_MAX_POINTS = 500
-
-
-@dataclass
-class ColorScale:
-    """One colour per value, fixed by the whole experiment: the legend's domain, range and title."""
-
-    domain: list[str]
-    range: list[str]
-    title: str
-
-    def encoding(self, field: str = "color") -> alt.Color:
-        return alt.Color(
-            f"{field}:N",
-            scale=alt.Scale(domain=self.domain, range=self.range),  # the legend follows the domain's order
-            title=self.title,
-            legend=alt.Legend(orient="top", direction="horizontal", columns=min(max(len(self.domain), 1), 8), symbolStrokeWidth=3, symbolSize=180, symbolOpacity=1, labelLimit=220),
-        )
-
-
-def ordered_colors(n: int) -> list[str]:
-    """n colours from the ordered palette: anchors themselves up to 10, interpolated beyond. Up
-    to 8 skip the two darkest ends: side by side, deep violet and deep maroon read as one colour."""
-    if n <= 0:
-        return []
-    if n <= len(LR_ANCHORS):
-        ends = (1, len(LR_ANCHORS) - 2) if n <= len(LR_ANCHORS) - 2 else (0, len(LR_ANCHORS) - 1)
-        return [LR_ANCHORS[round(i)] for i in np.linspace(*ends, n)] if n > 1 else [LR_ANCHORS[2]]
-    rgb = np.array([[int(c[i : i + 2], 16) for i in (1, 3, 5)] for c in LR_ANCHORS], dtype=float)
-    positions = np.linspace(0, len(LR_ANCHORS) - 1, n)
-    channels = [np.interp(positions, np.arange(len(LR_ANCHORS)), rgb[:, k]) for k in range(3)]
-    return ["#{:02x}{:02x}{:02x}".format(*(int(round(ch[i])) for ch in channels)) for i in range(n)]
-
-
-def color_scale(runs: pd.DataFrame, by: str = contract.PARAM_LR) -> ColorScale:
-    """The colour of each learning rate (or of each value of param `by`) over `runs`."""
-    runs = runs[~runs["kind"].isin(NOT_TRAINING)]
-    if by == contract.PARAM_LR:
-        rates = runs.dropna(subset=["lr"]).drop_duplicates("lr_label").sort_values("lr")
-        domain = [label for label in rates["lr_label"] if label]
-        logged = runs["metric_keys"].map(bool) if "metric_keys" in runs else pd.Series(True, index=runs.index)
-        if ((runs["lr_label"] == "") & logged).any():  # a run without a rate that drew a curve (a failed start draws none)
-            domain.append("")
-        return ColorScale(domain, ordered_colors(len(domain)), "learning rate")
-    values = frames.param_values(runs, by)
-    domain = sorted(values.unique(), key=_natural)
-    palette = CATEGORY_COLORS if len(domain) <= len(CATEGORY_COLORS) else ordered_colors(len(domain))
-    return ColorScale(domain, [palette[i % len(palette)] for i in range(len(domain))], by)
-
-
-def _natural(text: str):
-    try:
-        return (0, float(text), "")
-    except ValueError:
-        return (1, 0.0, text)
 
 
 def facet_order(values) -> list[str]:
@@ -305,7 +243,7 @@ def _dash_and_width(curves: curve_data.Curves, legend: bool = True):
     legend = legend and curves.points["split"].nunique() > 1
     if not curves.variant_params:
         return alt.StrokeDash("split:N", scale=SPLIT_DASH, title="split", legend=SPLIT_LEGEND if legend else None), alt.value(2)
-    domain = sorted(curves.points["variant"].dropna().astype(str).unique(), key=_natural)
+    domain = sorted(curves.points["variant"].dropna().astype(str).unique(), key=natural_order)
     dash = alt.StrokeDash(
         "variant:N", scale=alt.Scale(domain=domain, range=VARIANT_DASHES[: len(domain)]), title=", ".join(curves.variant_params),
         legend=alt.Legend(**top, symbolStrokeWidth=2, symbolSize=500, labelLimit=260),
@@ -322,7 +260,7 @@ def sensitivity_chart(frame: pd.DataFrame, *, band: str = frames.CI95, colors: C
     where the groups differ in it (else once, in the title); beside it the train–validation gap at
     the best epoch."""
     low, high = ("ci_low", "ci_high") if band == frames.CI95 else ("min", "max")
-    colors = colors or ColorScale(sorted(frame["lr_label"].unique(), key=_natural), ordered_colors(frame["lr_label"].nunique()), "learning rate")
+    colors = colors or ColorScale(sorted(frame["lr_label"].unique(), key=natural_order), ordered_colors(frame["lr_label"].nunique()), "learning rate")
     rate = alt.Color("lr_label:N", scale=alt.Scale(domain=colors.domain, range=colors.range), title="learning rate", legend=None)
     dash = alt.StrokeDash("line:N", title="stage · model", legend=alt.Legend(orient="top", direction="horizontal", symbolStrokeColor="#333", symbolSize=400, labelLimit=300))
     x = alt.X("lr:Q", scale=alt.Scale(type="log"), title="learning rate", axis=LR_AXIS)

@@ -16,6 +16,7 @@ import pandas as pd
 
 from app.analysis import stats
 from app.charts import builders
+from app.charts import colors as palette
 
 PANELS_PER_ROW = 4
 ROWS_PER_PANEL = 8  # the best groups of a stage; the Groups view lists every one
@@ -50,7 +51,7 @@ def forest_frame(table: pd.DataFrame, rows_per_panel: int = ROWS_PER_PANEL) -> t
     return shown[COLUMNS].reset_index(drop=True), len(frame) - len(shown)
 
 
-def forest_spec(table: pd.DataFrame, *, colors: builders.ColorScale, margin: float, label: str, width: int = builders.FULL_WIDTH, bounds: tuple[float, float] | None = None) -> dict | None:
+def forest_spec(table: pd.DataFrame, *, colors: palette.ColorScale, margin: float, label: str, width: int = builders.FULL_WIDTH, bounds: tuple[float, float] | None = None) -> dict | None:
     """The forest plot of a comparison's table (`stats.Comparison.table`) as the Vega-Lite dict the
     page sends (`app.charts.spec.page_spec`'s form: each view's data inline, typed); None when it is empty.
 

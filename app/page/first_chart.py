@@ -17,7 +17,7 @@ from collections import OrderedDict
 import pandas as pd
 
 from app.analysis import curve_data, frames
-from app.data import histories, run_search, store
+from app.data import history_cache, run_search, store
 from app.page import url_state, views
 
 needed_keys = views.needed_keys  # the history keys the curve chart of a metric reads
@@ -27,9 +27,9 @@ class CacheReader:
     """`views.Reader` through the shared history cache, counting what it read (`stats`); a store
     failure comes out as a `store.StoreError` (one line for the page)."""
 
-    def __init__(self, client, cache: histories.HistoryCache, uri: str = ""):
+    def __init__(self, client, cache: history_cache.HistoryCache, uri: str = ""):
         self.client, self.cache, self.uri = client, cache, uri
-        self.stats = histories.LoadStats()
+        self.stats = history_cache.LoadStats()
 
     def __call__(self, runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
         found = self.cache.peek(runs, keys)  # cached whole: no wait for a load in progress

@@ -11,7 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from app.analysis import curve_data
-from app.data import histories, run_search, store
+from app.data import history_cache, run_search, store
 from app.page import first_chart, views, warmup
 
 # Every cache below is shared by all sessions of the process and keyed on `store.store_key`: the
@@ -55,7 +55,7 @@ def views_of(key: str, version: str, filters: tuple, options: tuple, stale_after
     started = time.monotonic()
     try:
         built = first_chart.cached_views(
-            key, client_for(key, _uri), histories.shared_history_cache(key), _selected, _runs_all, curve_data.CurveOptions(*options),
+            key, client_for(key, _uri), history_cache.shared_history_cache(key), _selected, _runs_all, curve_data.CurveOptions(*options),
             clock=clock, uri=_uri, now_ms=time.time() * 1000, stale_after_s=stale_after_s, ui_base=ui_base,
         )  # fmt: skip
     except store.StoreError:

@@ -15,6 +15,7 @@ import pandas as pd
 
 from app.analysis import curve_data, frames, numbers, stats
 from app.charts import builders as charts
+from app.charts import colors as palette
 from app.charts import forest, spec
 from app.data import histories
 from train import contract
@@ -60,10 +61,10 @@ class Views:
         self._reader = reader
         self.now_ms, self.stale_after_s, self.ui_base = now_ms, stale_after_s, ui_base
         self.metric = options.metric
-        self.training = runs[~runs["kind"].isin(charts.NOT_TRAINING)]
-        self.colors = charts.color_scale(all_runs, options.color)
+        self.training = runs[~runs["kind"].isin(palette.NOT_TRAINING)]
+        self.colors = palette.color_scale(all_runs, options.color)
         # The views that are about learning rates colour them so whatever the curves are coloured by.
-        self.lr_colors = self.colors if options.color == contract.PARAM_LR else charts.color_scale(all_runs, contract.PARAM_LR)
+        self.lr_colors = self.colors if options.color == contract.PARAM_LR else palette.color_scale(all_runs, contract.PARAM_LR)
         self._page_specs: dict[str, dict | None] = {}
         # Shared by sessions (and the warm-up): one builds a chart while the others wait for it.
         self._building = threading.RLock()

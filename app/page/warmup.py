@@ -54,7 +54,7 @@ def warm_up(uri: str | None = None) -> dict:
     """Load what a page will ask for first; a summary of what was read (also logged)."""
     started = time.perf_counter()
     from app import report  # noqa: F401 - imported now, not by the first visitor
-    from app.data import histories, run_search, store
+    from app.data import history_cache, run_search, store
     from app.page import first_chart, url_state
 
     store.fail_fast()
@@ -73,7 +73,7 @@ def warm_up(uri: str | None = None) -> dict:
         with _LOCK:  # the first visitor's page asks the same a moment later: it takes this answer
             _SEARCHED[(key, tuple(ids))] = (time.monotonic(), runs)
         searching.set()
-        cache = histories.shared_history_cache(key)
+        cache = history_cache.shared_history_cache(key)
         # The default page's views, curve chart included, as the page asks for them (`loaders.views_of`):
         # a visitor who arrives meanwhile waits for them. Only the histories they draw are read.
         active = bool(runs["status"].isin(run_search.ACTIVE_STATUSES).any())
