@@ -66,6 +66,7 @@ def place(points: pd.DataFrame, *, lower_is_better: bool, log_y: bool, width: fl
     to_axis = np.log10 if log_y else (lambda v: np.asarray(v, dtype=float))
     low, high = (float(v) for v in to_axis(np.asarray(domain, dtype=float)))
     epochs = points.assign(facet=points["facet"].fillna("")).groupby("facet")["epoch"].agg(["min", "max"])
+    curves = _segments(points, to_axis, log_y)
     rows = []
     for facet, column in best.groupby("facet", sort=False):
         start, end = float(epochs.at[facet, "min"]), float(epochs.at[facet, "max"])
@@ -79,7 +80,8 @@ def place(points: pd.DataFrame, *, lower_is_better: bool, log_y: bool, width: fl
 
         facet_marks = marks[marks["facet"] == facet]
         diamonds = np.column_stack([px(facet_marks["epoch"]), py(facet_marks["value"].to_numpy(dtype=float))])
-        segments = _segments(points[points["facet"].fillna("") == facet], px, py, log_y)
+        x1, y1, x2, y2, curve = curves.get(facet, np.empty((5, 0)))
+        segments = np.column_stack([px(x1), height - (y1 - low) / (high - low) * height, px(x2), height - (y2 - low) / (high - low) * height, curve])
         placed: list[tuple[float, float, float, float]] = []
         for _, label in column.iterrows():
             box = _spot(float(px(label["epoch"])), float(py(label["value"])), len(label["note"]) * CHAR_PX, width, height, placed, diamonds, segments)
@@ -92,22 +94,30 @@ def place(points: pd.DataFrame, *, lower_is_better: bool, log_y: bool, width: fl
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def _segments(points: pd.DataFrame, px, py, log_y: bool) -> np.ndarray:
-    """The drawn curves of a column (runs and group means, raw and smoothed) as pixel segments, one
-    row (x1, y1, x2, y2, curve number) each, x1 <= x2: what a label should not sit on."""
-    drawn = points[points["role"].isin(["run", "mean"])].sort_values(["line", "split", "epoch"], kind="stable")
+def _segments(points: pd.DataFrame, to_axis, log_y: bool) -> dict[str, np.ndarray]:
+    """Per column: its drawn curves (runs and group means, raw and smoothed) as segments in data
+    units (epoch, value on the axis), rows x1, y1, x2, y2, curve number: what a label should not
+    sit on. One sort for every column (a page draws up to some hundred thousand points)."""
+    drawn = points[points["role"].isin(["run", "mean"])]
+    facet_codes, facets = pd.factorize(drawn["facet"].fillna(""))
+    line_codes, split_codes = pd.factorize(drawn["line"])[0], pd.factorize(drawn["split"])[0]
+    epochs = drawn["epoch"].to_numpy(dtype=float)
+    order = np.lexsort((epochs, split_codes, line_codes, facet_codes))
+    facet_codes, epochs = facet_codes[order], epochs[order]
+    key = np.column_stack([facet_codes, line_codes[order], split_codes[order]])
+    same = (key[1:] == key[:-1]).all(axis=1)
+    curve = np.concatenate([[0], np.cumsum(~same)])
     found = []
-    for column in ("value", "smoothed"):
-        if column not in drawn:
-            continue
-        values = drawn[column].to_numpy(dtype=float)
+    for number, column in enumerate(c for c in ("value", "smoothed") if c in drawn):
+        values = drawn[column].to_numpy(dtype=float)[order]
         ok = np.isfinite(values) & ((values > 0) if log_y else True)
-        x, y = px(drawn["epoch"]), np.where(ok, py(np.where(ok, values, 1.0)), np.nan)
-        curve = pd.factorize(drawn["line"].astype(str) + "/" + drawn["split"].astype(str))[0] * 2 + len(found)
-        same = curve[1:] == curve[:-1]
-        pairs = np.column_stack([x[:-1], y[:-1], x[1:], y[1:], curve[1:]])[same]
-        found.append(pairs[np.isfinite(pairs).all(axis=1)])
-    return np.concatenate(found) if found else np.empty((0, 5))
+        y = np.where(ok, to_axis(np.where(ok, values, 1.0)), np.nan)
+        keep = same & ok[1:] & ok[:-1]
+        found.append(np.stack([epochs[:-1], y[:-1], epochs[1:], y[1:], curve[1:] * 2 + number, facet_codes[1:]])[:, keep])
+    if not found:
+        return {}
+    every = np.concatenate(found, axis=1)
+    return {facet: every[:5, every[5] == code] for code, facet in enumerate(facets)}
 
 
 def _crossings(box, segments: np.ndarray) -> int:
@@ -132,6 +142,11 @@ def _spot(x: float, y: float, w: float, width: float, height: float, placed, dia
     centred = min(max(x - w / 2, 0.0), width - w)  # above or below the point, moved in from the column's edge
     above, below = y - GAP_PX - LINE_PX, y + GAP_PX
     tops = [(0, above), (0, below)] + [(k, t) for k in range(1, 7) for t in (above - k * LINE_PX, below + k * LINE_PX)]
+    reach = GAP_PX + 8 * LINE_PX  # the spots lie within it above and below the point, and within w + GAP_PX either side
+    near = segments[
+        (segments[:, 2] >= x - GAP_PX - w) & (segments[:, 0] <= x + GAP_PX + w)
+        & (np.fmax(segments[:, 1], segments[:, 3]) >= y - reach) & (np.fmin(segments[:, 1], segments[:, 3]) <= y + reach)
+    ]  # fmt: skip
     best = None  # (cost, box): the cheapest free spot so far
     for step, top in tops:
         for side in (right, left, centred):
@@ -142,7 +157,7 @@ def _spot(x: float, y: float, w: float, width: float, height: float, placed, dia
                 continue
             if diamonds.size and ((diamonds[:, 0] + MARK_PX > box[0]) & (diamonds[:, 0] - MARK_PX < box[2]) & (diamonds[:, 1] + MARK_PX > box[1]) & (diamonds[:, 1] - MARK_PX < box[3])).any():
                 continue
-            cost = _crossings(box, segments) + step * STEP_COST
+            cost = _crossings(box, near) + step * STEP_COST
             if cost == 0:
                 return box
             if best is None or cost < best[0]:
