@@ -75,13 +75,16 @@ def place(points: pd.DataFrame, *, lower_is_better: bool, log_y: bool, width: fl
         def px(epoch, start=start, span=span):
             return (np.asarray(epoch, dtype=float) - start) / span * width
 
+        def from_axis(axis_value):  # a value already on the axis (log10 on a log axis) to its pixel row
+            return height - (axis_value - low) / (high - low) * height
+
         def py(value):
-            return height - (to_axis(value) - low) / (high - low) * height
+            return from_axis(to_axis(value))
 
         facet_marks = marks[marks["facet"] == facet]
         diamonds = np.column_stack([px(facet_marks["epoch"]), py(facet_marks["value"].to_numpy(dtype=float))])
         x1, y1, x2, y2, curve = curves.get(facet, np.empty((5, 0)))
-        segments = np.column_stack([px(x1), height - (y1 - low) / (high - low) * height, px(x2), height - (y2 - low) / (high - low) * height, curve])
+        segments = np.column_stack([px(x1), from_axis(y1), px(x2), from_axis(y2), curve])
         placed: list[tuple[float, float, float, float]] = []
         for _, label in column.iterrows():
             box = _spot(float(px(label["epoch"])), float(py(label["value"])), len(label["note"]) * CHAR_PX, width, height, placed, diamonds, segments)

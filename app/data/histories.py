@@ -2,9 +2,8 @@
 
 Every history in bulk: over HTTP with MLflow's bulk history endpoints (100 runs per call, one
 call per metric; `MlflowClient` has no wrapper for them), on a database store with one SQL query
-for all runs and metrics. Never one `get_metric_history` call per run and metric. Finished runs
-are cached for the life of the process (`HistoryCache`); running ones are re-read from the last
-step they had.
+for all runs and metrics. Never one `get_metric_history` call per run and metric; `start_step`
+reads a running run from the last step it had.
 
 Nothing here imports Streamlit: the page, the report command and the benchmark share it.
 """
