@@ -89,22 +89,41 @@ def test_under_mixed_precision_the_loss_scaled_update_is_fused_and_matches_too()
         np.testing.assert_allclose(np.asarray(mine), np.asarray(keras_own), rtol=1e-3, atol=1e-4, err_msg=mine.path)
 
 
+def _variables_made_in_traces(work) -> list[str]:
+    """The names of the variables `work()` creates inside a tf.function's trace."""
+    import tensorflow as tf
+
+    made = []
+
+    def note(next_creator, **kwargs):
+        if tf.inside_function():
+            made.append(kwargs.get("name"))
+        return next_creator(**kwargs)
+
+    with tf.variable_creator_scope(note):
+        work()
+    return made
+
+
 def test_training_builds_the_optimizer_before_fit_and_trains_exactly_as_a_lazily_built_one():
-    """train/run/trainer.py's compile_for creates the optimizer's variables eagerly (building them
-    inside fit()'s first trace costs seconds); fit must then create no optimizer variable of its own,
-    and the weights it reaches must be the ones it reaches when Keras builds the optimizer itself."""
+    """train/run/trainer.py's compile_for creates the optimizer's and the accuracy metric's variables
+    eagerly (a variable made inside fit()'s first trace costs seconds, and makes TensorFlow trace the
+    whole step twice); fit must then create no variable of its own, and the weights it reaches must be
+    the ones it reaches when Keras builds the optimizer and the metric itself."""
     from tests.conftest import tiny_config
     from train.run.trainer import compile_for, optimizer_for
 
     config = tiny_config(lr=1e-2)
     eager, lazy = _model(), _model()
-    compile_for(eager, config, metrics=["accuracy"])
+    compile_for(eager, config, accuracy=True)
     lazy.compile(optimizer=optimizer_for(config), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     assert not lazy.optimizer.built
     slots = list(eager.optimizer.variables)
     assert len(slots) == 2 + 2 * len(eager.trainable_variables)  # iterations, learning rate, m and v per weight
-    for model in (eager, lazy):
-        model.fit(*_data(), batch_size=16, epochs=3, verbose=0, shuffle=False)
+    made_in_trace = {model: _variables_made_in_traces(lambda m=model: m.fit(*_data(), batch_size=16, epochs=3, verbose=0, shuffle=False)) for model in (eager, lazy)}
     assert [v.path for v in eager.optimizer.variables] == [v.path for v in slots], "fit built the optimizer again"
+    assert made_in_trace[eager] == [], "fit made variables inside its trace"
+    assert made_in_trace[lazy], "Keras's own way (a lazily built optimizer, metrics=['accuracy']) makes them there"
+    assert eager.get_metrics_result().keys() == lazy.get_metrics_result().keys() == {"loss", "accuracy"}
     for mine, keras_built in zip(eager.weights + eager.optimizer.variables, lazy.weights + lazy.optimizer.variables, strict=True):
         np.testing.assert_array_equal(np.asarray(mine), np.asarray(keras_built), err_msg=mine.path)

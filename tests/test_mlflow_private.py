@@ -38,3 +38,16 @@ def test_no_other_module_reaches_into_mlflow_internals():
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("mlflow") and any(part.startswith("_") for part in node.module.split(".")):
                 offenders.append(f"{path.relative_to(REPO)}: from {node.module}")
     assert not offenders, offenders
+
+
+def test_logging_a_model_skips_the_requirements_check_and_puts_it_back():
+    """lrlab's requirements are the installed versions (train/run/trainer.py's _log_model): MLflow's
+    check of them against every installed distribution (3 s a run) is skipped while a model is logged,
+    and only then."""
+    import mlflow.utils.environment as environment
+
+    original = environment.warn_dependency_requirement_mismatches
+    with mlflow_private.keras_log_model_fixes():
+        assert environment.warn_dependency_requirement_mismatches is not original
+        assert environment.warn_dependency_requirement_mismatches(["tensorflow==0.0.1"]) is None
+    assert environment.warn_dependency_requirement_mismatches is original

@@ -37,7 +37,7 @@ def _compiled(config, bn_momentum=0.9):
     from train.run.trainer import compile_for
 
     model = build_model(6, config, bn_momentum)
-    compile_for(model, config, metrics=["accuracy"])  # as training compiles it: the optimizer's slots built
+    compile_for(model, config, accuracy=True)  # as training compiles it: the optimizer's slots built
     return model, keras
 
 

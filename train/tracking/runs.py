@@ -136,7 +136,7 @@ def _shown(value: float | None) -> str:
 
 def log_keras_model(model, signature, input_example, pip_requirements):
     """mlflow.keras.log_model under the contract's name, with signature and input example
-    (with two fixes to MLflow's Keras flavor: `mlflow_private.keras_log_model_fixes`)."""
+    (with three fixes to MLflow's Keras flavor: `mlflow_private.keras_log_model_fixes`)."""
     with mlflow_private.keras_log_model_fixes():
         return mlflow.keras.log_model(
             model,
