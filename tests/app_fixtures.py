@@ -202,12 +202,17 @@ def curve_chart(page):
 
 
 def inline_values(node) -> list[list[dict]]:
-    """Every `data: {values: [...]}` in a Vega-Lite spec."""
+    """Every `data: {values: [...]}` in a Vega-Lite spec, and the rows of every data: URL the page
+    writes for a large dataset (`app.charts.spec.page_spec`)."""
+    from app.charts import spec
+
     found = []
     if isinstance(node, dict):
         data = node.get("data")
         if isinstance(data, dict) and isinstance(data.get("values"), list):
             found.append(data["values"])
+        elif isinstance(data, dict) and str(data.get("url", "")).startswith(spec.DATA_URL_PREFIX):
+            found.append(spec.data_url_rows(data["url"]))
         for key, value in node.items():
             if key != "data":
                 found += inline_values(value)

@@ -6,6 +6,7 @@ import json
 import re
 import time
 
+import altair as alt
 import numpy as np
 import pandas as pd
 import pytest
@@ -173,8 +174,9 @@ def test_hostile_names_and_params_stay_data(lab_store):
 
 def test_the_page_sends_each_chart_with_its_data_inline(lab_store, lab):
     """What the page hands Streamlit: no top-level data or datasets (Streamlit would turn them into
-    Arrow tables the browser unpacks cell by cell), the same data inline, a spec Vega-Lite compiles
-    to the same picture, and hostile names still only data."""
+    Arrow tables the browser unpacks cell by cell), the same data inline (a large dataset as a
+    data: URL Vega loads itself), a spec Vega-Lite compiles to the same picture, and hostile names
+    still only data."""
     runs, history = lab
     built = views.build(runs, history, curve_data.CurveOptions(join=True, smoothing=0.5), now_ms=time.time() * 1000, stale_after_s=600, ui_base="")
     grouped = views.build(runs, history, curve_data.CurveOptions(group=True, members=True, facet=frames.NO_FACET), now_ms=time.time() * 1000, stale_after_s=600, ui_base="")
@@ -200,8 +202,10 @@ def test_the_page_sends_each_chart_with_its_data_inline(lab_store, lab):
 
 
 def marks_of(svg: str) -> list[str]:
-    """The drawn paths of an SVG (lines, points, rules, axes), without the groups' frames."""
-    return sorted(re.findall(r'<path(?! class="(?:background|foreground)")[^>]*>', svg))
+    """The drawn paths of an SVG (lines, points, rules, axes), without the groups' frames, their
+    coordinates to a millionth of a pixel (the order Vega sums in may move the last digits)."""
+    paths = re.findall(r'<path(?! class="(?:background|foreground)")[^>]*>', svg)
+    return sorted(re.sub(r"-?\d+\.\d{7,}", lambda number: f"{float(number.group()):.6f}", path) for path in paths)
 
 
 def size_of(svg: str) -> tuple[float, float]:
@@ -392,3 +396,19 @@ def test_the_curve_chart_fills_the_page_width(lab):
     curves, chart = curves_chart(six, history, curve_data.CurveOptions())
     columns = curves.points["facet"].nunique()
     assert columns == 6 and (spec_of(chart)["spec"]["width"] + charts.Y_AXIS_WIDTH) * columns <= charts.FULL_WIDTH
+
+
+def test_a_large_dataset_goes_to_the_page_as_a_data_url_vega_loads_itself():
+    """The curve chart's thousands of points travel as a data: URL (loaded asynchronously, so the
+    forest plot above draws first); a small chart's rows stay inline. The rows are the same."""
+    from app.charts import spec
+
+    def chart_of(rows: int):
+        frame = pd.DataFrame({"epoch": range(rows), "value": [0.5 + i / 10_000 for i in range(rows)]})
+        return alt.Chart(frame).mark_line().encode(x="epoch:Q", y="value:Q")
+
+    large, small = spec.page_spec(chart_of(spec.DEFERRED_ROWS + 1)), spec.page_spec(chart_of(10))
+    data = large["vconcat"][0]["data"]
+    assert "values" not in data and data["url"].startswith("data:application/json;base64,") and data["format"] == {"type": "json", "parse": None}
+    assert spec.data_url_rows(data["url"]) == chart_of(spec.DEFERRED_ROWS + 1).to_dict()["datasets"].popitem()[1]
+    assert "url" not in small["vconcat"][0]["data"] and len(small["vconcat"][0]["data"]["values"]) == 10
