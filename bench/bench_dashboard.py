@@ -228,14 +228,18 @@ def old_dashboard(rev: str, folder: Path) -> Path | None:
 def render_side_by_side(http_uri: str, pages: dict[str, Path], log_dir: Path, *, cold: int, sessions: int) -> dict[str, dict]:
     """Per page and fresh `streamlit run` process (`cold` of them): its first session, opened as
     soon as the server answers (the servers are started one after the other, each once the one
-    before has served its whole first page, so no start-up competes with another's), `sessions`
+    before has served its whole first page, so no start-up competes with another's; each round in
+    another order), `sessions`
     later sessions each in a fresh browser, and `sessions` new tabs of one browser that has shown
     the page once before. The pages' later sessions alternate. Seconds, every measurement kept."""
     times = {name: {"cold": [], "warm": [], "returning": []} for name in pages}
-    for _ in range(cold):
+    for round_number in range(cold):
+        # Each round starts the pages in another order: the first server of a round meets a colder machine.
+        turn = round_number % len(pages)
+        order = list(pages.items())[turn:] + list(pages.items())[:turn]
         with contextlib.ExitStack() as stack:
             urls = {}
-            for name, script in pages.items():  # one fresh server at a time: its start-up competes with no other's
+            for name, script in order:  # one fresh server at a time: its start-up competes with no other's
                 urls[name] = stack.enter_context(dashboard_server(http_uri, log_dir=log_dir, script=script, env=page_env(script)))
                 times[name]["cold"].append(open_session(url=urls[name]))
             for _ in range(sessions):
