@@ -91,5 +91,6 @@ def main(argv: list[str] | None = None) -> int:
               f"second {theirs['second']:.1f} s ({ours['second'] / theirs['second']:.2f}x)")
     return 0 if all(medians[reference]["first"] < medians[variant]["first"] for variant in others) else 1
 
+
 if __name__ == "__main__":
     sys.exit(main())
