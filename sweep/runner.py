@@ -34,7 +34,7 @@ from train.messages import first_line, redact_uri
 from train.model.pool import ModelPool
 from train.run import interrupt
 from train.run.preflight import preflight
-from train.run.signals import stop_signals_to
+from train.run.signals import raising_outside_database_code, stop_signals_to
 from train.tracking import runs as tracking
 from train.tracking import store as tracking_store
 
@@ -73,11 +73,15 @@ class SweepResult:
     registered: dict[str, int] = field(default_factory=dict)  # alias -> model version
 
 
-def _interrupt(signum, frame):
-    """Outside a child's fit() (where the trainer's GracefulStop takes over and finishes the
-    batch) a sweep waits for other workers, loads data or builds the next model: nothing worth
-    finishing, and the default handlers would end the process with the parent run RUNNING."""
+def _interrupted(signum):
     raise TrainingInterrupted(signum, None)
+
+
+# Outside a child's fit() (where the trainer's GracefulStop takes over and finishes the batch) a
+# sweep waits for other workers, loads data or builds the next model: nothing worth finishing, and
+# the default handlers would end the process with the parent run RUNNING. Not inside a store call:
+# raised there, the store stays locked and the parent could not be marked KILLED.
+_interrupt = raising_outside_database_code(_interrupted)
 
 
 def run_sweep(options: SweepOptions) -> SweepResult:

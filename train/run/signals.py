@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)  # what a pre-empting scheduler and Ctrl-C send
+
+# Code an exception must not interrupt. Raised inside a SQLite write, it leaves that connection's
+# write lock held (SQLAlchemy's rollback never runs for a BaseException at that point), and the
+# stop's own bookkeeping (the run marked KILLED) then fails with "database is locked".
+DATABASE_MODULES = ("sqlalchemy", "sqlite3", "psycopg2", "mlflow.store", "optuna.storages")
+RETRY_SECONDS = 0.05  # how soon a signal deferred out of database code is delivered again
 
 
 @contextlib.contextmanager
@@ -22,6 +29,37 @@ def stop_signals_to(handler):
     finally:
         for signum, old in previous.items():
             signal.signal(signum, old)
+
+
+def raising_outside_database_code(raise_stop):
+    """A signal handler that calls `raise_stop(signum)` (which raises) at once, unless the signal
+    landed inside database code: then the same signal is sent again in RETRY_SECONDS, until it lands
+    outside. For handlers that must stop the process wherever it is (a sweep loading data, building
+    a model or waiting for other workers) and cannot wait for a safe point of their own."""
+
+    def handle(signum, frame):
+        if in_database_code(frame):
+            _send_again_soon(signum)
+            return
+        raise_stop(signum)
+
+    return handle
+
+
+def in_database_code(frame) -> bool:
+    """Whether `frame` or any of its callers is in one of DATABASE_MODULES."""
+    while frame is not None:
+        module = frame.f_globals.get("__name__", "")
+        if any(module == name or module.startswith(name + ".") for name in DATABASE_MODULES):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _send_again_soon(signum: int) -> None:
+    timer = threading.Timer(RETRY_SECONDS, os.kill, (os.getpid(), signum))
+    timer.daemon = True
+    timer.start()
 
 
 def absorb_stop_signals() -> None:
