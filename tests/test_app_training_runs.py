@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -23,19 +24,31 @@ RATES = ("1e-3", "1e-2")
 
 @pytest.fixture(scope="module")
 def trained_store(tmp_path_factory):
-    """Two tiny real trainings (two learning rates) in a fresh SQLite store."""
+    """Two tiny real trainings (two learning rates) in a fresh SQLite store; the URI and what each
+    printed (stdout is a pipe, as in a log file)."""
     folder = tmp_path_factory.mktemp("trained")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     env = subprocess_env(uri, CUDA_VISIBLE_DEVICES="")
+    outputs = []
     for lr in RATES:
         done = subprocess.run([sys.executable, "-m", "train", *TINY, "--lr", lr], cwd=folder, env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    return uri
+        outputs.append(done.stdout)
+    return uri, outputs
+
+
+@pytest.mark.slow
+def test_a_log_file_gets_one_plain_line_per_epoch_with_its_validation_metrics(trained_store):
+    _, outputs = trained_store
+    for output in outputs:
+        assert "\x1b[" not in output, "no terminal colour codes in a log"
+        epochs = re.findall(r"^\d+/\d+ - \d+s - .* - val_accuracy: [\d.]+ - val_loss: [\d.]+", output, flags=re.MULTILINE)
+        assert len(epochs) == 2, output[-3000:]
 
 
 @pytest.mark.slow
 def test_loaders_read_what_training_logged(trained_store):
-    client = store.open_client(trained_store)
+    client = store.open_client(trained_store[0])
     experiments = run_search.list_experiments(client)
     experiment_id = experiments.loc[experiments["name"] == contract.DEFAULT_EXPERIMENT, "experiment_id"].iloc[0]
     runs = run_search.search_runs(client, [experiment_id])
@@ -64,7 +77,7 @@ def test_loaders_read_what_training_logged(trained_store):
 
 @pytest.mark.slow
 def test_page_draws_real_runs(trained_store, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained_store)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained_store[0])
     page = AppTest.from_file(str(REPO / "app" / "dashboard.py"), default_timeout=60).run()
     assert not page.exception and not page.error
     data = chart_data(curve_chart(page))

@@ -111,7 +111,7 @@ def train(config: TrainConfig, checked: Preflight | None = None, callbacks=(), r
             print(warning, flush=True)
         nan_guard = StopOnNonFiniteLoss()
         fit_callbacks = [BatchSchedule(config, steps_per_epoch), stopper, nan_guard, logger, checkpoint, *callbacks]
-        model.fit(train_data, validation_data=val_data, epochs=config.epochs, callbacks=fit_callbacks, shuffle=False, verbose="auto")
+        model.fit(train_data, validation_data=val_data, epochs=config.epochs, callbacks=fit_callbacks, shuffle=False, verbose=fit_verbosity())
         models.keep(key, model, devices.strategy)  # fit() returned: the next run with this graph may train it
         _send_queued_metrics(metrics, stopper.check)
         if nan_guard.where is not None:
@@ -227,6 +227,13 @@ def model_for(config: TrainConfig, report: DataReport, bn_momentum: float | None
         raise ConfigError(f"init_model '{config.init_model}' predicts {classes} classes but data has {len(report.class_names)}; fine-tune on the data set it was trained on")
     unfreeze_for_finetune(model)
     return model
+
+
+def fit_verbosity() -> int | str:
+    """Keras' progress bar on a terminal; one plain line per epoch (with the validation metrics) in a
+    log file or a pipe (`mlflow run > log`, a sweep under a scheduler), where the bar wrote its
+    first step of each epoch, in ANSI colour codes, and never the epoch's result."""
+    return "auto" if sys.stdout.isatty() else 2
 
 
 def compile_for(model: keras.Model, config: TrainConfig, *, accuracy: bool = False) -> None:
