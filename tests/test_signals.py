@@ -30,8 +30,8 @@ def _raw_handler(signum, frame):
     _stop(signum)
 
 
-def _signal_inside_a_write(database: str) -> threading.Thread:
-    """Have SIGTERM reach the main thread while it is inside SQLite's execute, in a write session.
+def _signal_inside_a_write(database: str, signum: int = signal.SIGTERM) -> threading.Thread:
+    """Have `signum` reach the main thread while it is inside SQLite's execute, in a write session.
 
     Another connection holds an exclusive lock, so the store's next statement (set_tag's SELECT of
     the run) waits in SQLite's busy handler; once the main thread is seen there, the signal is sent
@@ -46,7 +46,7 @@ def _signal_inside_a_write(database: str) -> threading.Thread:
         deadline = time.monotonic() + 30
         while sys._current_frames()[main].f_code.co_name != "do_execute" and time.monotonic() < deadline:
             time.sleep(0.01)
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signum)
         time.sleep(0.2)
         blocker.execute("ROLLBACK")
         blocker.close()
@@ -91,3 +91,33 @@ def test_raising_inside_the_write_instead_leaves_the_store_locked(tracking_uri, 
     assert any(frame.f_code.co_name == "do_execute" for frame in frames), "raised inside the write"
     with pytest.raises(mlflow.exceptions.MlflowException, match="database is locked"):
         client.set_terminated(run_id, "KILLED")
+
+
+@pytest.fixture
+def restored_signal_handlers():
+    """GracefulStop leaves SIGINT and SIGTERM ignored once it has recorded a stop (the process is
+    leaving); this process is pytest's, which is not."""
+    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)
+
+
+def test_a_second_ctrl_c_inside_a_store_call_still_lets_the_run_be_recorded_killed(tracking_uri, tmp_path, restored_signal_handlers):
+    """The trainer's GracefulStop notes a first signal and raises on a second one ("now"): that one
+    too is deferred out of the store call it lands in, so its on_stop can mark the run KILLED."""
+    from train.errors import TrainingInterrupted
+    from train.run.interrupt import GracefulStop
+
+    client, run_id = _new_run(tmp_path)
+    stop = GracefulStop(on_stop=lambda s: client.set_terminated(run_id, "KILLED"))
+    with pytest.raises(TrainingInterrupted), stop:
+        os.kill(os.getpid(), signal.SIGINT)  # the first: noted, to be acted on at the next safe point
+        time.sleep(0.1)
+        assert stop.signum == signal.SIGINT and not stop.hurry
+        sender = _signal_inside_a_write(tmp_path / "mlflow.db", signal.SIGINT)
+        for i in range(50):
+            client.set_tag(run_id, f"tag{i}", "value")
+        time.sleep(5)
+    sender.join()
+    assert stop.hurry and client.get_run(run_id).info.status == "KILLED"

@@ -21,7 +21,7 @@ import keras
 
 from train.config import cache_root
 from train.errors import TrainingInterrupted
-from train.run.signals import absorb_stop_signals, stop_signals_to
+from train.run.signals import absorb_stop_signals, in_database_code, send_again_soon, stop_signals_to
 
 
 class GracefulStop(keras.callbacks.Callback):
@@ -34,7 +34,8 @@ class GracefulStop(keras.callbacks.Callback):
     turn into a SystemError. `on_stop(self)` runs as the exception leaves the block: the
     trainer marks the run KILLED there, so no run is left RUNNING by a signal.
 
-    A second signal (Ctrl-C twice) means "now": it raises TrainingInterrupted at once, or, once
+    A second signal (Ctrl-C twice) means "now": it raises TrainingInterrupted at once (or just after
+    the store call it lands in, which an exception would leave locked), or, once
     the run is already being stopped, sets `hurry` so the stop skips what can wait (sending the
     checkpoint) but still ends the run KILLED. Signals during `on_stop` never cut it short, nor,
     once a stop has ended the block, the process's way out (absorb_stop_signals).
@@ -79,6 +80,9 @@ class GracefulStop(keras.callbacks.Callback):
             return
         self.hurry = True  # a second signal: the user means it
         if not self.stopping:
+            if in_database_code(frame):  # raised there, the store stays locked and on_stop could not record the stop
+                send_again_soon(signum)
+                return
             self.stopping = True
             raise self._interrupted()
 

@@ -39,7 +39,7 @@ def raising_outside_database_code(raise_stop):
 
     def handle(signum, frame):
         if in_database_code(frame):
-            _send_again_soon(signum)
+            send_again_soon(signum)
             return
         raise_stop(signum)
 
@@ -56,7 +56,8 @@ def in_database_code(frame) -> bool:
     return False
 
 
-def _send_again_soon(signum: int) -> None:
+def send_again_soon(signum: int) -> None:
+    """Deliver `signum` to this process again in RETRY_SECONDS (from a thread: not now, in a handler)."""
     timer = threading.Timer(RETRY_SECONDS, os.kill, (os.getpid(), signum))
     timer.daemon = True
     timer.start()
