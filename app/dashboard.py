@@ -256,6 +256,7 @@ def _curves(built: views.Views, options: curve_data.CurveOptions) -> None:
         )
     if options.group:
         _group_sample_note(built.group_sample[1])
+        st.caption(views.GROUP_LABEL_NOTE)
     stuck = built.at_chance
     if not stuck.empty:
         st.caption(plain(

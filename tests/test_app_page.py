@@ -8,6 +8,7 @@ import json
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from app.page import views
 from tests.app_fixtures import *  # noqa: F403
 from tests.app_fixtures import EDGE_EXPERIMENT, HOSTILE_NAME, REPO, chart_data, chart_spec, curve_chart, free_port
 from train import contract
@@ -56,6 +57,7 @@ def test_filters_change_the_charted_runs_and_land_in_the_url(lab_store, monkeypa
 @pytest.mark.slow  # every view, the Export figures rendered: ~45 s
 def test_every_view_renders(lab_store, monkeypatch):
     page = open_page(monkeypatch, lab_store["uri"], {"group": "1"})
+    assert views.GROUP_LABEL_NOTE in [c.value for c in page.caption], "grouped lines say what their labels measure"
     for view in ("LR sensitivity", "Schedules", "LR finder", "Groups", "Export", "Runs"):
         page.radio(key="view").set_value(view).run()
         no_failure(page)

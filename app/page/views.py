@@ -26,6 +26,11 @@ LEARNING_RATE = frames.split_metric(contract.LEARNING_RATE)[0]
 # the curves of 10,000 runs read as a few hundred histories. The verdicts use every run.
 GROUP_RUNS_DRAWN = 10
 GROUPS_DRAWN = 12
+# A group's label and its verdict measure different things, and a reader meets both numbers.
+GROUP_LABEL_NOTE = (
+    "A line's label marks the best point of its group's mean curve; the verdicts above compare the mean of each "
+    "run's own best epoch, a different number (for accuracy, at least as high)."
+)
 # (runs, keys) -> their raw histories (run_id, key, step, value, timestamp): the page reads through
 # the history cache every session shares (`app.page.first_chart.CacheReader`).
 Reader = Callable[[pd.DataFrame, list[str]], pd.DataFrame]
