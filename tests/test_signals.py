@@ -66,13 +66,13 @@ def _tag_until_stopped(client, run_id, database):
     return [frame for frame, _ in traceback.walk_tb(stopped.value.__traceback__)]
 
 
-def _new_run(tmp_path):
+def _new_run():
     client = MlflowClient()
     return client, client.create_run(mlflow.set_experiment("signals").experiment_id).info.run_id
 
 
 def test_a_signal_inside_a_store_session_is_raised_after_it_and_the_run_can_still_be_marked_killed(tracking_uri, tmp_path):
-    client, run_id = _new_run(tmp_path)
+    client, run_id = _new_run()
     with stop_signals_to(raising_outside_database_code(_stop)):
         frames = _tag_until_stopped(client, run_id, tmp_path / "mlflow.db")
     assert not any(frame.f_globals["__name__"].startswith("sqlalchemy") for frame in frames), "raised outside the store"
@@ -85,7 +85,7 @@ def test_a_signal_inside_a_store_session_is_raised_after_it_and_the_run_can_stil
 @pytest.mark.slow  # waits out MLflow's 20 s SQLite busy timeout
 def test_raising_inside_the_write_instead_leaves_the_store_locked(tracking_uri, tmp_path):
     """Why the handler defers: raising at once, from the same place, breaks the next write."""
-    client, run_id = _new_run(tmp_path)
+    client, run_id = _new_run()
     with stop_signals_to(_raw_handler):
         frames = _tag_until_stopped(client, run_id, tmp_path / "mlflow.db")
     assert any(frame.f_code.co_name == "do_execute" for frame in frames), "raised inside the write"
@@ -109,7 +109,7 @@ def test_a_second_ctrl_c_inside_a_store_call_still_lets_the_run_be_recorded_kill
     from train.errors import TrainingInterrupted
     from train.run.interrupt import GracefulStop
 
-    client, run_id = _new_run(tmp_path)
+    client, run_id = _new_run()
     stop = GracefulStop(on_stop=lambda s: client.set_terminated(run_id, "KILLED"))
     with pytest.raises(TrainingInterrupted), stop:
         os.kill(os.getpid(), signal.SIGINT)  # the first: noted, to be acted on at the next safe point

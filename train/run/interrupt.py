@@ -21,7 +21,7 @@ import keras
 
 from train.config import cache_root
 from train.errors import TrainingInterrupted
-from train.run.signals import absorb_stop_signals, in_database_code, send_again_soon, stop_signals_to
+from train.run.signals import absorb_stop_signals, deferred_out_of_database_code, stop_signals_to
 
 
 class GracefulStop(keras.callbacks.Callback):
@@ -80,8 +80,7 @@ class GracefulStop(keras.callbacks.Callback):
             return
         self.hurry = True  # a second signal: the user means it
         if not self.stopping:
-            if in_database_code(frame):  # raised there, the store stays locked and on_stop could not record the stop
-                send_again_soon(signum)
+            if deferred_out_of_database_code(signum, frame):  # raised there, the store stays locked and on_stop could not record the stop
                 return
             self.stopping = True
             raise self._interrupted()

@@ -9,9 +9,9 @@ import threading
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)  # what a pre-empting scheduler and Ctrl-C send
 
-# Code an exception must not interrupt. Raised inside a SQLite write, it leaves that connection's
-# write lock held (SQLAlchemy's rollback never runs for a BaseException at that point), and the
-# stop's own bookkeeping (the run marked KILLED) then fails with "database is locked".
+# Code an exception must not interrupt. Raised inside a SQLite session (a SELECT executed, its rows
+# not yet read), it leaves that statement's lock held, since SQLAlchemy rolls back for Exceptions
+# only; the stop's own bookkeeping (the run marked KILLED) then fails with "database is locked".
 DATABASE_MODULES = ("sqlalchemy", "sqlite3", "psycopg2", "mlflow.store", "optuna.storages")
 RETRY_SECONDS = 0.05  # how soon a signal deferred out of database code is delivered again
 
@@ -33,34 +33,30 @@ def stop_signals_to(handler):
 
 def raising_outside_database_code(raise_stop):
     """A signal handler that calls `raise_stop(signum)` (which raises) at once, unless the signal
-    landed inside database code: then the same signal is sent again in RETRY_SECONDS, until it lands
-    outside. For handlers that must stop the process wherever it is (a sweep loading data, building
-    a model or waiting for other workers) and cannot wait for a safe point of their own."""
+    landed inside database code (`deferred_out_of_database_code`). For handlers that must stop the
+    process wherever it is (a sweep loading data, building a model or waiting for other workers)
+    and cannot wait for a safe point of their own."""
 
     def handle(signum, frame):
-        if in_database_code(frame):
-            send_again_soon(signum)
-            return
-        raise_stop(signum)
+        if not deferred_out_of_database_code(signum, frame):
+            raise_stop(signum)
 
     return handle
 
 
-def in_database_code(frame) -> bool:
-    """Whether `frame` or any of its callers is in one of DATABASE_MODULES."""
+def deferred_out_of_database_code(signum: int, frame) -> bool:
+    """If `frame` or any of its callers is in one of DATABASE_MODULES, send `signum` to this process
+    again in RETRY_SECONDS (from a thread: not now, in a handler) and return True: the handler
+    returns and meets the signal again, until it lands outside."""
     while frame is not None:
         module = frame.f_globals.get("__name__", "")
         if any(module == name or module.startswith(name + ".") for name in DATABASE_MODULES):
+            timer = threading.Timer(RETRY_SECONDS, os.kill, (os.getpid(), signum))
+            timer.daemon = True
+            timer.start()
             return True
         frame = frame.f_back
     return False
-
-
-def send_again_soon(signum: int) -> None:
-    """Deliver `signum` to this process again in RETRY_SECONDS (from a thread: not now, in a handler)."""
-    timer = threading.Timer(RETRY_SECONDS, os.kill, (os.getpid(), signum))
-    timer.daemon = True
-    timer.start()
 
 
 def absorb_stop_signals() -> None:
